@@ -1,0 +1,258 @@
+"""
+Build the model of the method: a native Qwen VLM in 4-bit NF4, its processor, and LoRA on the language model.
+This file builds and returns things; it never trains.
+
+    python model.py --make-tiny runs/tiny                      # a tiny random Qwen2.5-VL checkpoint
+    python model.py --make-tiny runs/tiny3 --family qwen3_vl   # the same for Qwen3-VL
+    python model.py --model runs/tiny --r 128 --alpha 1024     # load in 4 bit, attach LoRA, print the count
+
+Any native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint loads through `from_pretrained`, a hub id or a local
+folder alike; a local folder never touches the network.
+"""
+
+import argparse
+import json
+import os
+
+import torch
+
+from data import InputError
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+# The analogue of the paper's LoRA on Qwen-VL's fused `c_attn` (query, key, value) is q/k/v of the language model.
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj")
+# `--targets all`: every linear layer of the language model's blocks.
+ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _local(model_id):
+    # A folder is read as it is; only a hub id may reach the network.
+    return {"local_files_only": True} if os.path.isdir(model_id) else {}
+
+
+# -----------------------------------------------------------------------------
+# processor and model
+
+
+def load_processor(model_id):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_id, **_local(model_id))
+    # AutoProcessor quietly falls back to the bare tokenizer when it cannot build the image side
+    # (for example when torchvision is missing); the prompt needs the real processor.
+    if not hasattr(processor, "image_processor"):
+        raise InputError(f"{model_id}: could not build the image processor (is torchvision installed?)")
+    return processor
+
+
+def quantization(model_id, quant, dtype):
+    """The quantization config to load `model_id` with, as a function of what the checkpoint already is."""
+    from transformers import AutoConfig, BitsAndBytesConfig
+
+    config = AutoConfig.from_pretrained(model_id, **_local(model_id))
+    prequantized = getattr(config, "quantization_config", None)
+    if prequantized is not None:
+        method = prequantized.get("quant_method") if isinstance(prequantized, dict) else prequantized.quant_method
+        raise InputError(f"{model_id}: pre-quantized checkpoints ({method}) are not supported yet; "
+                         "pass the bf16 checkpoint and --quant nf4")
+    if quant == "none":
+        return None
+    assert quant == "nf4", quant
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+        # The vision tower stays in full precision (quantizing a tiny one cost 0.3 SRCC). The name is matched as a
+        # prefix of the module path, so it must be "model.visual", not "visual".
+        llm_int8_skip_modules=["model.visual", "lm_head"],
+    )
+
+
+def load_model(model_id, quant="nf4"):
+    """The frozen base model on the local device: 4-bit NF4 language model, full-precision vision tower."""
+    from transformers import AutoModelForImageTextToText
+
+    dev = device()
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_id, dtype=dtype, quantization_config=quantization(model_id, quant, dtype),
+        device_map={"": dev}, **_local(model_id))
+    model.requires_grad_(False)
+    if quant == "nf4" and dev == "cpu":
+        _keep_cpu_4bit_trainable(model)
+    return model
+
+
+def _keep_cpu_4bit_trainable(model):
+    # On CPUs with AVX512-BF16, bitsandbytes repacks a Linear4bit's weight into an inference-only layout at its
+    # first no-grad forward (after from_pretrained, in generate). Training after that crashes or, worse, yields
+    # LoRA gradients 2-5x too small. Turning the fast path off keeps one layout for training and evaluation.
+    import bitsandbytes as bnb
+
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+
+
+# -----------------------------------------------------------------------------
+# LoRA
+
+
+def lora_config(r, alpha, dropout=0.05, targets=DEFAULT_TARGETS):
+    from peft import LoraConfig
+
+    targets = ALL_TARGETS if list(targets) == ["all"] else targets
+    # Target names alone would also match the vision tower's MLP (gate/up/down_proj): anchor them in the LM.
+    pattern = r".*language_model.*\.(" + "|".join(targets) + r")"
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
+
+
+def add_lora(model, r, alpha, dropout=0.05, targets=DEFAULT_TARGETS):
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(r, alpha, dropout, targets))
+
+
+def count_parameters(model):
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def save_adapter(model, path):
+    """PEFT format: adapter_config.json + adapter_model.safetensors, readable by PeftModel.from_pretrained."""
+    model.save_pretrained(path, safe_serialization=True)
+
+
+def load_adapter(model, path, trainable=False):
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, path, is_trainable=trainable)
+
+
+def base_model_of(adapter_path):
+    with open(os.path.join(adapter_path, "adapter_config.json")) as f:
+        return json.load(f)["base_model_name_or_path"]
+
+
+# -----------------------------------------------------------------------------
+# tiny random checkpoints of the real architectures, for the demo and the tests
+
+# The chat template Qwen2-VL and Qwen2.5-VL checkpoints ship (system turn, then the user's images and text).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+# Qwen2's pre-tokenizer: words, then every digit on its own, punctuation, newlines, spaces.
+QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+              r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def tiny_tokenizer(corpus, vocab_size=1000):
+    """A byte-level BPE with Qwen's split rule and special tokens, trained on `corpus`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2TokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.normalizer = normalizers.NFC()
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return Qwen2TokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                              unk_token=None, bos_token=None, chat_template=CHAT_TEMPLATE)
+
+
+def make_tiny(path, family="qwen2_5_vl", seed=0):
+    """Write a tiny random checkpoint (model, tokenizer, processor) that loads like a real one."""
+    from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessor
+
+    import data
+    import prompt
+
+    torch.manual_seed(seed)
+    corpus = [prompt.INSTRUCTION, prompt.ANSWER_CUE, *data.CAPTION_WORDS, "You are a helpful assistant.",
+              "system user assistant"] * 4
+    tok = tiny_tokenizer(corpus)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text = dict(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=None)
+    special = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                   vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+                   tie_word_embeddings=False)
+    if family == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig as Config, Qwen2_5_VLProcessor as Processor
+        from transformers import Qwen2VLVideoProcessor as VideoProcessor
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]}
+        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
+                      fullatt_block_indexes=[1], window_size=56)
+        patch = 14
+    elif family == "qwen3_vl":
+        from transformers import Qwen3VLConfig as Config, Qwen3VLProcessor as Processor
+        from transformers import Qwen3VLVideoProcessor as VideoProcessor
+        text.update(head_dim=32, rope_parameters={"rope_type": "default", "rope_theta": 5e6,
+                                                  "mrope_section": [4, 6, 6], "mrope_interleaved": True})
+        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
+                      num_position_embeddings=64, deepstack_visual_indexes=[1])
+        patch = 16
+    else:
+        raise InputError(f"unknown family {family!r} (qwen2_5_vl or qwen3_vl)")
+    config = Config(text_config=text, vision_config=vision, **special)
+    model = AutoModelForImageTextToText.from_config(config)
+    # A frozen random lm_head with the default std 0.02 caps logits near 2.6 and LoRA-only training stalls.
+    torch.nn.init.normal_(model.lm_head.weight, std=0.1)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(path)
+
+    side = 2 * 2 * patch  # 2x2 merged patches: 4 visual tokens a frame keeps the tiny model fast
+    size = {"shortest_edge": side * side, "longest_edge": side * side}
+    image_processor = Qwen2VLImageProcessor(size=size, patch_size=patch, merge_size=2, temporal_patch_size=2)
+    processor = Processor(image_processor=image_processor, tokenizer=tok,
+                          video_processor=VideoProcessor(patch_size=patch), chat_template=CHAT_TEMPLATE)
+    processor.save_pretrained(path)
+    return path
+
+
+# -----------------------------------------------------------------------------
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--make-tiny", metavar="DIR", help="write a tiny random checkpoint to DIR and exit")
+    parser.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"], help="tiny model's architecture")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder to load")
+    parser.add_argument("--quant", default="nf4", choices=["nf4", "none"], help="4-bit NF4 or full precision")
+    parser.add_argument("--r", type=int, default=128, help="LoRA rank")
+    parser.add_argument("--alpha", type=float, default=1024, help="LoRA alpha")
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="language-model modules that get LoRA, comma-separated, or all")
+    args = parser.parse_args()
+    if args.make_tiny:
+        make_tiny(args.make_tiny, args.family)
+        print(f"wrote a tiny {args.family} checkpoint to {args.make_tiny}")
+    else:
+        model = add_lora(load_model(args.model, args.quant), args.r, args.alpha, targets=args.targets.split(","))
+        trainable, total = count_parameters(model)
+        print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")

@@ -1,0 +1,184 @@
+"""
+Predict memorability scores with a trained adapter (or zero-shot with the base model) and write a CSV.
+
+    python predict.py --data data/memento10k --adapter runs/r128-a1024 --split test     # the submission
+    python predict.py --data data/memento10k --adapter runs/fold2 --split trainval --fold 2 --folds 5
+    python predict.py --data data/memento10k --zero-shot --model Qwen/Qwen2.5-VL-7B-Instruct --split trainval
+
+Greedy decoding of at most 4 new tokens, then the paper's post-processing: the first number 0-100 in the
+answer; an answer without one is invalid and gets the training mean (counted and reported).
+The CSV has the header video_id,mem_score with scores 0-1. With labels, SRCC is printed with its 95% CI.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import tempfile
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from scipy import stats
+from tqdm import tqdm
+
+import data
+import model as qwen
+import prompt
+
+PAPER_TRAIN_MEAN = 80  # the paper's fill value for invalid zero-shot answers (train+val mean score 0.801)
+
+
+# -----------------------------------------------------------------------------
+# decoding, then post-processing
+
+
+@torch.no_grad()
+def generate(model, processor, videos, cache, batch_size=8, max_new_tokens=4, progress=True):
+    """Greedy answers (free text) of the model for each video, in order."""
+    tokenizer = processor.tokenizer
+    was_training = model.training
+    model.eval()
+    answers = []
+    for start in tqdm(range(0, len(videos), batch_size), desc="predicting", unit="batch", disable=not progress):
+        chunk = videos[start:start + batch_size]
+        batch, _ = prompt.encode(processor, [cache.get(v) for v in chunk], [v.captions for v in chunk])
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        with autocast(model.device):
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN),
+                                 pad_token_id=tokenizer.pad_token_id)
+        answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    model.train(was_training)
+    return answers
+
+
+def postprocess(answers, fill):
+    """Answers -> integer scores 0-100; an answer with no valid number gets `fill`. Returns (scores, n_invalid)."""
+    parsed = [prompt.parse_score(a) for a in answers]
+    return [fill if p is None else p for p in parsed], sum(p is None for p in parsed)
+
+
+def autocast(device):
+    """bf16 autocast on GPU; on CPU everything stays fp32."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda" else nullcontext()
+
+
+# -----------------------------------------------------------------------------
+# metrics
+
+
+def srcc_ci(rho, n, level=0.95):
+    """Fisher z confidence interval of a Spearman correlation: tanh(atanh(rho) +- z / sqrt(n - 3))."""
+    if n <= 3 or abs(rho) >= 1:
+        return rho, rho
+    half = stats.norm.ppf(0.5 + level / 2) / math.sqrt(n - 3)
+    return math.tanh(math.atanh(rho) - half), math.tanh(math.atanh(rho) + half)
+
+
+def metrics(predicted, truth):
+    """predicted: integer scores 0-100; truth: scores 0-1."""
+    p, t = np.asarray(predicted, float) / 100, np.asarray(truth, float)
+    srcc = float(stats.spearmanr(p, t).statistic) if len(p) > 1 and np.ptp(p) > 0 else float("nan")
+    pearson = float(stats.pearsonr(p, t).statistic) if len(p) > 1 and np.ptp(p) > 0 else float("nan")
+    return dict(n=len(p), srcc=srcc, srcc_ci=srcc_ci(srcc, len(p)), pearson=pearson, mse=float(np.mean((p - t) ** 2)))
+
+
+def write_predictions(path, videos, scores):
+    """video_id,mem_score (0-1), written to a temporary file and renamed so a reader never sees half of it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video_id", "mem_score"])
+        w.writerows([v.video_id, f"{s / 100:.2f}"] for v, s in zip(videos, scores))
+    os.replace(tmp, path)
+
+
+def read_labels(path):
+    """A video_id,mem_score CSV (such as the synthetic test_labels.csv) -> {video_id: score}."""
+    with open(path, newline="") as f:
+        return {row["video_id"]: float(row["mem_score"]) for row in csv.DictReader(f)}
+
+
+# -----------------------------------------------------------------------------
+# loading a run
+
+
+def resolve_run(path):
+    """A run directory or an adapter directory -> (adapter dir, the run's config dict or None)."""
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        adapter, run = path, os.path.dirname(os.path.abspath(path))
+    elif os.path.isfile(os.path.join(path, "adapter", "adapter_config.json")):
+        adapter, run = os.path.join(path, "adapter"), path
+    else:
+        raise data.InputError(f"{path}: neither a run directory (with adapter/) nor an adapter directory")
+    config_path = os.path.join(run, "config.json")
+    config = json.load(open(config_path)) if os.path.isfile(config_path) else None
+    return adapter, config
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # ---
+    parser.add_argument("--data", required=True, help="Memento10k root (authors' JSON or MediaEval CSV layout)")
+    parser.add_argument("--adapter", help="run directory of train.py, or an adapter directory")
+    parser.add_argument("--zero-shot", action="store_true", help="predict with the base model, no adapter")
+    parser.add_argument("--model", help="base model (hub id or folder); default: the run's, or " + qwen.DEFAULT_MODEL)
+    parser.add_argument("--quant", default=None, choices=["nf4", "none"], help="default: the run's, or nf4")
+    parser.add_argument("--split", default="test", choices=data.SPLITS, help="videos to predict")
+    parser.add_argument("--fold", type=int, default=None, help="predict fold K of trainval (with --split trainval)")
+    parser.add_argument("--folds", type=int, default=None, help="number of folds (default: the run's, or 5)")
+    parser.add_argument("--seed", type=int, default=None, help="fold seed (default: the run's, or 0)")
+    parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the run's, or 3)")
+    parser.add_argument("--batch-size", type=int, default=8, help="videos per generation batch")
+    parser.add_argument("--labels", help="a video_id,mem_score CSV to score the predictions against")
+    parser.add_argument("--cache", default=data.default_cache(), help="folder of decoded frames")
+    parser.add_argument("--out", help="CSV to write (default: RUN/predictions-SPLIT[-foldK].csv)")
+    # ---
+    args = parser.parse_args(argv)
+    if bool(args.adapter) == args.zero_shot:
+        parser.error("give exactly one of --adapter and --zero-shot")
+
+    adapter, run = (None, None) if args.zero_shot else resolve_run(args.adapter)
+    run = run or {}
+    model_id = args.model or run.get("model") or (qwen.base_model_of(adapter) if adapter else qwen.DEFAULT_MODEL)
+    quant = args.quant or run.get("quant", "nf4")
+    folds, seed = args.folds or run.get("folds", 5), args.seed if args.seed is not None else run.get("seed", 0)
+    n_frames = args.frames or run.get("frames", 3)
+    fill = round(run["train_mean"]) if "train_mean" in run else PAPER_TRAIN_MEAN
+    suffix = f"{args.split}" + (f"-fold{args.fold}" if args.fold is not None else "")
+    out = args.out or os.path.join(os.path.dirname(adapter) if adapter else ".", f"predictions-{suffix}.csv")
+
+    videos = data.heldout(args.data, args.split, args.fold, folds, seed)
+    cache = data.FrameCache(args.cache, n_frames)
+    cache.fill(videos)
+    processor = qwen.load_processor(model_id)
+    model = qwen.load_model(model_id, quant)
+    if adapter:
+        model = qwen.load_adapter(model, adapter)
+    answers = generate(model, processor, videos, cache, args.batch_size)
+    scores, invalid = postprocess(answers, fill)
+    write_predictions(out, videos, scores)
+    print(f"wrote {len(scores)} predictions to {out}")
+    print(f"invalid answers: {invalid}/{len(scores)} ({100 * invalid / max(len(scores), 1):.2f}%), replaced by {fill}")
+
+    truth = read_labels(args.labels) if args.labels else {v.video_id: v.score for v in videos if v.score is not None}
+    pairs = [(s, truth[v.video_id]) for v, s in zip(videos, scores) if v.video_id in truth]
+    if pairs:
+        m = metrics(*zip(*pairs))
+        lo, hi = m["srcc_ci"]
+        print(f"SRCC {m['srcc']:.4f} (95% CI {lo:.3f}-{hi:.3f}, Fisher z, n={m['n']}) | "
+              f"Pearson {m['pearson']:.4f} | MSE {m['mse']:.5f}")
+    return scores
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except data.InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,99 @@
+"""
+The paper's prompt (Martin-Fernandez et al., Sensors 2025, Listing 1), its target and its label mask.
+
+Pure functions of strings and token ids: nothing here loads a model, so every rule of the method that
+lives in text can be tested on its own.
+
+    instruction -> frames (first, middle, last) -> five captions, one per line -> answer cue
+    target      =  the score as an integer 0-100, then the end-of-turn token
+"""
+
+import re
+
+import torch
+
+INSTRUCTION = (
+    "You are an expert in multimedia perception and memorability. On a scale from 0 to 100, predict how "
+    "memorable the following video is based on the following frames and textual captions that describe them."
+)
+ANSWER_CUE = "(Answer only with a number between 0 and 100). PREDICTED SCORE:"
+END_OF_TURN = "<|im_end|>"  # Qwen's end of an assistant turn; the model must learn to stop after the score
+IGNORE = -100  # label of a position that carries no loss (torch's cross_entropy ignore_index)
+
+
+def messages(captions, n_frames):
+    """The user turn of Listing 1 as chat messages; the frames are passed to the processor in the same order."""
+    content = [{"type": "text", "text": INSTRUCTION + "\n"}]
+    content += [{"type": "image"} for _ in range(n_frames)]
+    content.append({"type": "text", "text": "\n" + "\n".join(captions) + "\n" + ANSWER_CUE})
+    return [{"role": "user", "content": content}]
+
+
+def target_ids(tokenizer, label):
+    """Token ids the model is trained to answer: the integer's digits (Qwen splits numbers digit by digit) and end-of-turn."""
+    assert 0 <= label <= 100, label
+    return tokenizer.encode(str(label), add_special_tokens=False) + [tokenizer.convert_tokens_to_ids(END_OF_TURN)]
+
+
+def left_pad(rows, value):
+    """A list of int lists -> a (len(rows), longest) tensor, each row right-aligned."""
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            out[i, width - len(row):] = torch.tensor(row)
+    return out
+
+
+def join(prompts, targets, pad_id):
+    """
+    Concatenate each prompt with its target and left-pad the batch.
+    Left padding puts every answer at the end of its row, exactly where generation writes it, so training and
+    inference see the same prompt positions and the loss needs logits of the last few positions only.
+    Returns input_ids, attention_mask and labels: IGNORE everywhere except the target tokens.
+    """
+    input_ids = left_pad([list(p) + list(t) for p, t in zip(prompts, targets)], pad_id)
+    attention_mask = left_pad([[1] * (len(p) + len(t)) for p, t in zip(prompts, targets)], 0)
+    labels = left_pad([[IGNORE] * len(p) + list(t) for p, t in zip(prompts, targets)], IGNORE)
+    labels[attention_mask == 0] = IGNORE
+    return input_ids, attention_mask, labels
+
+
+def encode(processor, frames, captions, labels=None):
+    """
+    A batch of videos -> model inputs (and labels when `labels`, the integer scores, are given).
+    frames: per video a list of (H, W, 3) arrays; captions: per video its captions.
+    The processor lays out the chat and expands each frame into its visual tokens; the targets are appended
+    as token ids, exactly as generation would produce them.
+    """
+    tokenizer = processor.tokenizer
+    texts = [processor.apply_chat_template(messages(c, len(f)), tokenize=False, add_generation_prompt=True)
+             for f, c in zip(frames, captions)]
+    enc = processor(text=texts, images=[list(f) for f in frames], padding=True, padding_side="left",
+                    return_tensors="pt")
+    keep = enc["attention_mask"].bool()
+    targets = [target_ids(tokenizer, y) for y in labels] if labels is not None else [[] for _ in texts]
+    prompts = [ids[k].tolist() for ids, k in zip(enc["input_ids"], keep)]
+    input_ids, attention_mask, label_ids = join(prompts, targets, tokenizer.pad_token_id)
+    batch = dict(input_ids=input_ids, attention_mask=attention_mask)
+    for key, value in enc.items():
+        if key in batch:
+            continue
+        if value.shape == keep.shape:  # other per-token fields (mm_token_type_ids): text type 0 for the answer
+            value = left_pad([v[k].tolist() + [0] * len(t) for v, k, t in zip(value, keep, targets)], 0)
+        batch[key] = value
+    return batch, (label_ids if labels is not None else None)
+
+
+# The paper's post-processing: the first number in the answer, kept if it lies in 0..100. The lookarounds keep
+# "6666", "1000" or "-5" from being read as a valid 66, 100 or 5.
+_NUMBER = re.compile(r"(?<![\d.\-])(\d{1,3})(?:\.\d+)?(?![\d])")
+
+
+def parse_score(answer):
+    """Free text -> integer 0..100, or None when the answer holds no such number (an invalid prediction)."""
+    m = _NUMBER.search(answer)
+    if m is None:
+        return None
+    value = int(m.group(1))
+    return value if value <= 100 else None

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny random checkpoints of the real architectures and synthetic Memento10k datasets, built
+once per test run through the same commands a user runs (model.py --make-tiny, data.py --make-synthetic)."""
+
+import os
+import sys
+import warnings
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+warnings.filterwarnings("ignore")
+
+import data  # noqa: E402
+import model as qwen  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny random Qwen2.5-VL checkpoint folder (model, tokenizer, processor)."""
+    return qwen.make_tiny(str(tmp_path_factory.mktemp("tiny-qwen2_5_vl")), "qwen2_5_vl")
+
+
+@pytest.fixture(scope="session")
+def tiny3(tmp_path_factory):
+    """A tiny random Qwen3-VL checkpoint folder."""
+    return qwen.make_tiny(str(tmp_path_factory.mktemp("tiny-qwen3_vl")), "qwen3_vl")
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    """300 synthetic videos in the authors' JSON layout; the score is a function of the last frame."""
+    return data.make_synthetic(str(tmp_path_factory.mktemp("synthetic")), n=300, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_csv(tmp_path_factory):
+    """The same generator, 40 videos, in the MediaEval 2021 CSV layout."""
+    return data.make_synthetic(str(tmp_path_factory.mktemp("synthetic-csv")), n=40, seed=1, layout="csv")
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    """One frame cache for the session, as a user's runs share one."""
+    return str(tmp_path_factory.mktemp("frame-cache"))

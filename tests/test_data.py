@@ -1,0 +1,103 @@
+"""data.py: both Memento10k releases, frame selection by content, the frame cache, folds, the synthetic set."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import data
+from conftest import ROOT
+
+
+def test_json_layout(synthetic):
+    train, val, test = (data.load_split(synthetic, s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (210, 45, 45)
+    assert all(v.score is not None and 0 <= v.score <= 1 and len(v.captions) == 5 for v in train + val)
+    assert all(v.score is None for v in test)  # labels withheld in the split's file ...
+    with open(os.path.join(synthetic, "test_labels.csv")) as f:  # ... and kept apart
+        assert len(f.readlines()) == 46
+    v = train[0]
+    assert v.video_id == "synthetic_00000" and v.path.endswith(os.path.join("videos", "synthetic_00000.mp4"))
+    assert v.label == round(100 * v.score)
+    assert len(data.load_split(synthetic, "trainval")) == 255
+
+
+def test_csv_layout(synthetic_csv):
+    train, val, test = (data.load_split(synthetic_csv, s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (28, 6, 6)
+    assert train[0].video_id == "00000" and train[0].path.endswith(os.path.join("training_set", "Videos", "00000.mp4"))
+    assert val[0].path.endswith(os.path.join("dev_set", "Videos", f"{val[0].video_id}.mp4"))
+    assert all(len(v.captions) == 5 and v.captions[0] for v in train + val + test)
+    assert all(v.score is not None for v in train + val) and all(v.score is None for v in test)
+    assert all(os.path.isfile(v.path) for v in train + val + test)
+
+
+def test_csv_captions_one_row_per_caption(synthetic_csv, tmp_path):
+    wide = data._read_captions(os.path.join(synthetic_csv, "training_set", "train_text_descriptions.csv"))
+    long = tmp_path / "long.csv"
+    long.write_text("video_id,description\n" + "".join(f"{k},{c}\n" for k, cs in wide.items() for c in cs))
+    assert data._read_captions(str(long)) == wide
+
+
+def test_unknown_root_says_what_was_expected(tmp_path):
+    with pytest.raises(data.InputError, match="memento_train_data.json.*train_scores.csv"):
+        data.load_split(str(tmp_path), "train")
+
+
+def bar_width(frame):
+    """The synthetic clip's top bar: its width in pixels tells the frame's position in the clip."""
+    return int((frame[2:6].mean(axis=(0, 2)) > 240).sum())
+
+
+def test_first_middle_last_frames_by_content(tmp_path):
+    n_frames, size = 25, 64
+    path = str(tmp_path / "clip.mp4")
+    data.write_video(path, data.synthetic_frames(0.2, 0.8, np.ones(3), n_frames, size))
+    frames = data.read_frames(path, 3)
+    assert frames.shape == (3, size, size, 3)
+    widths = [bar_width(f) for f in frames]
+    assert widths[0] <= 1 and abs(widths[1] - size / 2) <= 2 and widths[2] >= size - 1
+    assert frames[0][10:].mean() < frames[1][10:].mean() < frames[2][10:].mean()  # the fade to brighter
+    assert data.frame_indices(25, 3) == [0, 12, 24] and data.frame_indices(90, 5) == [0, 22, 44, 67, 89]
+    assert [bar_width(f) for f in data.read_frames(path, 5)] == pytest.approx([0, 16, 32, 48, 64], abs=2)
+
+
+def test_cache_decodes_once(synthetic, tmp_path, monkeypatch):
+    videos = data.load_split(synthetic, "val")[:5]
+    cache = data.FrameCache(str(tmp_path / "cache"))
+    cache.fill(videos)
+    first = [cache.get(v) for v in videos]
+    assert len(os.listdir(tmp_path / "cache")) == 5
+
+    def no_decoding(*args):
+        raise AssertionError("decoded a cached video")
+
+    monkeypatch.setattr(data, "read_frames", no_decoding)
+    cache.fill(videos)
+    assert all(np.array_equal(a, cache.get(v)) for a, v in zip(first, videos))
+    # a different frame count is a different key
+    with pytest.raises(AssertionError, match="decoded a cached video"):
+        data.FrameCache(str(tmp_path / "cache"), n_frames=5).get(videos[0])
+
+
+def test_folds_disjoint_cover_and_stable(synthetic):
+    ids = [v.video_id for v in data.load_split(synthetic, "trainval")]
+    folds = data.make_folds(ids, 5, seed=0)
+    assert sorted(i for f in folds for i in f) == sorted(ids)
+    assert len({i for f in folds for i in f}) == len(ids)
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    assert data.make_folds(list(reversed(ids)), 5, seed=0) == folds  # a function of the id set, not its order
+    assert data.make_folds(ids, 5, seed=1) != folds
+    # the same in another process with another hash seed: every run agrees
+    code = f"import data, json; print(json.dumps(data.make_folds({ids!r}, 5, 0)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONHASHSEED="123"))
+    assert json.loads(out.stdout) == folds
+    rest, held = data.train_heldout(synthetic, "trainval", fold=2, folds=5, seed=0)
+    assert {v.video_id for v in held} == set(folds[2]) and not {v.video_id for v in rest} & set(folds[2])
+    assert [v.video_id for v in data.heldout(synthetic, "trainval", 2, 5, 0)] == [v.video_id for v in held]
+    with pytest.raises(data.InputError, match="fold 5 is outside 0..4"):
+        data.fold_split(data.load_split(synthetic, "trainval"), 5, 5, 0)

@@ -1,0 +1,136 @@
+"""train.py and predict.py end to end on a tiny model: the method learns a synthetic rule that lives in the last
+frame, the run directory holds what the README promises, and a reloaded adapter predicts the same."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import data
+import model as qwen
+import train
+from conftest import ROOT
+
+
+def run(script, *args):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
+                         capture_output=True, text=True)
+    return out.returncode, out.stdout + out.stderr
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_lr_schedule():
+    cfg = train.Config(lr=1e-3, warmup=0.1)
+    lrs = [train.get_lr(s, 100, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # 10 warmup steps up to the peak
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10]))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then decays ...
+    assert lrs[-1] < 1e-5  # ... to nearly zero
+    assert train.get_lr(55, 100, cfg) == pytest.approx(5e-4)  # half way through the cosine
+
+
+def test_learns_the_last_frame_rule_end_to_end(tiny, synthetic, cache, tmp_path):
+    out = tmp_path / "run"
+    # The tiny random model needs a large learning rate and LoRA on all of its language model's linear layers.
+    code, log = run("train.py", "--data", synthetic, "--model", tiny, "--out", out, "--cache", cache,
+                    "--r", 16, "--alpha", 32, "--targets", "all", "--lr", 2e-3, "--epochs", 12, "--warmup", 0.05,
+                    "--no-grad-ckpt", "--log-every", 50)
+    assert code == 0, log
+    for name in ["config.json", "loss.csv", "metrics.csv", "metrics.json", "predictions-val.csv",
+                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors"]:
+        assert (out / name).is_file(), name
+    assert any(d.startswith("step-") for d in os.listdir(out))
+    assert "trainable parameters: " in log and "step 00050" in log and "samples/s" in log
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["srcc"] >= 0.8, metrics
+    assert metrics["invalid"] == 0
+    assert len(read_csv(out / "metrics.csv")) == 12  # one row per epoch, with the held-out SRCC
+    config = json.loads((out / "config.json").read_text())
+    assert config["r"] == 16 and config["model"] == tiny and 45 < config["train_mean"] < 95
+
+    # predict.py reloads the adapter (base model from the run's config) and predicts exactly the same
+    code, log = run("predict.py", "--data", synthetic, "--adapter", out, "--split", "val", "--cache", cache,
+                    "--out", tmp_path / "val.csv")
+    assert code == 0, log
+    assert read_csv(tmp_path / "val.csv") == read_csv(out / "predictions-val.csv")
+    assert "SRCC" in log and "invalid answers: 0/45" in log
+    ids = [v.video_id for v in data.load_split(synthetic, "val")]
+    assert [r["video_id"] for r in read_csv(tmp_path / "val.csv")] == ids
+
+    # the test split has no labels in its file; test_labels.csv scores the submission
+    code, log = run("predict.py", "--data", synthetic, "--adapter", out / "adapter", "--split", "test",
+                    "--cache", cache, "--labels", os.path.join(synthetic, "test_labels.csv"))
+    assert code == 0, log
+    rows = read_csv(out / "predictions-test.csv")
+    assert len(rows) == 45 and all(0 <= float(r["mem_score"]) <= 1 for r in rows)
+    srcc = float(log.split("SRCC ")[1].split()[0])
+    assert srcc >= 0.7, log
+
+
+def test_gradient_accumulation_equals_one_large_batch(tiny, synthetic, cache, tmp_path):
+    videos = data.load_split(synthetic, "train")[:4]
+    processor = qwen.load_processor(tiny)
+    frame_cache = data.FrameCache(cache)
+    weights = []
+    for batch_size, accum in [(4, 1), (2, 2), (1, 4)]:
+        cfg = train.Config(data=synthetic, model=tiny, out=str(tmp_path / f"b{batch_size}"), r=8, alpha=16,
+                           dropout=0.0, epochs=1, batch_size=batch_size, grad_accum=accum, lr=1e-2, warmup=0)
+        os.makedirs(cfg.out)
+        torch.manual_seed(0)
+        m = qwen.add_lora(qwen.load_model(tiny), cfg.r, cfg.alpha, cfg.dropout)
+        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=cfg.lr)
+        train.fit(cfg, m, processor, opt, videos, [], frame_cache)  # one optimizer step over the same 4 videos
+        weights.append({n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad})
+    for other in weights[1:]:
+        for n in weights[0]:
+            torch.testing.assert_close(other[n], weights[0][n], rtol=1e-4, atol=1e-6)
+    assert any(w.abs().sum() > 0 for n, w in weights[0].items() if "lora_B" in n)  # the step did move B
+
+
+def test_qwen3_vl_trains_and_predicts(tiny3, synthetic, cache, tmp_path):
+    """The other architecture through the same scripts, with the defaults' gradient checkpointing and 4 bits."""
+    out = tmp_path / "run"
+    code, log = run("train.py", "--data", synthetic, "--model", tiny3, "--out", out, "--cache", cache,
+                    "--split", "trainval", "--fold", 1, "--folds", 5, "--r", 4, "--alpha", 8, "--epochs", 1,
+                    "--lr", 1e-3, "--batch-size", 8, "--grad-accum", 2, "--eval-batch-size", 16)
+    assert code == 0, log
+    folds = json.loads((out / "folds.json").read_text())["folds"]
+    held = read_csv(out / "predictions-trainval-fold1.csv")
+    assert sorted(r["video_id"] for r in held) == sorted(folds[1])
+    code, log = run("predict.py", "--data", synthetic, "--adapter", out, "--split", "trainval", "--fold", 1,
+                    "--cache", cache, "--out", tmp_path / "fold1.csv", "--batch-size", 16)
+    assert code == 0, log
+    assert read_csv(tmp_path / "fold1.csv") == held
+
+
+def test_zero_shot(tiny, synthetic, cache, tmp_path):
+    code, log = run("predict.py", "--data", synthetic, "--zero-shot", "--model", tiny, "--split", "val",
+                    "--cache", cache, "--out", tmp_path / "zs.csv", "--batch-size", 16)
+    assert code == 0, log
+    rows = read_csv(tmp_path / "zs.csv")
+    assert len(rows) == 45
+    invalid = int(log.split("invalid answers: ")[1].split("/")[0])
+    # a random model rarely says a valid number: those answers get the paper's training mean, 80
+    assert sum(r["mem_score"] == "0.80" for r in rows) >= invalid > 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--r", 0], "--r must be a positive integer"),
+    (["--alpha", -1], "--alpha must be positive"),
+    (["--batch-size", 0], "--batch-size must be at least 1"),
+    (["--split", "trainval", "--fold", 5], "--fold 5 is outside 0..4"),
+])
+def test_bad_settings_get_one_line(flags, message, tmp_path):
+    code, log = run("train.py", "--data", tmp_path, "--out", tmp_path / "run", *flags)
+    assert code == 2, log
+    assert log.strip().splitlines()[-1].startswith(f"error: {message}") and "Traceback" not in log, log
+    assert not (tmp_path / "run").exists()

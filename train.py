@@ -1,0 +1,386 @@
+"""
+Fine-tune a 4-bit Qwen VLM with LoRA to predict video memorability (Martin-Fernandez et al., Sensors 2025).
+
+    python train.py --demo                                                   # synthetic data + tiny model, CPU
+    python train.py --data data/memento10k --r 128 --alpha 1024              # train on train, SRCC on val
+    python train.py --data data/memento10k --split trainval --out runs/final # the model for the test set
+    python train.py --data data/memento10k --split trainval --fold 0 --folds 5 --out runs/fold0
+    python train.py ... --resume                                             # continue a killed run
+
+The run directory (--out) gets config.json, loss.csv, metrics.csv, metrics.json, folds.json (with --fold),
+predictions of the held-out videos, adapter/ (PEFT format) and step-NNNNNN/ checkpoints.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import data
+import model as qwen
+import predict
+import prompt
+
+
+DEFAULT_CACHE = data.default_cache()
+
+
+@dataclass
+class Config:
+    data: str = "data/memento10k"  # Memento10k root: authors' JSON or MediaEval 2021 CSV layout
+    model: str = qwen.DEFAULT_MODEL  # hub id or local folder of a native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint
+    quant: str = "nf4"  # nf4: bitsandbytes 4-bit NF4 with double quantization; none: the checkpoint's precision
+    out: str = "runs/r128-a1024"  # run directory
+    split: str = "train"  # train (held out: val) or trainval (held out: fold K with --fold, else nothing)
+    fold: int | None = None  # held-out fold of trainval, 0..folds-1
+    folds: int = 5  # number of cross-validation folds over trainval
+    seed: int = 0  # seeds the folds, the data order, the LoRA init and dropout
+    frames: int = 3  # frames per video, evenly spaced from first to last (3: first, middle, last)
+    r: int = 128  # LoRA rank
+    alpha: float = 1024  # LoRA alpha; the update is scaled by alpha / r
+    dropout: float = 0.05  # LoRA dropout
+    targets: str = ",".join(qwen.DEFAULT_TARGETS)  # language-model modules that get LoRA
+    epochs: int = 4  # passes over the training videos
+    batch_size: int = 4  # videos per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    # Optimizer defaults follow Qwen-VL's LoRA fine-tuning scripts; the paper does not state its own.
+    lr: float = 1e-5  # peak learning rate
+    warmup: float = 0.01  # fraction of the steps spent warming up linearly
+    weight_decay: float = 0.1  # AdamW weight decay
+    beta2: float = 0.95  # AdamW beta2
+    grad_clip: float = 1.0  # max gradient norm
+    grad_ckpt: bool = True  # gradient checkpointing: recompute activations to save memory
+    eval_batch_size: int = 8  # videos per generation batch when evaluating
+    log_every: int = 10  # steps between progress lines
+    ckpt_every: int = 500  # steps between checkpoints (one is also written at each epoch's end)
+    keep: int = 2  # checkpoints to keep
+    cache: str = DEFAULT_CACHE  # folder of decoded frames
+
+    def __post_init__(self):
+        checks = [
+            (self.quant in ("nf4", "none"), f"--quant must be nf4 or none, not {self.quant!r}"),
+            (self.split in ("train", "trainval"), f"--split must be train or trainval, not {self.split!r}"),
+            (self.fold is None or self.split == "trainval", "--fold needs --split trainval"),
+            (self.folds >= 2, f"--folds must be at least 2, not {self.folds}"),
+            (self.fold is None or 0 <= self.fold < self.folds, f"--fold {self.fold} is outside 0..{self.folds - 1}"),
+            (self.frames >= 1, f"--frames must be at least 1, not {self.frames}"),
+            (self.r >= 1, f"--r must be a positive integer, not {self.r}"),
+            (self.alpha > 0, f"--alpha must be positive, not {self.alpha}"),
+            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), not {self.dropout}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
+            (self.grad_accum >= 1, f"--grad-accum must be at least 1, not {self.grad_accum}"),
+            (self.lr > 0, f"--lr must be positive, not {self.lr}"),
+            (0 <= self.warmup < 1, f"--warmup must be in [0, 1), not {self.warmup}"),
+            (self.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, not {self.eval_batch_size}"),
+            (self.log_every >= 1 and self.ckpt_every >= 1 and self.keep >= 1, "--log-every, --ckpt-every and --keep must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise data.InputError(message)
+
+
+def get_lr(step, total, cfg):
+    """Learning rate of optimizer step `step` (0-based) of `total`."""
+    warmup = math.ceil(cfg.warmup * total)
+    # 1) linear warmup from lr/warmup up to lr
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    # 2) cosine decay from lr down to 0 at the last step
+    progress = (step - warmup) / max(1, total - warmup)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def epoch_order(n, seed, epoch):
+    """The order of the training videos in an epoch: a function of the seed and the epoch only, so a resumed run
+    sees the same data as an uninterrupted one."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def score_loss(model, batch, labels):
+    """Summed next-token cross-entropy over the score tokens (digits and end-of-turn); the prompt carries none.
+    The batch is left-padded, so all targets sit in the last K positions and only those logits are computed:
+    with Qwen's 152k vocabulary, full logits would cost gigabytes."""
+    k = int((labels != prompt.IGNORE).sum(1).max())
+    logits = model(**batch, logits_to_keep=k + 1).logits[:, :-1]  # position t predicts token t+1
+    return F.cross_entropy(logits.float().flatten(0, 1), labels[:, -k:].flatten(), ignore_index=prompt.IGNORE,
+                           reduction="sum")
+
+
+# -----------------------------------------------------------------------------
+# checkpoints
+
+
+def rng_state():
+    return dict(python=list(random.getstate()[1]), numpy=np.random.get_state()[1].tolist(), torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+
+
+def set_rng_state(state):
+    random.setstate((3, tuple(state["python"]), None))
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), 624, 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(cfg, step, model, opt, history):
+    """out/step-NNNNNN/: adapter, optimizer, RNG states and meta.json, written under a temporary name and
+    renamed into place, so a kill at any moment leaves either the whole checkpoint or none."""
+    final = os.path.join(cfg.out, f"step-{step:06d}")
+    tmp = tempfile.mkdtemp(dir=cfg.out, prefix=".tmp-")
+    qwen.save_adapter(model, os.path.join(tmp, "adapter"))
+    torch.save(opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
+    torch.save(rng_state(), os.path.join(tmp, "rng.pt"))
+    with open(os.path.join(tmp, "meta.json"), "w") as f:
+        json.dump(dict(step=step, config=asdict(cfg), history=history), f, indent=1)
+    os.replace(tmp, final)
+    for old in checkpoints(cfg.out)[:-cfg.keep]:
+        shutil.rmtree(old)
+
+
+def checkpoints(out):
+    return sorted(os.path.join(out, d) for d in os.listdir(out) if d.startswith("step-")) if os.path.isdir(out) else []
+
+
+def load_checkpoint(path, model, opt):
+    """Restore what save_checkpoint wrote; returns (next step, history)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(os.path.join(path, "adapter", "adapter_model.safetensors")))
+    # weights_only: a checkpoint is read as tensors and plain containers, never as arbitrary pickled objects
+    opt.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=True))
+    set_rng_state(torch.load(os.path.join(path, "rng.pt"), weights_only=True))
+    with open(os.path.join(path, "meta.json")) as f:
+        meta = json.load(f)
+    return meta["step"] + 1, meta["history"]
+
+
+def write_atomic(path, text):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_csv(path, rows):
+    if rows:
+        keys = list(rows[0])
+        write_atomic(path, "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
+
+
+# -----------------------------------------------------------------------------
+# training
+
+
+def evaluate(cfg, model, processor, videos, cache, fill):
+    """Predict the held-out videos; returns (metrics dict, integer scores)."""
+    answers = predict.generate(model, processor, videos, cache, cfg.eval_batch_size, progress=False)
+    scores, invalid = predict.postprocess(answers, fill)
+    m = predict.metrics(scores, [v.score for v in videos])
+    return dict(srcc=m["srcc"], pearson=m["pearson"], mse=m["mse"], invalid=invalid, n=m["n"]), scores
+
+
+def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, history=None):
+    """The training loop. Returns the history: one row per logged step and one per epoch."""
+    history = history or dict(loss=[], epochs=[])
+    per_step = cfg.batch_size * cfg.grad_accum
+    steps_per_epoch = math.ceil(len(train_videos) / per_step)
+    total = cfg.epochs * steps_per_epoch
+    fill = round(np.mean([v.label for v in train_videos]))  # the training mean replaces invalid answers
+    device = model.device
+    model.train()
+    bar = tqdm(range(start_step, total), initial=start_step, total=total, desc="training", unit="step")
+    for step in bar:
+        t0 = time.time()
+        epoch, k = divmod(step, steps_per_epoch)
+        # 1) the learning rate of this step
+        lr = get_lr(step, total, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        # 2) this step's videos, in the epoch's order, as micro-batches
+        chosen = [train_videos[i] for i in epoch_order(len(train_videos), cfg.seed, epoch)[k * per_step:(k + 1) * per_step]]
+        micro = [prompt.encode(processor, [cache.get(v) for v in chunk], [v.captions for v in chunk], [v.label for v in chunk])
+                 for chunk in (chosen[i:i + cfg.batch_size] for i in range(0, len(chosen), cfg.batch_size))]
+        n_targets = sum(int((labels != prompt.IGNORE).sum()) for _, labels in micro)
+        # 3) forward and backward, one micro-batch at a time
+        loss_sum = 0.0
+        for batch, labels in micro:
+            batch, labels = {k_: v.to(device) for k_, v in batch.items()}, labels.to(device)
+            with predict.autocast(device):
+                loss = score_loss(model, batch, labels)
+            # Divide by the step's count of score tokens, not the micro-batch's: every token then weighs the same
+            # however the step is split into micro-batches, and accumulation equals one large batch.
+            (loss / n_targets).backward()
+            loss_sum += loss.item()
+        # 4) clip and step
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        # 5) log
+        dt = time.time() - t0
+        history["loss"].append(dict(step=step, epoch=epoch, loss=round(loss_sum / n_targets, 6), lr=lr))
+        if step % cfg.log_every == 0 or step == total - 1:
+            tqdm.write(f"step {step:05d} ({100 * (step + 1) / total:5.1f}%) | epoch {epoch} | loss {loss_sum / n_targets:.4f} "
+                       f"| lr {lr:.2e} | dt {1000 * dt:5.0f}ms | samples/s {len(chosen) / dt:5.1f}")
+        # 6) at the epoch's end: held-out SRCC and a checkpoint
+        end_of_epoch = (step + 1) % steps_per_epoch == 0
+        if end_of_epoch:
+            losses = [h["loss"] for h in history["loss"] if h["epoch"] == epoch]
+            row = dict(epoch=epoch, step=step, loss=round(float(np.mean(losses)), 6))
+            if heldout:
+                m, scores = evaluate(cfg, model, processor, heldout, cache, fill)
+                row.update(m)
+                predict.write_predictions(os.path.join(cfg.out, f"predictions-{heldout_name(cfg)}.csv"), heldout, scores)
+                tqdm.write(f"epoch {epoch} | held-out SRCC {m['srcc']:.4f} | invalid {m['invalid']}/{m['n']}")
+            history["epochs"].append(row)
+        write_csv(os.path.join(cfg.out, "loss.csv"), history["loss"])
+        write_csv(os.path.join(cfg.out, "metrics.csv"), history["epochs"])
+        if end_of_epoch or (step + 1) % cfg.ckpt_every == 0:
+            save_checkpoint(cfg, step, model, opt, history)
+    return history
+
+
+def heldout_name(cfg):
+    return "val" if cfg.split == "train" else f"trainval-fold{cfg.fold}"
+
+
+def prepare_out(cfg, resume, overwrite):
+    """Refuse to mix two runs in one directory: a directory that holds another run needs --resume or --overwrite."""
+    config_path = os.path.join(cfg.out, "config.json")
+    if os.path.exists(config_path) and not resume:
+        if not overwrite:
+            raise data.InputError(f"{cfg.out}: holds a run already; pass --resume to continue it or --overwrite")
+        shutil.rmtree(cfg.out)
+    if resume and os.path.exists(config_path):
+        with open(config_path) as f:
+            saved = json.load(f)
+        changed = [k for k, v in asdict(cfg).items() if k not in ("log_every", "eval_batch_size", "cache") and saved.get(k) != v]
+        if changed:
+            raise data.InputError(f"{cfg.out}: --resume with settings that differ from the run's: {', '.join(changed)}")
+    os.makedirs(cfg.out, exist_ok=True)
+
+
+def main(cfg, resume=False, overwrite=False):
+    prepare_out(cfg, resume, overwrite)
+    print(json.dumps(asdict(cfg), indent=1))
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    train_videos, heldout = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed)
+    if cfg.fold is not None:
+        folds = data.make_folds([v.video_id for v in train_videos + heldout], cfg.folds, cfg.seed)
+        write_atomic(os.path.join(cfg.out, "folds.json"), json.dumps(dict(seed=cfg.seed, folds=folds)))
+    print(f"training videos: {len(train_videos)} | held-out videos: {len(heldout)}")
+    cache = data.FrameCache(cfg.cache, cfg.frames)
+    cache.fill(train_videos + heldout)
+    train_mean = float(np.mean([v.label for v in train_videos]))
+    write_atomic(os.path.join(cfg.out, "config.json"), json.dumps(dict(asdict(cfg), train_mean=train_mean), indent=1))
+
+    processor = qwen.load_processor(cfg.model)
+    model = qwen.load_model(cfg.model, cfg.quant)
+    if cfg.grad_ckpt:
+        # non-reentrant checkpointing needs no input that requires grad: the frozen embeddings can stay frozen
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = qwen.add_lora(model, cfg.r, cfg.alpha, cfg.dropout, cfg.targets.split(","))
+    trainable, total = qwen.count_parameters(model)
+    print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, cfg.beta2),
+                            weight_decay=cfg.weight_decay)
+
+    start_step, history = 0, None
+    if resume and checkpoints(cfg.out):
+        start_step, history = load_checkpoint(checkpoints(cfg.out)[-1], model, opt)
+        print(f"resumed from {checkpoints(cfg.out)[-1]} at step {start_step}")
+    t0 = time.time()
+    history = fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step, history)
+    seconds = time.time() - t0
+    qwen.save_adapter(model, os.path.join(cfg.out, "adapter"))
+    final = dict(history["epochs"][-1]) if history["epochs"] else {}
+    steps = len(history["loss"]) - start_step
+    result = dict(final, trainable_parameters=trainable, train_mean=train_mean, seconds=round(seconds, 1),
+                  samples_per_second=round(steps * cfg.batch_size * cfg.grad_accum / max(seconds, 1e-9), 2))
+    write_atomic(os.path.join(cfg.out, "metrics.json"), json.dumps(result, indent=1))
+    print(f"wrote {cfg.out}/adapter" + (f" | held-out SRCC {final['srcc']:.4f} ({final['invalid']} invalid of {final['n']})"
+                                         if "srcc" in final else ""))
+    return result
+
+
+# -----------------------------------------------------------------------------
+# the demo: the whole method on synthetic data and a tiny random model, in minutes on a CPU
+
+
+def demo(root="demo"):
+    data_dir, tiny = os.path.join(root, "data"), os.path.join(root, "tiny-qwen2_5_vl")
+    if not os.path.exists(os.path.join(data_dir, "test_labels.csv")):
+        data.make_synthetic(data_dir, n=300)
+    if not os.path.exists(os.path.join(tiny, "config.json")):
+        qwen.make_tiny(tiny)
+    # A tiny random model has no pretrained features to steer: it needs a far larger learning rate than a 7B one,
+    # and LoRA on every linear layer of its language model (q/k/v alone barely moves its random MLPs).
+    cfg = Config(data=data_dir, model=tiny, out=os.path.join(root, "run"), r=16, alpha=32, targets="all", lr=2e-3,
+                 epochs=12, warmup=0.05, cache=os.path.join(root, "cache"), log_every=50, grad_ckpt=False)
+    return main(cfg, overwrite=True)
+
+
+def parse_args(argv=None):
+    d = Config()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # ---
+    parser.add_argument("--demo", action="store_true", help="synthetic data + tiny model in ./demo; ignores the rest")
+    parser.add_argument("--data", default=d.data, help="Memento10k root (authors' JSON or MediaEval 2021 CSV layout)")
+    parser.add_argument("--model", default=d.model, help="hub id or local folder of a native Qwen VLM")
+    parser.add_argument("--quant", default=d.quant, choices=["nf4", "none"], help="4-bit NF4 or the checkpoint's precision")
+    parser.add_argument("--out", default=d.out, help="run directory")
+    parser.add_argument("--split", default=d.split, choices=["train", "trainval"], help="what to train on")
+    parser.add_argument("--fold", type=int, default=d.fold, help="held-out fold of trainval (needs --split trainval)")
+    parser.add_argument("--folds", type=int, default=d.folds, help="number of folds")
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of folds, data order, LoRA init and dropout")
+    parser.add_argument("--frames", type=int, default=d.frames, help="frames per video, evenly spaced")
+    parser.add_argument("--r", type=int, default=d.r, help="LoRA rank")
+    parser.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha")
+    parser.add_argument("--dropout", type=float, default=d.dropout, help="LoRA dropout")
+    parser.add_argument("--targets", default=d.targets, help="comma-separated language-model modules that get LoRA, or all")
+    parser.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training videos")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="videos per micro-batch")
+    parser.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
+    parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    parser.add_argument("--warmup", type=float, default=d.warmup, help="fraction of steps of linear warmup")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    parser.add_argument("--beta2", type=float, default=d.beta2, help="AdamW beta2")
+    parser.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm")
+    parser.add_argument("--no-grad-ckpt", dest="grad_ckpt", action="store_false", help="turn gradient checkpointing off")
+    parser.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size, help="videos per generation batch")
+    parser.add_argument("--log-every", type=int, default=d.log_every, help="steps between progress lines")
+    parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="steps between checkpoints")
+    parser.add_argument("--keep", type=int, default=d.keep, help="checkpoints to keep")
+    parser.add_argument("--cache", default=d.cache, help="folder of decoded frames")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    # ---
+    args = parser.parse_args(argv)
+    cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config)}) if not args.demo else None
+    return args, cfg
+
+
+if __name__ == "__main__":
+    try:
+        args, cfg = parse_args()
+        demo() if args.demo else main(cfg, args.resume, args.overwrite)
+    except data.InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
