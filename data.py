@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -26,6 +27,26 @@ from tqdm import tqdm
 
 class InputError(Exception):
     """Bad user input. The message is one line that names the file or record and what is wrong with it."""
+
+
+def cli(main):
+    """How every script here ends: bad input is one line on stderr and exit code 2, never a traceback;
+    Ctrl-C and running out of GPU memory say what to do next."""
+    try:
+        main()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to continue (train.py: with --resume)", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:
+        if type(e).__name__ != "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+            raise
+        print("error: out of GPU memory: lower --batch-size (raise --grad-accum to keep the effective batch), "
+              "--frames or --r, and keep gradient checkpointing on; then rerun (train.py: with --resume)",
+              file=sys.stderr)
+        sys.exit(3)
 
 
 @dataclass
@@ -58,67 +79,146 @@ def layout(root):
                      "or training_set/train_scores.csv (MediaEval 2021 release)")
 
 
-def load_split(root, split):
-    """The videos of `split` (train, val, test, or trainval = train + val, the 8,500 labelled videos)."""
+def load_split(root, split, bad=None):
+    """
+    The videos of `split` (train, val, test, or trainval = train + val, the 8,500 labelled videos).
+    A bad record raises InputError naming it; with a list as `bad`, it is skipped and described there instead.
+    """
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     if split == "trainval":
-        return load_split(root, "train") + load_split(root, "val")
+        videos = load_split(root, "train", bad) + load_split(root, "val", bad)
+        return _drop_duplicates(videos, f"{root}: train and val", bad)
     read = _read_json if layout(root) == "json" else _read_csv
-    return read(root, split)
+    return read(root, split, bad)
 
 
-def _read_json(root, split):
-    path = os.path.join(root, JSON_FILES[split])
+def _problem(bad, where, message, video_id=""):
+    if bad is None:
+        raise InputError(f"{where}: {message}")
+    bad.append(dict(video_id=video_id, where=where, problem=message))
+
+
+def _read_text(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            records = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise InputError(f"{path}: missing")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise InputError(f"{path}: line {line}: not valid UTF-8")
+
+
+def _read_json(root, split, bad):
+    path = os.path.join(root, JSON_FILES[split])
+    try:
+        records = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
-        raise InputError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}")
+        raise InputError(f"{path}: line {e.lineno}: malformed JSON ({e.msg})")
+    if not isinstance(records, list):
+        raise InputError(f"{path}: expected a JSON list of records")
     videos = []
     for i, r in enumerate(records):
-        filename = r.get("filename")
-        if not filename:
-            raise InputError(f"{path}: record {i} has no filename")
-        video_id = os.path.splitext(filename)[0]
-        videos.append(Video(video_id, os.path.join(root, "videos", filename), r.get("captions"), r.get("mem_score")))
-    return videos
+        filename = r.get("filename") if isinstance(r, dict) else None
+        if not isinstance(filename, str) or not filename:
+            _problem(bad, f"{path}: record {i}", "no filename")
+            continue
+        video = Video(os.path.splitext(filename)[0], os.path.join(root, "videos", filename), r.get("captions"),
+                      r.get("mem_score"))
+        if _valid(video, f"{path}: record {i} ({video.video_id})", split != "test", bad):
+            videos.append(video)
+    return _drop_duplicates(videos, path, bad)
 
 
-def _read_csv(root, split):
+def _read_csv(root, split, bad):
     folder, prefix = CSV_DIRS[split]
     base = os.path.join(root, folder)
     captions = _read_captions(os.path.join(base, f"{prefix}_text_descriptions.csv"))
     scores_path = os.path.join(base, f"{prefix}_scores.csv")
     if os.path.isfile(scores_path):
-        scores = {row["video_id"].strip(): row["scores_normalized_short_term"] for row in _rows(scores_path)}
-        ids = list(scores)
+        rows = _rows(scores_path, ["video_id", "scores_normalized_short_term"])
+        scores = [(row["video_id"].strip(), row["scores_normalized_short_term"].strip()) for row in rows]
+    elif split == "test":
+        scores = [(video_id, "") for video_id in captions]
+        scores_path = os.path.join(base, f"{prefix}_text_descriptions.csv")  # the record of a test video
     else:
-        if split != "test":
-            raise InputError(f"{scores_path}: missing")
-        scores, ids = {}, list(captions)
+        raise InputError(f"{scores_path}: missing")
     videos = []
-    for video_id in ids:
-        score = scores.get(video_id)
-        videos.append(Video(video_id, os.path.join(base, "Videos", f"{int(video_id):05d}.mp4"),
-                            captions.get(video_id), float(score) if score not in (None, "") else None))
-    return videos
+    for video_id, score in scores:
+        where = f"{scores_path}: video {video_id}"
+        try:
+            score = float(score) if score else None
+            path = _video_file(os.path.join(base, "Videos"), f"{int(video_id):05d}")
+        except ValueError:
+            _problem(bad, where, f"not a number: {score if isinstance(score, str) else video_id!r}", video_id)
+            continue
+        video = Video(video_id, path, captions.get(video_id, []), score)
+        if _valid(video, where, split != "test", bad):
+            videos.append(video)
+    return _drop_duplicates(videos, scores_path, bad)
 
 
-def _rows(path):
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing")
+def _video_file(folder, stem):
+    """folder/stem.mp4, or the same stem in another container (.webm, .avi, .mkv...) when that is what exists."""
+    path = os.path.join(folder, stem + ".mp4")
+    if not os.path.exists(path) and os.path.isdir(folder):
+        others = sorted(f for f in os.listdir(folder) if os.path.splitext(f)[0] == stem)
+        if others:
+            return os.path.join(folder, others[0])
+    return path
+
+
+def _valid(video, where, labelled, bad):
+    """Check one record; report what is wrong with it (see _problem) and say whether it is usable."""
+    c, score = video.captions, video.score
+    if not isinstance(c, list) or len(c) != 5 or not all(isinstance(x, str) for x in c):
+        n = len(c) if isinstance(c, list) else 0
+        _problem(bad, where, f"expected 5 captions, found {n}", video.video_id)
+    elif not all(x.strip() for x in c):
+        _problem(bad, where, f"caption {[x.strip() for x in c].index('')} is empty", video.video_id)
+    elif labelled and score is None:
+        _problem(bad, where, "no score (mem_score) in a labelled split", video.video_id)
+    elif score is not None and (not isinstance(score, (int, float)) or not 0 <= score <= 1):  # NaN fails too
+        _problem(bad, where, f"score {score!r} is outside [0, 1]", video.video_id)
+    elif not os.path.isfile(video.path):
+        _problem(bad, where, f"missing video file {video.path}", video.video_id)
+    else:
+        return True
+    return False
+
+
+def _drop_duplicates(videos, where, bad):
+    seen, kept = set(), []
+    for v in videos:
+        if v.video_id in seen:
+            _problem(bad, where, f"duplicate video id {v.video_id}", v.video_id)
+        else:
+            seen.add(v.video_id)
+            kept.append(v)
+    return kept
+
+
+def _rows(path, required):
+    """The rows of a CSV file as dicts; a missing column or a row with the wrong number of fields is an error."""
+    reader = csv.DictReader(_read_text(path).splitlines())
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InputError(f"{path}: line 1: missing column(s) {', '.join(missing)}")
+    rows = []
+    for row in reader:
+        if None in row or None in row.values():
+            raise InputError(f"{path}: line {reader.line_num}: expected {len(reader.fieldnames)} fields")
+        rows.append(row)
+    return rows
 
 
 def _read_captions(path):
     """Either one row per video (video_id, description_0..4) or one row per caption (video_id, description)."""
     captions = {}
-    for row in _rows(path):
+    for row in _rows(path, ["video_id"]):
         video_id = row["video_id"].strip()
         if "description" in row:
             captions.setdefault(video_id, []).append(row["description"])
@@ -146,19 +246,21 @@ def fold_split(videos, fold, folds, seed):
     return [v for v in videos if v.video_id not in held], [v for v in videos if v.video_id in held]
 
 
-def train_heldout(root, split, fold=None, folds=5, seed=0):
+def train_heldout(root, split, fold=None, folds=5, seed=0, bad=None):
     """What to train on and what to evaluate on: train -> val; trainval -> none; trainval + fold K -> fold K."""
     if split == "train":
-        return load_split(root, "train"), load_split(root, "val")
+        train, val = load_split(root, "train", bad), load_split(root, "val", bad)
+        kept = {id(v) for v in _drop_duplicates(train + val, f"{root}: train and val", bad)}
+        return [v for v in train if id(v) in kept], [v for v in val if id(v) in kept]
     if split != "trainval":
         raise InputError(f"cannot train on split {split!r}: expected train or trainval")
-    videos = load_split(root, "trainval")
+    videos = load_split(root, "trainval", bad)
     return (videos, []) if fold is None else fold_split(videos, fold, folds, seed)
 
 
-def heldout(root, split, fold=None, folds=5, seed=0):
+def heldout(root, split, fold=None, folds=5, seed=0, bad=None):
     """The videos to predict: a split, or fold K of trainval."""
-    videos = load_split(root, split)
+    videos = load_split(root, split, bad)
     if fold is None:
         return videos
     if split != "trainval":
@@ -199,8 +301,8 @@ def read_frames(path, n):
                     break
     except FileNotFoundError:
         raise InputError(f"{path}: missing video file")
-    except (av.FFmpegError, IndexError) as e:
-        raise InputError(f"{path}: cannot decode video ({e})")
+    except (av.FFmpegError, OSError, IndexError, ValueError) as e:
+        raise InputError(f"{path}: cannot decode video ({getattr(e, 'strerror', None) or e})")
     if len(frames) < len(set(wanted)):
         if total > 0 and not frames:
             raise InputError(f"{path}: no decodable frames")
@@ -245,11 +347,35 @@ class FrameCache:
         os.replace(tmp, path)  # atomic: a killed run never leaves half a file under the real name
         return frames
 
-    def fill(self, videos):
-        """Decode every video not cached yet, with a progress bar; later passes only read the cache."""
+    def fill(self, videos, bad=None):
+        """Decode every video not cached yet, with a progress bar; later passes only read the cache.
+        Returns the videos that decoded; one that does not raises InputError, or with a list as `bad` is
+        described there and left out."""
         missing = [v for v in videos if not os.path.exists(self.path(v))]
+        failed = set()
         for v in tqdm(missing, desc="decoding frames", unit="video", disable=not missing):
-            self.get(v)
+            try:
+                self.get(v)
+            except InputError as e:
+                if bad is None:
+                    raise
+                bad.append(dict(video_id=v.video_id, where=v.path, problem=str(e)))
+                failed.add(v.video_id)
+        return [v for v in videos if v.video_id not in failed]
+
+
+def report_skipped(bad, path):
+    """With --skip-bad: warn, count, and list what was left out in a CSV (video_id, where, problem)."""
+    if not bad:
+        return
+    for b in bad:
+        print(f"warning: skipped {b['where']}: {b['problem']}", file=sys.stderr)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, ["video_id", "where", "problem"])
+        w.writeheader()
+        w.writerows(bad)
+    print(f"skipped {len(bad)} bad videos or records; listed in {path}", file=sys.stderr)
 
 
 def default_cache():
@@ -362,9 +488,8 @@ def _write_csv(root, records):
 
 # -----------------------------------------------------------------------------
 
-if __name__ == "__main__":
-    import sys
 
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--make-synthetic", metavar="DIR", help="write a synthetic dataset to DIR and exit")
     parser.add_argument("--n", type=int, default=200, help="number of synthetic videos")
@@ -374,19 +499,19 @@ if __name__ == "__main__":
     parser.add_argument("--split", default="trainval", choices=SPLITS, help="split to parse")
     parser.add_argument("--frames", type=int, default=3, help="frames per video")
     parser.add_argument("--cache", default=default_cache(), help="folder of decoded frames")
-    args = parser.parse_args()
-    try:
-        if args.make_synthetic:
-            make_synthetic(args.make_synthetic, args.n, args.seed, args.layout)
-            print(f"wrote {args.n} synthetic videos to {args.make_synthetic} ({args.layout} layout)")
-        elif args.data:
-            videos = load_split(args.data, args.split)
-            FrameCache(args.cache, args.frames).fill(videos)
-            labelled = [v.score for v in videos if v.score is not None]
-            print(f"{args.split}: {len(videos)} videos, {len(labelled)} labelled"
-                  + (f", mean score {np.mean(labelled):.3f}" if labelled else ""))
-        else:
-            parser.print_help()
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    args = parser.parse_args(argv)
+    if args.make_synthetic:
+        make_synthetic(args.make_synthetic, args.n, args.seed, args.layout)
+        print(f"wrote {args.n} synthetic videos to {args.make_synthetic} ({args.layout} layout)")
+    elif args.data:
+        videos = load_split(args.data, args.split)
+        FrameCache(args.cache, args.frames).fill(videos)
+        labelled = [v.score for v in videos if v.score is not None]
+        print(f"{args.split}: {len(videos)} videos, {len(labelled)} labelled"
+              + (f", mean score {np.mean(labelled):.3f}" if labelled else ""))
+    else:
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    cli(main)

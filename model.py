@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from data import InputError
+from data import InputError, cli
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 # The analogue of the paper's LoRA on Qwen-VL's fused `c_attn` (query, key, value) is q/k/v of the language model.
@@ -38,10 +38,24 @@ def _local(model_id):
 # processor and model
 
 
+def check_checkpoint(model_id):
+    """A local folder must hold a config and safetensors weights; pickled weights (*.bin) are never read."""
+    if not os.path.isdir(model_id):
+        return
+    if not os.path.isfile(os.path.join(model_id, "config.json")):
+        raise InputError(f"{model_id}: no config.json: not a model folder")
+    if not any(f.endswith(".safetensors") for f in os.listdir(model_id)):
+        raise InputError(f"{model_id}: no weights (*.safetensors) in the model folder")
+
+
 def load_processor(model_id):
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(model_id, **_local(model_id))
+    check_checkpoint(model_id)
+    try:
+        processor = AutoProcessor.from_pretrained(model_id, **_local(model_id))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{model_id}: cannot load the processor ({str(e).splitlines()[0]})")
     # AutoProcessor quietly falls back to the bare tokenizer when it cannot build the image side
     # (for example when torchvision is missing); the prompt needs the real processor.
     if not hasattr(processor, "image_processor"):
@@ -77,11 +91,15 @@ def load_model(model_id, quant="nf4"):
     """The frozen base model on the local device: 4-bit NF4 language model, full-precision vision tower."""
     from transformers import AutoModelForImageTextToText
 
+    check_checkpoint(model_id)
     dev = device()
     dtype = torch.bfloat16 if dev == "cuda" else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(
-        model_id, dtype=dtype, quantization_config=quantization(model_id, quant, dtype),
-        device_map={"": dev}, **_local(model_id))
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            model_id, dtype=dtype, quantization_config=quantization(model_id, quant, dtype),
+            device_map={"": dev}, use_safetensors=True, **_local(model_id))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{model_id}: cannot load the model ({str(e).splitlines()[0]})")
     model.requires_grad_(False)
     if quant == "nf4" and dev == "cpu":
         _keep_cpu_4bit_trainable(model)
@@ -129,15 +147,40 @@ def save_adapter(model, path):
     model.save_pretrained(path, safe_serialization=True)
 
 
-def load_adapter(model, path, trainable=False):
+def load_adapter(model, path, model_id, trainable=False):
+    """The adapter at `path` on `model`, after checking it was trained on `model_id`."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, path, is_trainable=trainable)
+    check_adapter(path, model_id)
+    try:
+        return PeftModel.from_pretrained(model, path, is_trainable=trainable)
+    except RuntimeError as e:  # shapes that do not fit this base model
+        raise InputError(f"{path}: does not fit {model_id} ({str(e).splitlines()[0]})")
+
+
+def check_adapter(path, model_id):
+    """Before any weights load: the adapter is in safetensors and was trained on `model_id`."""
+    if not os.path.isfile(os.path.join(path, "adapter_model.safetensors")):
+        raise InputError(f"{path}: no adapter_model.safetensors (only safetensors adapters are read)")
+    base = base_model_of(path)
+    if not same_model(base, model_id):
+        raise InputError(f"{path}: the adapter was trained on {base}, not {model_id} (pass --model {base})")
 
 
 def base_model_of(adapter_path):
     with open(os.path.join(adapter_path, "adapter_config.json")) as f:
         return json.load(f)["base_model_name_or_path"]
+
+
+def same_model(a, b):
+    """The same hub id or folder, or two folders holding the same configuration (a checkpoint that moved)."""
+    if a == b or (os.path.isdir(a) and os.path.isdir(b) and os.path.samefile(a, b)):
+        return True
+    configs = [os.path.join(m, "config.json") for m in (a, b)]
+    if all(os.path.isfile(c) for c in configs):
+        with open(configs[0]) as f, open(configs[1]) as g:
+            return json.load(f) == json.load(g)
+    return False
 
 
 # -----------------------------------------------------------------------------
@@ -239,7 +282,8 @@ def make_tiny(path, family="qwen2_5_vl", seed=0):
 
 # -----------------------------------------------------------------------------
 
-if __name__ == "__main__":
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--make-tiny", metavar="DIR", help="write a tiny random checkpoint to DIR and exit")
     parser.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"], help="tiny model's architecture")
@@ -248,7 +292,7 @@ if __name__ == "__main__":
     parser.add_argument("--r", type=int, default=128, help="LoRA rank")
     parser.add_argument("--alpha", type=float, default=1024, help="LoRA alpha")
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="language-model modules that get LoRA, comma-separated, or all")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.make_tiny:
         make_tiny(args.make_tiny, args.family)
         print(f"wrote a tiny {args.family} checkpoint to {args.make_tiny}")
@@ -256,3 +300,7 @@ if __name__ == "__main__":
         model = add_lora(load_model(args.model, args.quant), args.r, args.alpha, targets=args.targets.split(","))
         trainable, total = count_parameters(model)
         print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+
+
+if __name__ == "__main__":
+    cli(main)

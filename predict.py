@@ -15,8 +15,8 @@ import csv
 import json
 import math
 import os
-import sys
 import tempfile
+import time
 from contextlib import nullcontext
 
 import numpy as np
@@ -138,6 +138,7 @@ def main(argv=None):
     parser.add_argument("--labels", help="a video_id,mem_score CSV to score the predictions against")
     parser.add_argument("--cache", default=data.default_cache(), help="folder of decoded frames")
     parser.add_argument("--out", help="CSV to write (default: RUN/predictions-SPLIT[-foldK].csv)")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable videos and bad records, listing them")
     # ---
     args = parser.parse_args(argv)
     if bool(args.adapter) == args.zero_shot:
@@ -153,14 +154,21 @@ def main(argv=None):
     suffix = f"{args.split}" + (f"-fold{args.fold}" if args.fold is not None else "")
     out = args.out or os.path.join(os.path.dirname(adapter) if adapter else ".", f"predictions-{suffix}.csv")
 
-    videos = data.heldout(args.data, args.split, args.fold, folds, seed)
+    if adapter:
+        qwen.check_adapter(adapter, model_id)
+    bad = [] if args.skip_bad else None
+    videos = data.heldout(args.data, args.split, args.fold, folds, seed, bad)
     cache = data.FrameCache(args.cache, n_frames)
-    cache.fill(videos)
+    videos = cache.fill(videos, bad)
+    data.report_skipped(bad, os.path.join(os.path.dirname(os.path.abspath(out)), f"skipped-{suffix}.csv"))
     processor = qwen.load_processor(model_id)
     model = qwen.load_model(model_id, quant)
     if adapter:
-        model = qwen.load_adapter(model, adapter)
+        model = qwen.load_adapter(model, adapter, model_id)
+    t0 = time.time()
     answers = generate(model, processor, videos, cache, args.batch_size)
+    seconds = time.time() - t0
+    print(f"predicted {len(videos)} videos in {seconds:.1f}s ({len(videos) / max(seconds, 1e-9):.1f} videos/s)")
     scores, invalid = postprocess(answers, fill)
     write_predictions(out, videos, scores)
     print(f"wrote {len(scores)} predictions to {out}")
@@ -177,8 +185,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except data.InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    data.cli(main)

@@ -12,13 +12,11 @@ predictions of the held-out videos, adapter/ (PEFT format) and step-NNNNNN/ chec
 """
 
 import argparse
-import csv
 import json
 import math
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
@@ -67,6 +65,7 @@ class Config:
     ckpt_every: int = 500  # steps between checkpoints (one is also written at each epoch's end)
     keep: int = 2  # checkpoints to keep
     cache: str = DEFAULT_CACHE  # folder of decoded frames
+    skip_bad: bool = False  # skip unreadable videos and bad records (listed in skipped.csv) instead of stopping
 
     def __post_init__(self):
         checks = [
@@ -136,16 +135,17 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(cfg, step, model, opt, history):
-    """out/step-NNNNNN/: adapter, optimizer, RNG states and meta.json, written under a temporary name and
-    renamed into place, so a kill at any moment leaves either the whole checkpoint or none."""
+def save_checkpoint(cfg, step, model, opt, history, position):
+    """out/step-NNNNNN/: adapter, optimizer, RNG states and meta.json (step, data order and position, config,
+    history), written under a temporary name and renamed into place: a kill at any moment leaves either the
+    whole checkpoint or none."""
     final = os.path.join(cfg.out, f"step-{step:06d}")
     tmp = tempfile.mkdtemp(dir=cfg.out, prefix=".tmp-")
     qwen.save_adapter(model, os.path.join(tmp, "adapter"))
     torch.save(opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
     torch.save(rng_state(), os.path.join(tmp, "rng.pt"))
     with open(os.path.join(tmp, "meta.json"), "w") as f:
-        json.dump(dict(step=step, config=asdict(cfg), history=history), f, indent=1)
+        json.dump(dict(step=step, **position, config=asdict(cfg), history=history), f, indent=1)
     os.replace(tmp, final)
     for old in checkpoints(cfg.out)[:-cfg.keep]:
         shutil.rmtree(old)
@@ -156,7 +156,7 @@ def checkpoints(out):
 
 
 def load_checkpoint(path, model, opt):
-    """Restore what save_checkpoint wrote; returns (next step, history)."""
+    """Restore what save_checkpoint wrote; returns (meta.json's content, next step)."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -166,7 +166,7 @@ def load_checkpoint(path, model, opt):
     set_rng_state(torch.load(os.path.join(path, "rng.pt"), weights_only=True))
     with open(os.path.join(path, "meta.json")) as f:
         meta = json.load(f)
-    return meta["step"] + 1, meta["history"]
+    return meta, meta["step"] + 1
 
 
 def write_atomic(path, text):
@@ -176,10 +176,10 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
-def write_csv(path, rows):
-    if rows:
-        keys = list(rows[0])
-        write_atomic(path, "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
+def csv_text(rows, keys, header=True):
+    """CSV lines of dict rows whose values are numbers."""
+    lines = ([list(keys)] if header else []) + [[r[k] for k in keys] for r in rows]
+    return "".join(",".join(map(str, line)) + "\n" for line in lines)
 
 
 # -----------------------------------------------------------------------------
@@ -194,6 +194,9 @@ def evaluate(cfg, model, processor, videos, cache, fill):
     return dict(srcc=m["srcc"], pearson=m["pearson"], mse=m["mse"], invalid=invalid, n=m["n"]), scores
 
 
+LOSS_COLUMNS = ("step", "epoch", "loss", "lr")
+
+
 def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, history=None):
     """The training loop. Returns the history: one row per logged step and one per epoch."""
     history = history or dict(loss=[], epochs=[])
@@ -202,6 +205,9 @@ def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, 
     total = cfg.epochs * steps_per_epoch
     fill = round(np.mean([v.label for v in train_videos]))  # the training mean replaces invalid answers
     device = model.device
+    # loss.csv grows by a line a step; a resumed run first rewrites it from the checkpoint's history
+    loss_log = os.path.join(cfg.out, "loss.csv")
+    write_atomic(loss_log, csv_text(history["loss"], LOSS_COLUMNS))
     model.train()
     bar = tqdm(range(start_step, total), initial=start_step, total=total, desc="training", unit="step")
     for step in bar:
@@ -233,6 +239,8 @@ def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, 
         # 5) log
         dt = time.time() - t0
         history["loss"].append(dict(step=step, epoch=epoch, loss=round(loss_sum / n_targets, 6), lr=lr))
+        with open(loss_log, "a") as f:
+            f.write(csv_text(history["loss"][-1:], LOSS_COLUMNS, header=False))
         if step % cfg.log_every == 0 or step == total - 1:
             tqdm.write(f"step {step:05d} ({100 * (step + 1) / total:5.1f}%) | epoch {epoch} | loss {loss_sum / n_targets:.4f} "
                        f"| lr {lr:.2e} | dt {1000 * dt:5.0f}ms | samples/s {len(chosen) / dt:5.1f}")
@@ -247,10 +255,10 @@ def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, 
                 predict.write_predictions(os.path.join(cfg.out, f"predictions-{heldout_name(cfg)}.csv"), heldout, scores)
                 tqdm.write(f"epoch {epoch} | held-out SRCC {m['srcc']:.4f} | invalid {m['invalid']}/{m['n']}")
             history["epochs"].append(row)
-        write_csv(os.path.join(cfg.out, "loss.csv"), history["loss"])
-        write_csv(os.path.join(cfg.out, "metrics.csv"), history["epochs"])
+            write_atomic(os.path.join(cfg.out, "metrics.csv"), csv_text(history["epochs"], list(row)))
         if end_of_epoch or (step + 1) % cfg.ckpt_every == 0:
-            save_checkpoint(cfg, step, model, opt, history)
+            order = [train_videos[i].video_id for i in epoch_order(len(train_videos), cfg.seed, epoch)]
+            save_checkpoint(cfg, step, model, opt, history, dict(epoch=epoch, position=(k + 1) * per_step, order=order))
     return history
 
 
@@ -268,10 +276,13 @@ def prepare_out(cfg, resume, overwrite):
     if resume and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
-        changed = [k for k, v in asdict(cfg).items() if k not in ("log_every", "eval_batch_size", "cache") and saved.get(k) != v]
+        free = ("log_every", "eval_batch_size", "ckpt_every", "keep", "cache")  # settings that do not change results
+        changed = [k for k, v in asdict(cfg).items() if k not in free and saved.get(k) != v]
         if changed:
             raise data.InputError(f"{cfg.out}: --resume with settings that differ from the run's: {', '.join(changed)}")
     os.makedirs(cfg.out, exist_ok=True)
+    for stale in (d for d in os.listdir(cfg.out) if d.startswith(".tmp-")):  # a checkpoint cut short by a kill
+        shutil.rmtree(os.path.join(cfg.out, stale), ignore_errors=True)
 
 
 def main(cfg, resume=False, overwrite=False):
@@ -281,13 +292,18 @@ def main(cfg, resume=False, overwrite=False):
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    train_videos, heldout = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed)
+    bad = [] if cfg.skip_bad else None
+    train_videos, heldout = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad)
+    cache = data.FrameCache(cfg.cache, cfg.frames)
+    usable = {v.video_id for v in cache.fill(train_videos + heldout, bad)}
+    train_videos, heldout = [v for v in train_videos if v.video_id in usable], [v for v in heldout if v.video_id in usable]
+    data.report_skipped(bad, os.path.join(cfg.out, "skipped.csv"))
+    if not train_videos:
+        raise data.InputError(f"{cfg.data}: no usable training videos in split {cfg.split}")
     if cfg.fold is not None:
         folds = data.make_folds([v.video_id for v in train_videos + heldout], cfg.folds, cfg.seed)
         write_atomic(os.path.join(cfg.out, "folds.json"), json.dumps(dict(seed=cfg.seed, folds=folds)))
     print(f"training videos: {len(train_videos)} | held-out videos: {len(heldout)}")
-    cache = data.FrameCache(cfg.cache, cfg.frames)
-    cache.fill(train_videos + heldout)
     train_mean = float(np.mean([v.label for v in train_videos]))
     write_atomic(os.path.join(cfg.out, "config.json"), json.dumps(dict(asdict(cfg), train_mean=train_mean), indent=1))
 
@@ -304,7 +320,10 @@ def main(cfg, resume=False, overwrite=False):
 
     start_step, history = 0, None
     if resume and checkpoints(cfg.out):
-        start_step, history = load_checkpoint(checkpoints(cfg.out)[-1], model, opt)
+        meta, start_step = load_checkpoint(checkpoints(cfg.out)[-1], model, opt)
+        history = meta["history"]
+        if meta["order"] != [train_videos[i].video_id for i in epoch_order(len(train_videos), cfg.seed, meta["epoch"])]:
+            raise data.InputError(f"{checkpoints(cfg.out)[-1]}: the training videos changed since this checkpoint")
         print(f"resumed from {checkpoints(cfg.out)[-1]} at step {start_step}")
     t0 = time.time()
     history = fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step, history)
@@ -369,6 +388,7 @@ def parse_args(argv=None):
     parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="steps between checkpoints")
     parser.add_argument("--keep", type=int, default=d.keep, help="checkpoints to keep")
     parser.add_argument("--cache", default=d.cache, help="folder of decoded frames")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable videos and bad records, listing them")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     # ---
@@ -377,10 +397,10 @@ def parse_args(argv=None):
     return args, cfg
 
 
+def cli_main(argv=None):
+    args, cfg = parse_args(argv)
+    return demo() if args.demo else main(cfg, args.resume, args.overwrite)
+
+
 if __name__ == "__main__":
-    try:
-        args, cfg = parse_args()
-        demo() if args.demo else main(cfg, args.resume, args.overwrite)
-    except data.InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    data.cli(cli_main)

@@ -7,6 +7,9 @@ import warnings
 
 import pytest
 
+# One thread a process: the tiny models gain nothing from more, and the CV test runs a training process beside
+# the others, where threads spinning against each other cost far more than they give.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 warnings.filterwarnings("ignore")

@@ -122,7 +122,7 @@ def test_adapter_round_trip(tiny, tmp_path):
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert qwen.base_model_of(str(tmp_path / "adapter")) == tiny
-    loaded = qwen.load_adapter(qwen.load_model(tiny), str(tmp_path / "adapter"))
+    loaded = qwen.load_adapter(qwen.load_model(tiny), str(tmp_path / "adapter"), tiny)
     saved = {n: p for n, p in m.named_parameters() if "lora_" in n}
     for n, p in loaded.named_parameters():
         if "lora_" in n:

@@ -1,0 +1,356 @@
+"""
+The paper's experiments: k-fold cross-validation over LoRA rank and alpha, and the zero-shot baseline (§4).
+
+    python cv.py --data data/memento10k                                          # 5-fold CV of r=128, alpha=1024
+    python cv.py --data data/memento10k --r 8 16 32 64 128 --alpha 16 64 256 1024 --out runs/cv-grid   # the grid
+    python cv.py --data data/memento10k --zero-shot                              # the base model, no training (§4.1)
+    python cv.py --data runs/synth --model runs/tiny --folds 3 --r 16 --alpha 4 32 --epochs 7 --lr 2e-3 \\
+        --targets all --warmup 0.05 --no-grad-ckpt --out runs/cv-tiny           # the same on CPU, in minutes
+
+Each (config, fold) trains with train.py on the other folds of train+val and predicts its fold; every flag of
+train.py other than --split, --fold and --out passes through to it. OUT gets:
+  results.csv      one row per (config, fold), appended as each lands; rerun the same command to resume
+  summary.md       mean +- std SRCC per config over the folds, and the best config
+  figure-4-heatmap.png, figure-5-scatter.png (best config, out-of-fold), figure-6-best-worst.png
+  r{R}-a{ALPHA}/fold{K}/   train.py's run directory of each fold (its checkpoints are removed once it lands)
+With --zero-shot, OUT/zero-shot/ gets predictions.csv, answers.csv, metrics.json and figure-3-scatter.png.
+"""
+
+import argparse
+import csv
+import dataclasses
+import gc
+import io
+import itertools
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+import data
+import model as qwen
+import predict
+import train
+
+COLUMNS = ["config", "r", "alpha", "fold", "n", "srcc", "pearson", "mse", "invalid", "seconds"]
+# Settings that do not change what a fold learns: a resumed CV may change them, as train.py --resume may.
+FREE = ("log_every", "eval_batch_size", "ckpt_every", "keep", "cache")
+DPI = 100
+HEATMAP_SIZE, SCATTER_SIZE, SHEET_SIZE = (640, 480), (600, 600), (960, 560)  # pixels of the PNGs
+
+
+def config_name(r, alpha):
+    return f"r{r}-a{alpha:g}"
+
+
+def predictions_path(out, name, fold):
+    # train.py names a fold's held-out predictions predictions-trainval-fold{K}.csv
+    return os.path.join(out, name, f"fold{fold}", f"predictions-trainval-fold{fold}.csv")
+
+
+# -----------------------------------------------------------------------------
+# cross-validation
+
+
+def plan(template, ranks, alphas):
+    """Every (config, fold) as a train.Config, in grid order with the folds inside. Building them all first
+    checks every setting before the first fold trains."""
+    return [dataclasses.replace(template, r=r, alpha=alpha, fold=k,
+                                out=os.path.join(template.out, config_name(r, alpha), f"fold{k}"))
+            for r, alpha in itertools.product(ranks, alphas) for k in range(template.folds)]
+
+
+def check_settings(template, path):
+    """OUT/cv.json records the training settings; a rerun with others would mix two experiments in one table.
+    The grid may grow between runs: ranks and alphas are not part of the record."""
+    settings = {k: v for k, v in dataclasses.asdict(template).items() if k not in ("r", "alpha", "fold")}
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        changed = [k for k, v in settings.items() if k not in FREE + ("out",) and saved.get(k) != v]
+        if changed:
+            raise data.InputError(f"{path}: this CV ran with other settings ({', '.join(changed)}); "
+                                  "rerun with those or choose another --out")
+    train.write_atomic(path, json.dumps(settings, indent=1))
+
+
+def read_results(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != COLUMNS:
+            raise data.InputError(f"{path}: line 1: expected the columns {','.join(COLUMNS)}")
+        rows = list(reader)
+    for line, row in enumerate(rows, start=2):
+        try:
+            int(row["r"]), float(row["alpha"]), int(row["fold"]), float(row["srcc"])
+        except (TypeError, ValueError):
+            raise data.InputError(f"{path}: line {line}: not a result row of cv.py")
+    return rows
+
+
+def write_rows(path, header, rows):
+    """A CSV written to a temporary file beside `path` and renamed into place: a kill at any moment leaves the
+    old file or the new one, never half a row."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    train.write_atomic(path, buf.getvalue())
+
+
+def append_result(path, row):
+    write_rows(path, COLUMNS, [[r[c] for c in COLUMNS] for r in read_results(path) + [row]])
+
+
+def run_fold(cfg):
+    """Train on the other folds and predict fold K through train.py's own code; returns the fold's row."""
+    metrics_path = os.path.join(cfg.out, "metrics.json")
+    if os.path.exists(metrics_path):
+        # The fold finished but the CV was killed before its row landed. train.py writes metrics.json last;
+        # the check a --resume does confirms it is this config's run.
+        train.prepare_out(cfg, resume=True, overwrite=False)
+        with open(metrics_path) as f:
+            m = json.load(f)
+    else:
+        m = train.main(cfg, resume=True)  # continues from the fold's newest checkpoint, if any
+        # Each fold loads its own model: give the last one's memory back before the next loads.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return dict(config=config_name(cfg.r, cfg.alpha), r=cfg.r, alpha=f"{cfg.alpha:g}", fold=cfg.fold, n=m["n"],
+                srcc=f"{m['srcc']:.6f}", pearson=f"{m['pearson']:.6f}", mse=f"{m['mse']:.6f}",
+                invalid=m["invalid"], seconds=m["seconds"])
+
+
+def cross_validate(cfgs, path):
+    """Run every (config, fold) that results.csv does not hold yet, in order; returns all rows."""
+    done = {(row["config"], int(row["fold"])) for row in read_results(path)}
+    todo = [c for c in cfgs if (config_name(c.r, c.alpha), c.fold) not in done]
+    # smoothing=0: the ETA is the mean time of the folds run so far, steadier than a recent-rate estimate
+    bar = tqdm(total=len(cfgs), initial=len(cfgs) - len(todo), desc="cross-validation", unit="fold", smoothing=0)
+    for cfg in todo:
+        row = run_fold(cfg)
+        append_result(path, row)
+        # A fold's checkpoints (adapter + AdamW state, ~0.7 GB each at r=128 on a 7B model) are only for
+        # resuming it; once its row has landed, its adapter/ and predictions are what is kept.
+        for step_dir in train.checkpoints(cfg.out):
+            shutil.rmtree(step_dir)
+        bar.update(1)
+        tqdm.write(f"cv | {row['config']} fold {row['fold']} | SRCC {float(row['srcc']):.4f} | "
+                   f"Pearson {float(row['pearson']):.4f} | invalid {row['invalid']}/{row['n']} | {row['seconds']}s")
+    bar.close()
+    return read_results(path)
+
+
+def summarize(rows, folds):
+    """One line per config, in the order they ran: mean and std (n-1) of SRCC over folds, mean Pearson and MSE."""
+    by_config = {}
+    for row in rows:
+        by_config.setdefault(row["config"], []).append(row)
+    table = []
+    for name, rs in by_config.items():
+        srcc = np.array([float(r["srcc"]) for r in rs])
+        table.append(dict(config=name, r=int(rs[0]["r"]), alpha=float(rs[0]["alpha"]), folds=len(rs),
+                          srcc=float(srcc.mean()), std=float(srcc.std(ddof=1)) if len(rs) > 1 else float("nan"),
+                          pearson=float(np.mean([float(r["pearson"]) for r in rs])),
+                          mse=float(np.mean([float(r["mse"]) for r in rs])),
+                          invalid=sum(int(r["invalid"]) for r in rs), n=sum(int(r["n"]) for r in rs)))
+    # Only configs with every fold compete; a NaN SRCC (constant predictions in a fold) never wins.
+    complete = [t for t in table if t["folds"] == folds and not math.isnan(t["srcc"])]
+    best = max(complete, key=lambda t: t["srcc"]) if complete else None
+    return table, best
+
+
+def markdown(table, best, folds):
+    lines = [f"| config | r | alpha | folds | SRCC mean ± std over {folds} folds | Pearson | MSE | invalid |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {t['config']} | {t['r']} | {t['alpha']:g} | {t['folds']} | {t['srcc']:.4f} ± {t['std']:.4f} | "
+              f"{t['pearson']:.4f} | {t['mse']:.5f} | {t['invalid']}/{t['n']} |" for t in table]
+    lines.append("")
+    lines.append(f"best: {best['config']} (r={best['r']}, alpha={best['alpha']:g}), mean SRCC {best['srcc']:.4f} "
+                 f"± {best['std']:.4f}" if best else "best: none (no config has finished every fold)")
+    return "\n".join(lines) + "\n"
+
+
+# -----------------------------------------------------------------------------
+# figures: written through matplotlib's Figure, without pyplot's global state, at a fixed pixel size
+
+
+def new_figure(size):
+    return Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
+
+
+def save(fig, path):
+    fig.savefig(path, dpi=DPI)  # no bbox_inches="tight": it would change the size
+    print(f"wrote {path}")
+
+
+def heatmap(path, table):
+    """Figure 4: mean SRCC over folds for each (rank, alpha); a config not run is left blank."""
+    ranks, alphas = sorted({t["r"] for t in table}), sorted({t["alpha"] for t in table})
+    grid = np.full((len(ranks), len(alphas)), np.nan)
+    for t in table:
+        grid[ranks.index(t["r"]), alphas.index(t["alpha"])] = t["srcc"]
+    fig = new_figure(HEATMAP_SIZE)
+    ax = fig.subplots()
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    middle = np.nanmean(grid) if np.isfinite(grid).any() else 0
+    for (i, j), value in np.ndenumerate(grid):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < middle else "black")
+    ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+    ax.set_yticks(range(len(ranks)), [str(r) for r in ranks])
+    ax.set(xlabel="LoRA alpha", ylabel="LoRA rank r", title="mean SRCC over folds")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def scatter(path, truth, predicted, title):
+    """Figures 3 and 5: prediction against ground truth (scores 0-1), with the identity line."""
+    fig = new_figure(SCATTER_SIZE)
+    ax = fig.subplots()
+    ax.scatter(truth, predicted, s=8, alpha=0.5, edgecolors="none")
+    ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="identity")
+    ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="ground truth", ylabel="prediction", title=title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def sheet(path, videos, truth, predicted, cache, k=4):
+    """Figure 6: the k best and k worst predicted videos (absolute error), each as its middle frame."""
+    ranked = sorted(predicted, key=lambda v: (abs(predicted[v] - truth[v]), v))
+    k = max(1, min(k, len(ranked) // 2))
+    fig = new_figure(SHEET_SIZE)
+    axes = fig.subplots(2, k, squeeze=False)
+    for row, (label, chosen) in enumerate([("best", ranked[:k]), ("worst", ranked[::-1][:k])]):
+        for ax, video_id in zip(axes[row], chosen):
+            frames = cache.get(videos[video_id])
+            ax.imshow(frames[len(frames) // 2])
+            short = video_id if len(video_id) <= 24 else video_id[:21] + "..."
+            ax.set_title(f"{label}: {short}\ntruth {truth[video_id]:.2f} | predicted {predicted[video_id]:.2f}",
+                         fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def figures(template, best):
+    """Figures 4-6 from the fold directories under OUT."""
+    out = template.out
+    videos = {v.video_id: v for v in data.load_split(template.data, "trainval", [] if template.skip_bad else None)}
+    truth = {video_id: v.score for video_id, v in videos.items()}
+    predicted = {}
+    for k in range(template.folds):  # out of fold: every video predicted by the model that did not train on it
+        predicted.update(predict.read_labels(predictions_path(out, best["config"], k)))
+    ids = [v for v in predicted if v in truth]
+    m = predict.metrics([round(100 * predicted[v]) for v in ids], [truth[v] for v in ids])
+    scatter(os.path.join(out, "figure-5-scatter.png"), [truth[v] for v in ids], [predicted[v] for v in ids],
+            f"{best['config']}, out of fold: SRCC {m['srcc']:.3f} (n={m['n']})")
+    sheet(os.path.join(out, "figure-6-best-worst.png"), videos, truth, {v: predicted[v] for v in ids},
+          data.FrameCache(template.cache, template.frames))
+
+
+# -----------------------------------------------------------------------------
+# zero-shot (§4.1): the base model, the paper's prompt, and the paper's post-processing
+
+
+def zero_shot(template):
+    folder = os.path.join(template.out, "zero-shot")
+    os.makedirs(folder, exist_ok=True)
+    bad = [] if template.skip_bad else None
+    videos = data.load_split(template.data, "trainval", bad)
+    cache = data.FrameCache(template.cache, template.frames)
+    videos = cache.fill(videos, bad)
+    data.report_skipped(bad, os.path.join(folder, "skipped.csv"))
+    processor = qwen.load_processor(template.model)
+    model = qwen.load_model(template.model, template.quant)
+    answers = predict.generate(model, processor, videos, cache, template.eval_batch_size)
+    # The paper fills an invalid answer with the training mean, 80 (train+val mean score 0.801)
+    scores, invalid = predict.postprocess(answers, predict.PAPER_TRAIN_MEAN)
+    m = predict.metrics(scores, [v.score for v in videos])
+
+    predict.write_predictions(os.path.join(folder, "predictions.csv"), videos, scores)
+    write_rows(os.path.join(folder, "answers.csv"), ["video_id", "answer"], zip([v.video_id for v in videos], answers))
+    rate = invalid / max(len(videos), 1)
+    result = dict(model=template.model, n=m["n"], invalid=invalid, invalid_rate=rate, fill=predict.PAPER_TRAIN_MEAN,
+                  srcc=m["srcc"], srcc_ci=list(m["srcc_ci"]), ci_method="Fisher z", pearson=m["pearson"], mse=m["mse"])
+    train.write_atomic(os.path.join(folder, "metrics.json"), json.dumps(result, indent=1))
+    lo, hi = m["srcc_ci"]
+    print(f"invalid answers: {invalid}/{len(videos)} ({100 * rate:.2f}%), replaced by {predict.PAPER_TRAIN_MEAN}")
+    if math.isnan(m["srcc"]):
+        print(f"zero-shot SRCC undefined: every prediction is the same (n={m['n']}) | MSE {m['mse']:.5f}")
+    else:
+        print(f"zero-shot SRCC {m['srcc']:.4f} (95% CI {lo:.3f} to {hi:.3f}, Fisher z, n={m['n']}) | "
+              f"Pearson {m['pearson']:.4f} | MSE {m['mse']:.5f}")
+    scatter(os.path.join(folder, "figure-3-scatter.png"), [v.score for v in videos], [s / 100 for s in scores],
+            f"zero-shot: SRCC {m['srcc']:.3f}, {invalid} invalid of {len(videos)}")
+    return result
+
+
+# -----------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    d = train.Config()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Every other flag is train.py's and goes to each fold (python train.py --help), e.g. --targets, "
+               "--batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --quant, --no-grad-ckpt, --cache.",
+        allow_abbrev=False)  # else --fold would silently abbreviate --folds
+    # ---
+    parser.add_argument("--data", default=d.data, help="Memento10k root (authors' JSON or MediaEval 2021 CSV layout)")
+    parser.add_argument("--model", default=d.model, help="hub id or local folder of a native Qwen VLM")
+    parser.add_argument("--out", default="runs/cv", help="CV directory: results.csv, summary.md, figures, fold runs")
+    parser.add_argument("--folds", type=int, default=d.folds, help="number of folds over train+val")
+    parser.add_argument("--r", type=int, nargs="+", default=[d.r], help="LoRA ranks of the grid")
+    parser.add_argument("--alpha", type=float, nargs="+", default=[d.alpha], help="LoRA alphas of the grid")
+    parser.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training folds")
+    parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    parser.add_argument("--zero-shot", action="store_true", help="instead: the base model on train+val, no training")
+    # ---
+    args, rest = parser.parse_known_args(argv)
+    chosen_here = ("--split", "--fold", "--resume", "--overwrite", "--demo")
+    if any(a.split("=")[0] in chosen_here for a in rest):
+        raise data.InputError(f"cv.py chooses the split, the folds and the run directories and always resumes: "
+                              f"drop {', '.join(a for a in rest if a.split('=')[0] in chosen_here)}")
+    # The rest is read by train.py's own parser: its flags, help, defaults and checks, not a copy of them.
+    train_args, _ = train.parse_args(rest)
+    if train_args.split != d.split:  # an abbreviation (--spl) that got past the check above
+        raise data.InputError("cv.py chooses the split: drop --split")
+    fold_flags = {f.name: getattr(train_args, f.name) for f in dataclasses.fields(train.Config)}
+    template = train.Config(**dict(fold_flags, data=args.data, model=args.model, out=args.out, split="trainval",
+                                   folds=args.folds, epochs=args.epochs, lr=args.lr))
+    args.r, args.alpha = list(dict.fromkeys(args.r)), list(dict.fromkeys(args.alpha))  # a repeated value runs once
+    return args, template
+
+
+def main(argv=None):
+    args, template = parse_args(argv)
+    os.makedirs(template.out, exist_ok=True)
+    if args.zero_shot:
+        print(json.dumps(dataclasses.asdict(template), indent=1))
+        return zero_shot(template)
+    cfgs = plan(template, args.r, args.alpha)
+    check_settings(template, os.path.join(template.out, "cv.json"))
+    print(json.dumps(dict(dataclasses.asdict(template), r=args.r, alpha=args.alpha), indent=1))
+
+    rows = cross_validate(cfgs, os.path.join(template.out, "results.csv"))
+    table, best = summarize(rows, template.folds)
+    text = markdown(table, best, template.folds)
+    train.write_atomic(os.path.join(template.out, "summary.md"), text)
+    print(text, end="")
+    heatmap(os.path.join(template.out, "figure-4-heatmap.png"), table)
+    if best:
+        figures(template, best)
+    return table, best
+
+
+if __name__ == "__main__":
+    data.cli(main)

@@ -1,0 +1,216 @@
+"""Bad input gets a one-line error (exit code 2) naming the file or record, or with --skip-bad a warning and a
+list in the run directory; odd but valid videos just work; a run killed at any step resumes to the same bits."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+import data
+import model as qwen
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """20 synthetic videos (14 train, 3 val, 3 test), copied afresh for each case that breaks something."""
+    return data.make_synthetic(str(tmp_path_factory.mktemp("small")), n=20, seed=3)
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory):
+    return data.make_synthetic(str(tmp_path_factory.mktemp("small-csv")), n=20, seed=3, layout="csv")
+
+
+def train_cli(*args, timeout=600):
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *map(str, args)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def snapshot(folder):
+    return {os.path.relpath(os.path.join(d, f), folder): os.stat(os.path.join(d, f)).st_mtime_ns
+            for d, _, files in os.walk(folder) for f in files}
+
+
+def edit_json(root, split, change):
+    path = os.path.join(root, data.JSON_FILES[split])
+    with open(path) as f:
+        records = json.load(f)
+    change(records)
+    with open(path, "w") as f:
+        json.dump(records, f)
+
+
+def video(root, i):
+    return os.path.join(root, "videos", f"synthetic_{i:05d}.mp4")
+
+
+def set_field(i, key, value):
+    return lambda records: records[i].__setitem__(key, value)
+
+
+# Each case: how to break a copy of the small dataset, and what the message must name.
+CASES = {
+    "missing video": (lambda r: os.remove(video(r, 1)), "record 1 (synthetic_00001): missing video file"),
+    "zero-byte video": (lambda r: open(video(r, 2), "wb").close(), "synthetic_00002.mp4: cannot decode video"),
+    "corrupt video": (lambda r: open(video(r, 3), "wb").write(os.urandom(5000)), "synthetic_00003.mp4: cannot decode video"),
+    "four captions": (lambda r: edit_json(r, "train", lambda x: x[4]["captions"].pop()), "record 4 (synthetic_00004): expected 5 captions, found 4"),
+    "six captions": (lambda r: edit_json(r, "train", lambda x: x[5]["captions"].append("one more")), "record 5 (synthetic_00005): expected 5 captions, found 6"),
+    "empty caption": (lambda r: edit_json(r, "train", lambda x: x[6]["captions"].__setitem__(2, " ")), "record 6 (synthetic_00006): caption 2 is empty"),
+    "duplicate id": (lambda r: edit_json(r, "train", lambda x: x.append(dict(x[7]))), "duplicate video id synthetic_00007"),
+    "missing score": (lambda r: edit_json(r, "train", lambda x: x[8].pop("mem_score")), "record 8 (synthetic_00008): no score"),
+    "NaN score": (lambda r: edit_json(r, "train", set_field(9, "mem_score", float("nan"))), "record 9 (synthetic_00009): score nan is outside [0, 1]"),
+    "score above 1": (lambda r: edit_json(r, "train", set_field(10, "mem_score", 1.7)), "record 10 (synthetic_00010): score 1.7 is outside [0, 1]"),
+    "duplicate across train and val": (lambda r: edit_json(r, "val", lambda x: x.append(dict(x[0], filename="synthetic_00011.mp4"))), "duplicate video id synthetic_00011"),
+}
+FILE_CASES = {  # whole-file problems: never skippable
+    "non-UTF-8 bytes": (lambda r: open(os.path.join(r, "memento_train_data.json"), "ab").write(b"\n\xff\xfe"), "memento_train_data.json: line"),
+    "malformed JSON": (lambda r: open(os.path.join(r, "memento_train_data.json"), "w").write('[\n{"filename": "a.mp4",\n'), "memento_train_data.json: line 3: malformed JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES) + list(FILE_CASES))
+def test_bad_input_gets_one_line(case, small, tiny, tmp_path):
+    root = str(tmp_path / "data")
+    shutil.copytree(small, root)
+    breaks, message = {**CASES, **FILE_CASES}[case]
+    breaks(root)
+    before = snapshot(root)
+    code, out, err = train_cli("--data", root, "--model", tiny, "--out", tmp_path / "run", "--cache", tmp_path / "run" / "cache")
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert "Traceback" not in err and len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err
+    assert message in errors[0], err
+    assert snapshot(root) == before  # nothing written outside the run directory
+    assert sorted(os.listdir(tmp_path)) == ["data", "run"]
+    assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+def test_malformed_csv_says_the_line(small_csv, tiny, tmp_path):
+    root = str(tmp_path / "data")
+    shutil.copytree(small_csv, root)
+    with open(os.path.join(root, "training_set", "train_scores.csv"), "a") as f:
+        f.write("99,https://example.invalid/x.mp4,90,0.5\n")
+    code, out, err = train_cli("--data", root, "--model", tiny, "--out", tmp_path / "run", "--cache", tmp_path / "cache")
+    assert code == 2 and "train_scores.csv: line 16: expected 6 fields" in err, err
+
+
+def test_skip_bad_lists_and_trains_on_the_rest(small, tiny, tmp_path):
+    root = str(tmp_path / "data")
+    shutil.copytree(small, root)
+    for breaks, _ in CASES.values():
+        breaks(root)
+    code, out, err = train_cli("--data", root, "--model", tiny, "--out", tmp_path / "run", "--cache", tmp_path / "cache",
+                               "--skip-bad", "--epochs", 1, "--r", 4, "--alpha", 8, "--no-grad-ckpt")
+    assert code == 0, err
+    with open(tmp_path / "run" / "skipped.csv") as f:
+        skipped = list(csv.DictReader(f))
+    assert len(skipped) == len(CASES)
+    assert {s["video_id"] for s in skipped} == {f"synthetic_{i:05d}" for i in range(1, 12)}
+    assert f"skipped {len(CASES)} bad videos or records" in err and err.count("warning: skipped") == len(CASES)
+    # 9 of the 14 training videos are broken; the duplicates' first copies (7, 11) stay
+    assert "training videos: 5 |" in out
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_odd_videos_just_work(small, tiny, tmp_path):
+    """A one-frame clip, another container (.mkv, no .mp4), grayscale frames, odd frame sizes."""
+    import av
+
+    root = str(tmp_path / "data")
+    shutil.copytree(small, root)
+    data.write_video(video(root, 0), np.full((1, 64, 64, 3), 200, np.uint8))  # one frame
+    os.remove(video(root, 1))
+    with av.open(os.path.join(root, "videos", "synthetic_00001.mkv"), "w") as c:  # gray, odd-sized, lossless
+        s = c.add_stream("ffv1", rate=24)
+        s.width, s.height, s.pix_fmt = 67, 45, "gray"
+        for t in range(10):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.full((45, 67), 20 * t, np.uint8), format="gray")))
+        c.mux(s.encode())
+    edit_json(root, "train", set_field(1, "filename", "synthetic_00001.mkv"))
+
+    frames = data.read_frames(video(root, 0), 3)
+    assert frames.shape == (3, 64, 64, 3) and (frames[0] == frames[2]).all()
+    frames = data.read_frames(os.path.join(root, "videos", "synthetic_00001.mkv"), 3)
+    assert frames.shape == (3, 45, 67, 3) and [int(f.mean()) for f in frames] == [0, 80, 180]  # frames 0, 4, 9
+
+    code, out, err = train_cli("--data", root, "--model", tiny, "--out", tmp_path / "run", "--cache", tmp_path / "cache",
+                               "--epochs", 1, "--r", 4, "--alpha", 8, "--no-grad-ckpt")
+    assert code == 0, err
+    assert "training videos: 14 |" in out
+
+
+def test_model_folder_without_weights(tiny, small, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny, folder)
+    os.remove(folder / "model.safetensors")
+    code, out, err = train_cli("--data", small, "--model", folder, "--out", tmp_path / "run", "--cache", tmp_path / "cache")
+    assert code == 2 and f"error: {folder}: no weights" in err and "Traceback" not in err, err
+
+
+def test_adapter_of_another_base_model(tiny, tiny3, small, tmp_path):
+    m = qwen.add_lora(qwen.load_model(tiny), 4, 8)
+    qwen.save_adapter(m, str(tmp_path / "adapter"))
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"), "--data", small, "--adapter",
+                        tmp_path / "adapter", "--model", tiny3, "--split", "val", "--cache", tmp_path / "cache"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and f"adapter was trained on {tiny}, not {tiny3}" in p.stderr, p.stderr
+    assert not os.path.exists(tmp_path / "cache")  # refused before any work
+
+
+def test_out_dir_holding_another_run(small, tiny, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "notes.txt").write_text("mine")
+    code, out, err = train_cli("--data", small, "--model", tiny, "--out", run, "--cache", tmp_path / "cache")
+    assert code == 2 and f"{run}: holds a run already; pass --resume" in err, err
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_killed_run_resumes_bit_for_bit(tiny, tmp_path_factory, tmp_path):
+    root = data.make_synthetic(str(tmp_path_factory.mktemp("resume")), n=40, seed=5)
+    # 28 training videos, batch 2: 14 steps an epoch, 2 epochs; a checkpoint every 4 steps and at each epoch's end;
+    # LoRA dropout on, so the RNG state must be restored too.
+    flags = ["--data", root, "--model", tiny, "--cache", tmp_path / "cache", "--r", 4, "--alpha", 8, "--lr", 1e-3,
+             "--epochs", 2, "--batch-size", 2, "--ckpt-every", 4, "--no-grad-ckpt"]
+    code, _, err = train_cli(*flags, "--out", tmp_path / "a")
+    assert code == 0, err
+
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *map(str, flags), "--out", tmp_path / "b"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    loss_log, kill_at = tmp_path / "b" / "loss.csv", 17  # mid-epoch 1, one step after a checkpoint
+    while proc.poll() is None:
+        if loss_log.exists() and len(loss_log.read_text().splitlines()) > kill_at:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "b" / "adapter").exists()
+    code, out, err = train_cli(*flags, "--out", tmp_path / "b", "--resume")
+    assert code == 0, err
+    assert "resumed from" in out
+
+    a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)  # bit for bit
+    assert (tmp_path / "a" / "loss.csv").read_text() == loss_log.read_text()
+    assert (tmp_path / "a" / "metrics.csv").read_text() == (tmp_path / "b" / "metrics.csv").read_text()
+
+
+def test_resume_refuses_changed_settings(small, tiny, tmp_path):
+    flags = ["--data", small, "--model", tiny, "--out", tmp_path / "run", "--cache", tmp_path / "cache",
+             "--epochs", 1, "--r", 4, "--alpha", 8, "--no-grad-ckpt"]
+    assert train_cli(*flags)[0] == 0
+    code, out, err = train_cli(*flags[:-5], "--r", 8, "--alpha", 8, "--no-grad-ckpt", "--resume")
+    assert code == 2 and "differ from the run's: r" in err, err
