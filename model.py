@@ -12,11 +12,16 @@ folder alike; a local folder never touches the network.
 
 import argparse
 import json
+import logging
 import os
 
 import torch
 
 from data import InputError, cli
+
+# On AVX512-BF16 CPUs bitsandbytes looks for an optional hub-hosted kernel of the inference fast path, which
+# _keep_cpu_4bit_trainable turns off anyway; its warning that the kernel is absent is noise.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 # The analogue of the paper's LoRA on Qwen-VL's fused `c_attn` (query, key, value) is q/k/v of the language model.

@@ -179,8 +179,11 @@ def main(argv=None):
     if pairs:
         m = metrics(*zip(*pairs))
         lo, hi = m["srcc_ci"]
-        print(f"SRCC {m['srcc']:.4f} (95% CI {lo:.3f}-{hi:.3f}, Fisher z, n={m['n']}) | "
-              f"Pearson {m['pearson']:.4f} | MSE {m['mse']:.5f}")
+        if math.isnan(m["srcc"]):
+            print(f"SRCC undefined: every prediction is the same (n={m['n']}) | MSE {m['mse']:.5f}")
+        else:
+            print(f"SRCC {m['srcc']:.4f} (95% CI {lo:.3f}-{hi:.3f}, Fisher z, n={m['n']}) | "
+                  f"Pearson {m['pearson']:.4f} | MSE {m['mse']:.5f}")
     return scores
 
 

@@ -221,7 +221,7 @@ def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, 
         chosen = [train_videos[i] for i in epoch_order(len(train_videos), cfg.seed, epoch)[k * per_step:(k + 1) * per_step]]
         micro = [prompt.encode(processor, [cache.get(v) for v in chunk], [v.captions for v in chunk], [v.label for v in chunk])
                  for chunk in (chosen[i:i + cfg.batch_size] for i in range(0, len(chosen), cfg.batch_size))]
-        n_targets = sum(int((labels != prompt.IGNORE).sum()) for _, labels in micro)
+        n_targets = sum(int((labels != prompt.IGNORE).sum()) for _, labels in micro)  # DDP: sum over ranks too
         # 3) forward and backward, one micro-batch at a time
         loss_sum = 0.0
         for batch, labels in micro:

@@ -97,12 +97,14 @@ def test_gradient_accumulation_equals_one_large_batch(tiny, synthetic, cache, tm
 
 
 def test_qwen3_vl_trains_and_predicts(tiny3, synthetic, cache, tmp_path):
-    """The other architecture through the same scripts, with the defaults' gradient checkpointing and 4 bits."""
+    """The other architecture through the same scripts, with the defaults' gradient checkpointing and 4 bits, and
+    four frames a video instead of three (predict.py takes the count from the run)."""
     out = tmp_path / "run"
     code, log = run("train.py", "--data", synthetic, "--model", tiny3, "--out", out, "--cache", cache,
                     "--split", "trainval", "--fold", 1, "--folds", 5, "--r", 4, "--alpha", 8, "--epochs", 1,
-                    "--lr", 1e-3, "--batch-size", 8, "--grad-accum", 2, "--eval-batch-size", 16)
+                    "--lr", 1e-3, "--batch-size", 8, "--grad-accum", 2, "--eval-batch-size", 16, "--frames", 4)
     assert code == 0, log
+    assert json.loads((out / "config.json").read_text())["frames"] == 4
     folds = json.loads((out / "folds.json").read_text())["folds"]
     held = read_csv(out / "predictions-trainval-fold1.csv")
     assert sorted(r["video_id"] for r in held) == sorted(folds[1])
@@ -134,3 +136,12 @@ def test_bad_settings_get_one_line(flags, message, tmp_path):
     assert code == 2, log
     assert log.strip().splitlines()[-1].startswith(f"error: {message}") and "Traceback" not in log, log
     assert not (tmp_path / "run").exists()
+
+
+def test_ci_runs_the_readme_test_command():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        lines = f.read().splitlines()
+    command = next(lines[i + 2].strip() for i, line in enumerate(lines) if line.startswith("Run the tests"))
+    assert "pytest" in command
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        assert command in f.read().splitlines()
