@@ -214,3 +214,20 @@ def test_resume_refuses_changed_settings(small, tiny, tmp_path):
     assert train_cli(*flags)[0] == 0
     code, out, err = train_cli(*flags[:-5], "--r", 8, "--alpha", 8, "--no-grad-ckpt", "--resume")
     assert code == 2 and "differ from the run's: r" in err, err
+
+
+def test_out_of_memory_and_ctrl_c_say_what_to_do(capsys):
+    class OutOfMemoryError(RuntimeError):  # what torch raises: matched by name, so data.py needs no torch
+        pass
+
+    for raised, code, says in [(OutOfMemoryError("CUDA out of memory"), 3, "lower --batch-size (raise --grad-accum"),
+                               (KeyboardInterrupt(), 130, "with --resume"),
+                               (data.InputError("x.json: line 3: malformed JSON"), 2, "error: x.json: line 3")]:
+        def main():
+            raise raised
+
+        with pytest.raises(SystemExit) as e:
+            data.cli(main)
+        assert e.value.code == code and says in capsys.readouterr().err
+    with pytest.raises(ValueError):  # anything else is a bug: its traceback is kept
+        data.cli(lambda: int("x"))
