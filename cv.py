@@ -282,13 +282,8 @@ def zero_shot(template):
     result = dict(model=template.model, n=m["n"], invalid=invalid, invalid_rate=rate, fill=predict.PAPER_TRAIN_MEAN,
                   srcc=m["srcc"], srcc_ci=list(m["srcc_ci"]), ci_method="Fisher z", pearson=m["pearson"], mse=m["mse"])
     train.write_atomic(os.path.join(folder, "metrics.json"), json.dumps(result, indent=1))
-    lo, hi = m["srcc_ci"]
     print(f"invalid answers: {invalid}/{len(videos)} ({100 * rate:.2f}%), replaced by {predict.PAPER_TRAIN_MEAN}")
-    if math.isnan(m["srcc"]):
-        print(f"zero-shot SRCC undefined: every prediction is the same (n={m['n']}) | MSE {m['mse']:.5f}")
-    else:
-        print(f"zero-shot SRCC {m['srcc']:.4f} (95% CI {lo:.3f} to {hi:.3f}, Fisher z, n={m['n']}) | "
-              f"Pearson {m['pearson']:.4f} | MSE {m['mse']:.5f}")
+    print(f"zero-shot {predict.describe(m)}")
     scatter(os.path.join(folder, "figure-3-scatter.png"), [v.score for v in videos], [s / 100 for s in scores],
             f"zero-shot: SRCC {m['srcc']:.3f}, {invalid} invalid of {len(videos)}")
     return result

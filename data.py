@@ -87,10 +87,16 @@ def load_split(root, split, bad=None):
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     if split == "trainval":
-        videos = load_split(root, "train", bad) + load_split(root, "val", bad)
-        return _drop_duplicates(videos, f"{root}: train and val", bad)
+        return sum(train_val(root, bad), [])
     read = _read_json if layout(root) == "json" else _read_csv
     return read(root, split, bad)
+
+
+def train_val(root, bad=None):
+    """(train, val), with a video id that stands in both reported as a duplicate and kept in train only."""
+    train, val = load_split(root, "train", bad), load_split(root, "val", bad)
+    kept = {id(v) for v in _drop_duplicates(train + val, f"{root}: train and val", bad)}
+    return train, [v for v in val if id(v) in kept]
 
 
 def _problem(bad, where, message, video_id=""):
@@ -249,9 +255,7 @@ def fold_split(videos, fold, folds, seed):
 def train_heldout(root, split, fold=None, folds=5, seed=0, bad=None):
     """What to train on and what to evaluate on: train -> val; trainval -> none; trainval + fold K -> fold K."""
     if split == "train":
-        train, val = load_split(root, "train", bad), load_split(root, "val", bad)
-        kept = {id(v) for v in _drop_duplicates(train + val, f"{root}: train and val", bad)}
-        return [v for v in train if id(v) in kept], [v for v in val if id(v) in kept]
+        return train_val(root, bad)
     if split != "trainval":
         raise InputError(f"cannot train on split {split!r}: expected train or trainval")
     videos = load_split(root, "trainval", bad)
@@ -359,7 +363,7 @@ class FrameCache:
             except InputError as e:
                 if bad is None:
                     raise
-                bad.append(dict(video_id=v.video_id, where=v.path, problem=str(e)))
+                _problem(bad, v.path, str(e), v.video_id)
                 failed.add(v.video_id)
         return [v for v in videos if v.video_id not in failed]
 

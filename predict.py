@@ -86,6 +86,15 @@ def metrics(predicted, truth):
     return dict(n=len(p), srcc=srcc, srcc_ci=srcc_ci(srcc, len(p)), pearson=pearson, mse=float(np.mean((p - t) ** 2)))
 
 
+def describe(m):
+    """One line for the metrics of `metrics`: SRCC with its Fisher z 95% CI, Pearson and MSE."""
+    if math.isnan(m["srcc"]):
+        return f"SRCC undefined: every prediction is the same (n={m['n']}) | MSE {m['mse']:.5f}"
+    lo, hi = m["srcc_ci"]
+    return (f"SRCC {m['srcc']:.4f} (95% CI {lo:.3f} to {hi:.3f}, Fisher z, n={m['n']}) | "
+            f"Pearson {m['pearson']:.4f} | MSE {m['mse']:.5f}")
+
+
 def write_predictions(path, videos, scores):
     """video_id,mem_score (0-1), written to a temporary file and renamed so a reader never sees half of it."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -177,13 +186,7 @@ def main(argv=None):
     truth = read_labels(args.labels) if args.labels else {v.video_id: v.score for v in videos if v.score is not None}
     pairs = [(s, truth[v.video_id]) for v, s in zip(videos, scores) if v.video_id in truth]
     if pairs:
-        m = metrics(*zip(*pairs))
-        lo, hi = m["srcc_ci"]
-        if math.isnan(m["srcc"]):
-            print(f"SRCC undefined: every prediction is the same (n={m['n']}) | MSE {m['mse']:.5f}")
-        else:
-            print(f"SRCC {m['srcc']:.4f} (95% CI {lo:.3f}-{hi:.3f}, Fisher z, n={m['n']}) | "
-                  f"Pearson {m['pearson']:.4f} | MSE {m['mse']:.5f}")
+        print(describe(metrics(*zip(*pairs))))
     return scores
 
 

@@ -108,6 +108,11 @@ def epoch_order(n, seed, epoch):
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def epoch_ids(videos, seed, epoch):
+    """The video ids of an epoch in its order, as a checkpoint records them."""
+    return [videos[i].video_id for i in epoch_order(len(videos), seed, epoch)]
+
+
 def score_loss(model, batch, labels):
     """Summed next-token cross-entropy over the score tokens (digits and end-of-turn); the prompt carries none.
     The batch is left-padded, so all targets sit in the last K positions and only those logits are computed:
@@ -257,8 +262,8 @@ def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, 
             history["epochs"].append(row)
             write_atomic(os.path.join(cfg.out, "metrics.csv"), csv_text(history["epochs"], list(row)))
         if end_of_epoch or (step + 1) % cfg.ckpt_every == 0:
-            order = [train_videos[i].video_id for i in epoch_order(len(train_videos), cfg.seed, epoch)]
-            save_checkpoint(cfg, step, model, opt, history, dict(epoch=epoch, position=(k + 1) * per_step, order=order))
+            position = dict(epoch=epoch, position=(k + 1) * per_step, order=epoch_ids(train_videos, cfg.seed, epoch))
+            save_checkpoint(cfg, step, model, opt, history, position)
     return history
 
 
@@ -322,7 +327,7 @@ def main(cfg, resume=False, overwrite=False):
     if resume and checkpoints(cfg.out):
         meta, start_step = load_checkpoint(checkpoints(cfg.out)[-1], model, opt)
         history = meta["history"]
-        if meta["order"] != [train_videos[i].video_id for i in epoch_order(len(train_videos), cfg.seed, meta["epoch"])]:
+        if meta["order"] != epoch_ids(train_videos, cfg.seed, meta["epoch"]):
             raise data.InputError(f"{checkpoints(cfg.out)[-1]}: the training videos changed since this checkpoint")
         print(f"resumed from {checkpoints(cfg.out)[-1]} at step {start_step}")
     t0 = time.time()
