@@ -39,7 +39,7 @@ import train
 
 COLUMNS = ["config", "r", "alpha", "fold", "n", "srcc", "pearson", "mse", "invalid", "seconds"]
 # Settings that do not change what a fold learns: a resumed CV may change them, as train.py --resume may.
-FREE = ("log_every", "eval_batch_size", "ckpt_every", "keep", "cache")
+FREE = train.FREE_SETTINGS
 DPI = 100
 HEATMAP_SIZE, SCATTER_SIZE, SHEET_SIZE = (640, 480), (600, 600), (960, 560)  # pixels of the PNGs
 
@@ -232,7 +232,7 @@ def sheet(path, videos, truth, predicted, cache, k=4):
     for row, (label, chosen) in enumerate([("best", ranked[:k]), ("worst", ranked[::-1][:k])]):
         for ax, video_id in zip(axes[row], chosen):
             frames = cache.get(videos[video_id])
-            ax.imshow(frames[len(frames) // 2])
+            ax.imshow(frames[len(frames) // 2].permute(1, 2, 0).numpy())
             short = video_id if len(video_id) <= 24 else video_id[:21] + "..."
             ax.set_title(f"{label}: {short}\ntruth {truth[video_id]:.2f} | predicted {predicted[video_id]:.2f}",
                          fontsize=8)
@@ -253,8 +253,9 @@ def figures(template, best):
     m = predict.metrics([round(100 * predicted[v]) for v in ids], [truth[v] for v in ids])
     scatter(os.path.join(out, "figure-5-scatter.png"), [truth[v] for v in ids], [predicted[v] for v in ids],
             f"{best['config']}, out of fold: SRCC {m['srcc']:.3f} (n={m['n']})")
+    processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
     sheet(os.path.join(out, "figure-6-best-worst.png"), videos, truth, {v: predicted[v] for v in ids},
-          data.FrameCache(template.cache, template.frames))
+          data.FrameCache(template.cache, template.frames, qwen.budget_of(processor)))
 
 
 # -----------------------------------------------------------------------------
@@ -266,12 +267,14 @@ def zero_shot(template):
     os.makedirs(folder, exist_ok=True)
     bad = [] if template.skip_bad else None
     videos = data.load_split(template.data, "trainval", bad)
-    cache = data.FrameCache(template.cache, template.frames)
+    processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
+    cache = data.FrameCache(template.cache, template.frames, qwen.budget_of(processor))
     videos = cache.fill(videos, bad)
     data.report_skipped(bad, os.path.join(folder, "skipped.csv"))
-    processor = qwen.load_processor(template.model)
+    if not videos:
+        raise data.InputError(f"{template.data}: no usable videos in train+val")
     model = qwen.load_model(template.model, template.quant)
-    answers = predict.generate(model, processor, videos, cache, template.eval_batch_size)
+    answers = predict.generate(model, processor, videos, cache, template.eval_batch_size, template.workers)
     # The paper fills an invalid answer with the training mean, 80 (train+val mean score 0.801)
     scores, invalid = predict.postprocess(answers, predict.PAPER_TRAIN_MEAN)
     m = predict.metrics(scores, [v.score for v in videos])
@@ -333,6 +336,7 @@ def main(argv=None):
         print(json.dumps(dataclasses.asdict(template), indent=1))
         return zero_shot(template)
     cfgs = plan(template, args.r, args.alpha)
+    data.load_split(template.data, "trainval", [] if template.skip_bad else None)  # bad data stops the CV before it starts
     check_settings(template, os.path.join(template.out, "cv.json"))
     print(json.dumps(dict(dataclasses.asdict(template), r=args.r, alpha=args.alpha), indent=1))
 

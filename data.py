@@ -1,15 +1,15 @@
 """
 Memento10k: videos, their five captions and memorability scores, from either public release.
 
-    python data.py --make-synthetic runs/synth --n 200       # a synthetic dataset in the authors' JSON layout
-    python data.py --make-synthetic runs/synth-csv --n 200 --layout csv   # ... in the MediaEval 2021 layout
-    python data.py --data runs/synth --split trainval        # parse a dataset, decode and cache its frames
+    python data.py --data data/memento10k --split trainval   # parse a split and check every record
+    python data.py --data data/memento10k --model Qwen/Qwen2.5-VL-7B-Instruct   # ... and cache its frames ahead
 
 Layouts, detected from the files under the root (--data):
   authors' JSON:  memento_{train,val,test}_data.json + videos/<filename>
   MediaEval 2021: {training,dev,test}_set/{train,dev,test}_scores.csv, *_text_descriptions.csv, Videos/{id:05d}.mp4
 Per video the method uses N evenly spaced frames (N=3: first, middle, last), the five captions, and the score
-0-1 as an integer label 0-100. Frames are decoded once and cached on disk.
+0-1 as an integer label 0-100. Frames are decoded once, on every core, and cached on disk at the size the model
+sees them (the pixel budget). Batches for the model are made off the training thread (Batches, loader).
 """
 
 import argparse
@@ -22,7 +22,10 @@ import tempfile
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from tqdm import tqdm
+
+import prompt
 
 
 class InputError(Exception):
@@ -62,6 +65,8 @@ class Video:
 
 
 SPLITS = ("train", "val", "test", "trainval")
+# 448 x 448: the input size of the paper's Qwen-VL-Chat, 256 visual tokens a frame on Qwen2-VL / Qwen2.5-VL
+DEFAULT_MAX_PIXELS = 448 * 448
 JSON_FILES = {"train": "memento_train_data.json", "val": "memento_val_data.json", "test": "memento_test_data.json"}
 CSV_DIRS = {"train": ("training_set", "train"), "val": ("dev_set", "dev"), "test": ("test_set", "test")}
 
@@ -136,22 +141,26 @@ def _read_json(root, split, bad):
                       r.get("mem_score"))
         if _valid(video, f"{path}: record {i} ({video.video_id})", split != "test", bad):
             videos.append(video)
-    return _drop_duplicates(videos, path, bad)
+    return _nonempty(_drop_duplicates(videos, path, bad), path, len(records))
 
 
 def _read_csv(root, split, bad):
     folder, prefix = CSV_DIRS[split]
     base = os.path.join(root, folder)
-    captions = _read_captions(os.path.join(base, f"{prefix}_text_descriptions.csv"))
+    captions_path = os.path.join(base, f"{prefix}_text_descriptions.csv")
+    captions = _read_captions(captions_path)
     scores_path = os.path.join(base, f"{prefix}_scores.csv")
+    scores = []
     if os.path.isfile(scores_path):
         rows = _rows(scores_path, ["video_id", "scores_normalized_short_term"])
         scores = [(row["video_id"].strip(), row["scores_normalized_short_term"].strip()) for row in rows]
-    elif split == "test":
-        scores = [(video_id, "") for video_id in captions]
-        scores_path = os.path.join(base, f"{prefix}_text_descriptions.csv")  # the record of a test video
-    else:
+    elif split != "test":
         raise InputError(f"{scores_path}: missing")
+    if split == "test":
+        # The test videos are the ones the descriptions list. Their labels are withheld: the scores file may be
+        # missing or hold only its header, and where it has a video's score, that score is kept.
+        known = dict(scores)
+        scores, scores_path = [(video_id, known.get(video_id, "")) for video_id in captions], captions_path
     videos = []
     for video_id, score in scores:
         where = f"{scores_path}: video {video_id}"
@@ -164,7 +173,16 @@ def _read_csv(root, split, bad):
         video = Video(video_id, path, captions.get(video_id, []), score)
         if _valid(video, where, split != "test", bad):
             videos.append(video)
-    return _drop_duplicates(videos, scores_path, bad)
+    return _nonempty(_drop_duplicates(videos, scores_path, bad), scores_path, len(scores))
+
+
+def _nonempty(videos, path, n_records):
+    """A split with no usable video is an error, never an empty result: it would train on nothing or write an empty
+    submission."""
+    if not videos:
+        what = "holds no videos" if not n_records else f"none of its {n_records} videos is usable (see the warnings)"
+        raise InputError(f"{path}: {what}")
+    return videos
 
 
 def _video_file(folder, stem):
@@ -284,35 +302,41 @@ def frame_indices(total, n):
 
 
 def read_frames(path, n):
-    """The N frames of `frame_indices` as an (N, H, W, 3) uint8 array, decoded with PyAV."""
+    """
+    The N frames of `frame_indices` as an (N, H, W, 3) uint8 array, decoded with PyAV.
+
+    Frames are counted in display order from the packets' timestamps (a demux, no decoding). Every frame up to the
+    last one kept must pass through the decoder, since later frames reference earlier ones, but FFmpeg may skip the
+    work of a frame that no other frame references (skip_frame NONREF) unless it is one we keep: most B-frames of an
+    H.264 clip then cost nothing, and what is kept is exact (tested against a full decode). Keyframe seeks are not exact.
+    """
     import av
 
     try:
         with av.open(path) as container:
-            total = container.streams.video[0].frames  # from the container's index; 0 when it has none
-        if total <= 0:
-            with av.open(path) as container:
-                total = sum(1 for _ in container.decode(video=0))
-        wanted = frame_indices(total, n)
-        frames = {}
-        # Decoding forward from the start is exact for every codec and cheap for clips of a few seconds;
-        # keyframe seeks are not exact.
+            times = [p.pts for p in container.demux(video=0) if p.size]
+        if not times or None in times or len(set(times)) < len(times):
+            return _read_all_and_pick(path, n)  # no timestamps to count by: count the decoded frames
+        times.sort()
+        wanted = [times[i] for i in frame_indices(len(times), n)]
+        keep, frames = set(wanted), {}
         with av.open(path) as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                if i in wanted:
-                    frames[i] = frame.to_ndarray(format="rgb24")
-                if i >= wanted[-1]:
+            stream = container.streams.video[0]
+            stream.thread_count = 1  # FrameCache.fill runs a decoder a core; and skip_frame is then read per packet
+            for packet in container.demux(stream):
+                stream.codec_context.skip_frame = "DEFAULT" if packet.pts in keep else "NONREF"
+                for frame in packet.decode():
+                    if frame.pts in keep:
+                        frames[frame.pts] = frame.to_ndarray(format="rgb24")
+                if len(frames) == len(keep):
                     break
+        if len(frames) < len(keep):  # a frame the timestamps promised never came out of the decoder
+            return _read_all_and_pick(path, n)
     except FileNotFoundError:
         raise InputError(f"{path}: missing video file")
     except (av.FFmpegError, OSError, IndexError, ValueError) as e:
         raise InputError(f"{path}: cannot decode video ({getattr(e, 'strerror', None) or e})")
-    if len(frames) < len(set(wanted)):
-        if total > 0 and not frames:
-            raise InputError(f"{path}: no decodable frames")
-        # The container claimed more frames than it holds: count them and pick again.
-        return _read_all_and_pick(path, n)
-    return np.stack([frames[i] for i in wanted])
+    return np.stack([frames[t] for t in wanted])
 
 
 def _read_all_and_pick(path, n):
@@ -325,11 +349,50 @@ def _read_all_and_pick(path, n):
     return np.stack([frames[i] for i in frame_indices(len(frames), n)])
 
 
-class FrameCache:
-    """Frames decoded once, kept as .npy files keyed by the video file's path, size, mtime and the frame count."""
+@dataclass(frozen=True)
+class Budget:
+    """
+    The pixels a frame keeps. Qwen's image processors resize a frame to sides that are multiples of `factor` (patch
+    size x merge size: one visual token per factor x factor square), with min_pixels <= height x width <= max_pixels
+    and the aspect ratio kept as well as that allows.
+    """
 
-    def __init__(self, folder, n_frames=3):
-        self.folder, self.n_frames = folder, n_frames
+    max_pixels: int
+    min_pixels: int
+    factor: int
+
+    def size(self, height, width):
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        return smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
+
+    def fit(self, frames):
+        """(N, H, W, 3) uint8 frames -> (N, 3, h, w) uint8, channels first as the processor takes them, at `size`,
+        resized as the processor resizes (bicubic with antialiasing, on uint8): given these, it computes exactly
+        what it computes from the originals."""
+        import torchvision.transforms.v2.functional as tvF
+
+        frames = torch.from_numpy(frames).permute(0, 3, 1, 2)
+        height, width = self.size(*frames.shape[2:])
+        if (height, width) == frames.shape[2:]:
+            return frames
+        return tvF.resize(frames, [height, width], interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)
+
+
+class FrameCache:
+    """
+    The N frames of each video as the model sees them, decoded once: resized to the pixel budget (Budget.fit) and
+    stacked top to bottom into one JPEG (quality 95, no chroma subsampling), named by a hash of the video file's
+    path, size and mtime, N and the budget.
+
+    Why this size: the processor would resize a larger frame down to exactly this, so storing more serves no run at
+    this budget (another budget gets its own entries). Why JPEG: kept raw, three 720p frames at the default budget
+    are 1.8 MB a video (18 GB for Memento10k); as JPEG they are ~0.3-0.5 MB and read in a few ms, and the error
+    JPEG adds (~1.5 grey levels, PSNR ~40 dB) is well under that of the lossy H.264 the clips come in.
+    """
+
+    def __init__(self, folder, n_frames=3, budget=None):
+        self.folder, self.n_frames, self.budget = folder, n_frames, budget  # budget None: full resolution
         os.makedirs(folder, exist_ok=True)
 
     def path(self, video):
@@ -337,35 +400,115 @@ class FrameCache:
             st = os.stat(video.path)
         except FileNotFoundError:
             raise InputError(f"{video.path}: missing video file (video {video.video_id})")
-        key = f"{os.path.abspath(video.path)}|{st.st_size}|{st.st_mtime_ns}|frames={self.n_frames}"
-        return os.path.join(self.folder, hashlib.sha1(key.encode()).hexdigest() + ".npy")
+        key = f"{os.path.abspath(video.path)}|{st.st_size}|{st.st_mtime_ns}|frames={self.n_frames}|{self.budget}"
+        return os.path.join(self.folder, hashlib.sha1(key.encode()).hexdigest() + ".jpg")
 
     def get(self, video):
+        """The video's frames as stored, (N, 3, H, W) uint8: channels first, as the processor takes them."""
         path = self.path(video)
-        if os.path.exists(path):
-            return np.load(path, allow_pickle=False)
+        if not os.path.exists(path):
+            return self.put(video)
+        from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+        stacked = decode_jpeg(read_file(path), mode=ImageReadMode.RGB)  # (3, N x H, W)
+        return stacked.view(3, self.n_frames, -1, stacked.shape[-1]).transpose(0, 1)
+
+    def put(self, video):
+        """Decode `video`, fit its frames to the budget and store them; returns them as stored."""
+        from PIL import Image
+
         frames = read_frames(video.path, self.n_frames)
+        frames = self.budget.fit(frames) if self.budget else torch.from_numpy(frames).permute(0, 3, 1, 2)
+        n, _, height, width = frames.shape
+        if n * height > 65500:  # JPEG's limit on a side
+            raise InputError(f"{video.path}: {n} frames of {height} rows do not fit the cache; "
+                             "lower --frames or --max-pixels")
         fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            np.save(f, frames, allow_pickle=False)
-        os.replace(tmp, path)  # atomic: a killed run never leaves half a file under the real name
-        return frames
+            stacked = frames.permute(0, 2, 3, 1).reshape(n * height, width, 3).numpy()
+            Image.fromarray(stacked).save(f, format="JPEG", quality=95, subsampling=0)
+        os.replace(tmp, self.path(video))  # atomic: a killed run never leaves half a file under the real name
+        return self.get(video)
 
-    def fill(self, videos, bad=None):
-        """Decode every video not cached yet, with a progress bar; later passes only read the cache.
-        Returns the videos that decoded; one that does not raises InputError, or with a list as `bad` is
-        described there and left out."""
+    def fill(self, videos, bad=None, workers=None):
+        """Decode every video not cached yet, `workers` processes at a time (default: one a core), with a progress
+        bar; later passes only read the cache. Returns the videos that decoded; one that does not raises InputError, or with a list as
+        `bad` is described there and left out."""
         missing = [v for v in videos if not os.path.exists(self.path(v))]
-        failed = set()
-        for v in tqdm(missing, desc="decoding frames", unit="video", disable=not missing):
-            try:
-                self.get(v)
-            except InputError as e:
-                if bad is None:
-                    raise
-                _problem(bad, v.path, str(e), v.video_id)
-                failed.add(v.video_id)
+        if not missing:
+            return videos
+        failed, workers = set(), os.cpu_count() if workers is None else workers
+        decoded = torch.utils.data.DataLoader(_Decode(self, missing), batch_size=None,
+                                              num_workers=workers if len(missing) > 1 else 0, generator=torch.Generator())
+        for v, problem in zip(missing, tqdm(decoded, total=len(missing), desc="decoding frames", unit="video")):
+            if problem is None:
+                continue
+            if bad is None:
+                raise InputError(problem)
+            _problem(bad, v.path, problem, v.video_id)
+            failed.add(v.video_id)
         return [v for v in videos if v.video_id not in failed]
+
+
+class _Decode(torch.utils.data.Dataset):
+    """FrameCache.put of each video in a worker process; an item is None, or the problem that stopped it."""
+
+    def __init__(self, cache, videos):
+        self.cache, self.videos = cache, videos
+
+    def __len__(self):
+        return len(self.videos)
+
+    def __getitem__(self, i):
+        try:
+            self.cache.put(self.videos[i])
+        except InputError as e:
+            return str(e)
+
+
+# -----------------------------------------------------------------------------
+# batches for the model, made off the training thread
+
+
+class Batches(torch.utils.data.Dataset):
+    """
+    Micro-batches ready for the model. An item is a list of indices into `videos`; it comes back as prompt.encode's
+    (inputs, labels) of their cached frames and captions, labels None unless `labelled`. Through `loader`, the
+    processor's work (patches, chat layout, tokens) runs in worker processes, ahead of the step that uses it.
+    """
+
+    def __init__(self, videos, cache, processor, labelled=True):
+        self.videos, self.cache, self.processor, self.labelled = videos, cache, processor, labelled
+
+    def __len__(self):
+        return len(self.videos)
+
+    def __getitem__(self, indices):
+        chunk = [self.videos[i] for i in indices]
+        return prompt.encode(self.processor, [self.cache.get(v) for v in chunk], [v.captions for v in chunk],
+                             [v.label for v in chunk] if self.labelled else None)
+
+
+def loader(dataset, batches, workers):
+    """The items of `dataset` for `batches` (lists of indices), in that order, made by `workers` processes (0: in
+    this one) a few batches ahead, in pinned memory when a GPU will take them."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are the parallelism; forked tokenizers warn
+    return torch.utils.data.DataLoader(
+        dataset, sampler=batches, batch_size=None, num_workers=workers, pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+        # Its own generator: the loader draws a seed at each pass, which must not move the global RNG (LoRA
+        # dropout), or a resumed run would differ from an uninterrupted one.
+        generator=torch.Generator())
+
+
+def chunks(n, size):
+    """range(n) as consecutive lists of `size` indices, the last one shorter."""
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+def default_workers():
+    """Loader and decoder processes: all cores but the training one's, at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def report_skipped(bad, path):
@@ -387,134 +530,28 @@ def default_cache():
 
 
 # -----------------------------------------------------------------------------
-# a synthetic dataset in the real formats, for the demo and the tests
-
-CAPTION_PARTS = (
-    ["a man", "a woman", "a child", "a dog", "a cat", "two people", "a group of friends", "a bird"],
-    ["walks", "runs", "dances", "jumps", "sits", "plays", "cooks", "swims"],
-    ["in a park", "on the beach", "in a kitchen", "on a street", "in the snow", "at a party", "in a forest",
-     "on a stage"],
-)
-CAPTION_WORDS = [p for parts in CAPTION_PARTS for p in parts]
-
-
-def synthetic_caption(rng):
-    return " ".join(rng.choice(parts) for parts in CAPTION_PARTS)
-
-
-def synthetic_frames(first, last, tint, n_frames, size):
-    """A clip whose brightness fades from `first` to `last` (0-1), with a white bar across the top whose
-    width grows from nothing (first frame) to the full width (last frame) so each frame shows its position."""
-    frames = np.empty((n_frames, size, size, 3), np.uint8)
-    for t in range(n_frames):
-        level = first + (last - first) * t / (n_frames - 1)
-        frames[t] = (30 + 170 * level * tint).astype(np.uint8)
-        frames[t, :8, : round(size * t / (n_frames - 1))] = 255
-    return frames
-
-
-def write_video(path, frames, fps=24):
-    """Frames (N, H, W, 3) uint8 -> an H.264 mp4."""
-    import av
-
-    with av.open(path, "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
-def make_synthetic(root, n=200, seed=0, layout="json", n_frames=24, size=64):
-    """
-    Write n videos split 70/15/15 into train, val and test, in the authors' JSON or the MediaEval CSV layout.
-    The score is a function of the last frame's brightness (0.45-0.95): the first frame says nothing about it,
-    the middle frame half. Test labels are withheld from the split's file and written to test_labels.csv.
-    """
-    rng = np.random.default_rng(seed)
-    n_train, n_val = round(0.7 * n), round(0.15 * n)
-    splits = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
-    records = {s: [] for s in ("train", "val", "test")}
-    for i, split in enumerate(tqdm(splits, desc="writing synthetic videos", unit="video")):
-        first, last = rng.uniform(0, 1, size=2)
-        tint = rng.uniform(0.6, 1.0, size=3)
-        score = float(np.clip(0.45 + 0.5 * last + rng.normal(0, 0.01), 0, 1))
-        captions = [synthetic_caption(rng) for _ in range(5)]
-        video_id = f"synthetic_{i:05d}" if layout == "json" else f"{i:05d}"
-        if layout == "json":
-            folder, filename = os.path.join(root, "videos"), f"{video_id}.mp4"
-        else:
-            folder, filename = os.path.join(root, CSV_DIRS[split][0], "Videos"), f"{video_id}.mp4"
-        os.makedirs(folder, exist_ok=True)
-        write_video(os.path.join(folder, filename), synthetic_frames(first, last, tint, n_frames, size))
-        records[split].append(dict(video_id=video_id, filename=filename, captions=captions,
-                                   mem_score=round(score, 4), alpha=-round(rng.uniform(0, 0.01), 5)))
-    (_write_json if layout == "json" else _write_csv)(root, records)
-    with open(os.path.join(root, "test_labels.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video_id", "mem_score"])
-        w.writerows([r["video_id"], r["mem_score"]] for r in records["test"])
-    return root
-
-
-def _write_json(root, records):
-    for split, rows in records.items():
-        out = [dict(filename=r["filename"], url=f"https://example.invalid/{r['filename']}", captions=r["captions"],
-                    action_labels=[], **({} if split == "test" else dict(mem_score=r["mem_score"], alpha=r["alpha"])))
-               for r in rows]
-        with open(os.path.join(root, JSON_FILES[split]), "w") as f:
-            json.dump(out, f, indent=1)
-
-
-def _write_csv(root, records):
-    for split, rows in records.items():
-        folder, prefix = CSV_DIRS[split]
-        base = os.path.join(root, folder)
-        with open(os.path.join(base, f"{prefix}_text_descriptions.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["video_id"] + [f"description_{k}" for k in range(5)])
-            w.writerows([r["video_id"], *r["captions"]] for r in rows)
-        with open(os.path.join(base, f"{prefix}_video_urls.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["video_id", "video_url"])
-            w.writerows([r["video_id"], f"https://example.invalid/{r['filename']}"] for r in rows)
-        if split == "test":
-            continue
-        with open(os.path.join(base, f"{prefix}_scores.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["video_id", "video_url", "annotations_short_term", "scores_raw_short_term",
-                        "scores_normalized_short_term", "decay_alpha"])
-            w.writerows([r["video_id"], f"https://example.invalid/{r['filename']}", 90, r["mem_score"],
-                         r["mem_score"], r["alpha"]] for r in rows)
-
-
-# -----------------------------------------------------------------------------
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--make-synthetic", metavar="DIR", help="write a synthetic dataset to DIR and exit")
-    parser.add_argument("--n", type=int, default=200, help="number of synthetic videos")
-    parser.add_argument("--layout", default="json", choices=["json", "csv"], help="synthetic dataset's layout")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset")
-    parser.add_argument("--data", help="Memento10k root to parse and decode")
+    parser.add_argument("--data", required=True, help="Memento10k root to parse and decode")
     parser.add_argument("--split", default="trainval", choices=SPLITS, help="split to parse")
+    parser.add_argument("--model", help="cache the frames for this model's processor (hub id or folder) at --max-pixels")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="pixels a frame keeps, at most")
+    parser.add_argument("--min-pixels", type=int, help="pixels a frame keeps, at least (default: the processor's)")
     parser.add_argument("--frames", type=int, default=3, help="frames per video")
     parser.add_argument("--cache", default=default_cache(), help="folder of decoded frames")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="decoding processes")
     args = parser.parse_args(argv)
-    if args.make_synthetic:
-        make_synthetic(args.make_synthetic, args.n, args.seed, args.layout)
-        print(f"wrote {args.n} synthetic videos to {args.make_synthetic} ({args.layout} layout)")
-    elif args.data:
-        videos = load_split(args.data, args.split)
-        FrameCache(args.cache, args.frames).fill(videos)
-        labelled = [v.score for v in videos if v.score is not None]
-        print(f"{args.split}: {len(videos)} videos, {len(labelled)} labelled"
-              + (f", mean score {np.mean(labelled):.3f}" if labelled else ""))
-    else:
-        parser.print_help()
+    videos = load_split(args.data, args.split)
+    if args.model:
+        import model
+
+        budget = model.budget(model.load_processor(args.model, args.max_pixels, args.min_pixels))
+        FrameCache(args.cache, args.frames, budget).fill(videos, workers=args.workers)
+    labelled = [v.score for v in videos if v.score is not None]
+    print(f"{args.split}: {len(videos)} videos, {len(labelled)} labelled"
+          + (f", mean score {np.mean(labelled):.3f}" if labelled else ""))
 
 
 if __name__ == "__main__":

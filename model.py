@@ -4,6 +4,7 @@ This file builds and returns things; it never trains.
 
     python model.py --make-tiny runs/tiny                      # a tiny random Qwen2.5-VL checkpoint
     python model.py --make-tiny runs/tiny3 --family qwen3_vl   # the same for Qwen3-VL
+    python model.py --make-random runs/7b --arch qwen2.5-vl-7b # the real architecture, random weights (bench.py)
     python model.py --model runs/tiny --r 128 --alpha 1024     # load in 4 bit, attach LoRA, print the count
 
 Any native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint loads through `from_pretrained`, a hub id or a local
@@ -17,6 +18,7 @@ import os
 
 import torch
 
+import data
 from data import InputError, cli
 
 # On AVX512-BF16 CPUs bitsandbytes looks for an optional hub-hosted kernel of the inference fast path, which
@@ -53,7 +55,8 @@ def check_checkpoint(model_id):
         raise InputError(f"{model_id}: no weights (*.safetensors) in the model folder")
 
 
-def load_processor(model_id):
+def load_processor(model_id, max_pixels=None, min_pixels=None):
+    """The checkpoint's processor, with the pixel budget of a frame (None: the checkpoint's own)."""
     from transformers import AutoProcessor
 
     check_checkpoint(model_id)
@@ -65,7 +68,26 @@ def load_processor(model_id):
     # (for example when torchvision is missing); the prompt needs the real processor.
     if not hasattr(processor, "image_processor"):
         raise InputError(f"{model_id}: could not build the image processor (is torchvision installed?)")
+    ip = processor.image_processor
+    ip.size = {"shortest_edge": min_pixels or ip.size["shortest_edge"], "longest_edge": max_pixels or ip.size["longest_edge"]}
+    b = budget_of(processor)
+    if b.min_pixels > b.max_pixels:
+        raise InputError(f"--max-pixels {b.max_pixels} is below the processor's minimum, {b.min_pixels} (--min-pixels)")
     return processor
+
+
+def budget_of(processor):
+    """The processor's pixel budget of a frame, as the frame cache stores frames for it."""
+    ip = processor.image_processor
+    return data.Budget(max_pixels=ip.size["longest_edge"], min_pixels=ip.size["shortest_edge"],
+                       factor=ip.patch_size * ip.merge_size)
+
+
+def visual_tokens(processor, height, width):
+    """Visual tokens of one frame of height x width pixels under the processor's budget."""
+    b = budget_of(processor)
+    h, w = b.size(height, width)
+    return (h // b.factor) * (w // b.factor)
 
 
 def quantization(model_id, quant, dtype):
@@ -101,7 +123,7 @@ def load_model(model_id, quant="nf4"):
     dtype = torch.bfloat16 if dev == "cuda" else torch.float32
     try:
         model = AutoModelForImageTextToText.from_pretrained(
-            model_id, dtype=dtype, quantization_config=quantization(model_id, quant, dtype),
+            model_id, dtype=dtype, quantization_config=quantization(model_id, quant, dtype), attn_implementation="sdpa",
             device_map={"": dev}, use_safetensors=True, **_local(model_id))
     except (OSError, ValueError) as e:
         raise InputError(f"{model_id}: cannot load the model ({str(e).splitlines()[0]})")
@@ -233,54 +255,128 @@ def tiny_tokenizer(corpus, vocab_size=1000):
                               unk_token=None, bos_token=None, chat_template=CHAT_TEMPLATE)
 
 
-def make_tiny(path, family="qwen2_5_vl", seed=0):
-    """Write a tiny random checkpoint (model, tokenizer, processor) that loads like a real one."""
-    from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessor
+# The published configurations of real checkpoints (their config.json and preprocessor_config.json), to build them
+# with random weights: the same architecture, shapes and cost, no download. Vocabularies stay at full size; the
+# tokenizer is the tiny one (its ids are a subset).
+ARCHS = {
+    "qwen2.5-vl-7b": ("qwen2_5_vl", dict(
+        vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+        num_key_value_heads=4, max_position_embeddings=128000,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}), dict(
+        depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584, window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2), False),
+    "qwen2.5-vl-3b": ("qwen2_5_vl", dict(
+        vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+        num_key_value_heads=2, max_position_embeddings=128000,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}), dict(
+        depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048, window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2), True),
+    "qwen3-vl-8b": ("qwen3_vl", dict(
+        vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=262144,
+        rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": [24, 20, 20],
+                         "mrope_interleaved": True}), dict(
+        depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
+        num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]), False),
+}
+# Tiny models of the same families: 2 layers, a 128-wide language model, a 2-block vision tower.
+TINY = {
+    "qwen2_5_vl": (dict(vocab_size=None, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]}),
+                   dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
+                        fullatt_block_indexes=[1], window_size=56)),
+    "qwen3_vl": (dict(vocab_size=None, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=4096,
+                      rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": [4, 6, 6],
+                                       "mrope_interleaved": True}),
+                 dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
+                      num_position_embeddings=64, deepstack_visual_indexes=[1])),
+}
+# The stock image processors: patch size, the mean and std they normalize with, and the pixel range of a frame.
+PROCESSORS = {
+    "qwen2_5_vl": dict(patch_size=14, image_mean=[0.48145466, 0.4578275, 0.40821073],
+                       image_std=[0.26862954, 0.26130258, 0.27577711], min_pixels=56 * 56, max_pixels=28 * 28 * 16384),
+    "qwen3_vl": dict(patch_size=16, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], min_pixels=256 * 256,
+                     max_pixels=4096 * 4096),
+}
 
-    import data
-    import prompt
 
-    torch.manual_seed(seed)
-    corpus = [prompt.INSTRUCTION, prompt.ANSWER_CUE, *data.CAPTION_WORDS, "You are a helpful assistant.",
-              "system user assistant"] * 4
-    tok = tiny_tokenizer(corpus)
-    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    text = dict(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=None)
-    special = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-                   vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-                   tie_word_embeddings=False)
+def published_config(arch, tokenizer=None):
+    """The configuration of a real checkpoint (see ARCHS), with the special token ids of `tokenizer` if given."""
+    family, text, vision, tied = ARCHS[arch]
+    return _config(family, text, vision, tokenizer, tied)
+
+
+def _config(family, text, vision, tokenizer=None, tied=False):
     if family == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLConfig as Config, Qwen2_5_VLProcessor as Processor
-        from transformers import Qwen2VLVideoProcessor as VideoProcessor
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]}
-        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
-                      fullatt_block_indexes=[1], window_size=56)
-        patch = 14
+        from transformers import Qwen2_5_VLConfig as Config
     elif family == "qwen3_vl":
-        from transformers import Qwen3VLConfig as Config, Qwen3VLProcessor as Processor
-        from transformers import Qwen3VLVideoProcessor as VideoProcessor
-        text.update(head_dim=32, rope_parameters={"rope_type": "default", "rope_theta": 5e6,
-                                                  "mrope_section": [4, 6, 6], "mrope_interleaved": True})
-        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
-                      num_position_embeddings=64, deepstack_visual_indexes=[1])
-        patch = 16
+        from transformers import Qwen3VLConfig as Config
     else:
         raise InputError(f"unknown family {family!r} (qwen2_5_vl or qwen3_vl)")
-    config = Config(text_config=text, vision_config=vision, **special)
-    model = AutoModelForImageTextToText.from_config(config)
-    # A frozen random lm_head with the default std 0.02 caps logits near 2.6 and LoRA-only training stalls.
-    torch.nn.init.normal_(model.lm_head.weight, std=0.1)
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    special = {}
+    if tokenizer is not None:
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+        text = dict(text, vocab_size=text["vocab_size"] or len(tokenizer), eos_token_id=ids["<|im_end|>"],
+                    pad_token_id=ids["<|endoftext|>"], bos_token_id=None)
+        special = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                       vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    return Config(text_config=text, vision_config=vision, tie_word_embeddings=tied, **special)
+
+
+def make_tiny(path, family="qwen2_5_vl", seed=0):
+    """Write a tiny random checkpoint (model, tokenizer, processor) that loads like a real one."""
+    if family not in TINY:
+        raise InputError(f"unknown family {family!r} (qwen2_5_vl or qwen3_vl)")
+    text, vision = TINY[family]
+    # The stock processor, except that a frame may shrink to 4 visual tokens (2 x 2 merged patches; Qwen2.5-VL's
+    # stock minimum already), which keeps tiny models on small synthetic frames fast.
+    side = 2 * 2 * PROCESSORS[family]["patch_size"]
+    return _write_checkpoint(path, family, text, vision, seed, tiny=True, min_pixels=side * side)
+
+
+def make_random(path, arch, seed=0):
+    """Write a real architecture (see ARCHS) with random weights, its stock processor and the tiny tokenizer, in
+    bf16, built on the GPU when there is one (seconds instead of minutes for 8 B parameters)."""
+    if arch not in ARCHS:
+        raise InputError(f"unknown architecture {arch!r}: expected one of {', '.join(ARCHS)}")
+    family, text, vision, tied = ARCHS[arch]
+    return _write_checkpoint(path, family, text, vision, seed, tied=tied)
+
+
+def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, min_pixels=None):
+    from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessor
+
+    import prompt
+    import synthetic
+
+    if family == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLProcessor as Processor, Qwen2VLVideoProcessor as VideoProcessor
+    else:
+        from transformers import Qwen3VLProcessor as Processor, Qwen3VLVideoProcessor as VideoProcessor
+    torch.manual_seed(seed)
+    corpus = [prompt.INSTRUCTION, prompt.ANSWER_CUE, *synthetic.CAPTION_WORDS, "You are a helpful assistant.",
+              "system user assistant"] * 4
+    tok = tiny_tokenizer(corpus)
+    config = _config(family, text, vision, tok, tied)
+    if tiny:
+        model = AutoModelForImageTextToText.from_config(config)
+        # A frozen random lm_head with the default std 0.02 caps logits near 2.6 and LoRA-only training stalls.
+        torch.nn.init.normal_(model.lm_head.weight, std=0.1)
+    else:
+        with torch.device(device()):
+            model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.save_pretrained(path)
 
-    side = 2 * 2 * patch  # 2x2 merged patches: 4 visual tokens a frame keeps the tiny model fast
-    size = {"shortest_edge": side * side, "longest_edge": side * side}
-    image_processor = Qwen2VLImageProcessor(size=size, patch_size=patch, merge_size=2, temporal_patch_size=2)
+    p = PROCESSORS[family]
+    size = {"shortest_edge": min_pixels or p["min_pixels"], "longest_edge": p["max_pixels"]}
+    image_processor = Qwen2VLImageProcessor(size=size, patch_size=p["patch_size"], merge_size=2, temporal_patch_size=2,
+                                            image_mean=p["image_mean"], image_std=p["image_std"])
     processor = Processor(image_processor=image_processor, tokenizer=tok,
-                          video_processor=VideoProcessor(patch_size=patch), chat_template=CHAT_TEMPLATE)
+                          video_processor=VideoProcessor(patch_size=p["patch_size"]), chat_template=CHAT_TEMPLATE)
     processor.save_pretrained(path)
     return path
 
@@ -291,7 +387,9 @@ def make_tiny(path, family="qwen2_5_vl", seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--make-tiny", metavar="DIR", help="write a tiny random checkpoint to DIR and exit")
-    parser.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"], help="tiny model's architecture")
+    parser.add_argument("--family", default="qwen2_5_vl", choices=list(TINY), help="tiny model's architecture")
+    parser.add_argument("--make-random", metavar="DIR", help="write --arch with random weights to DIR and exit")
+    parser.add_argument("--arch", default="qwen2.5-vl-7b", choices=list(ARCHS), help="published architecture")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder to load")
     parser.add_argument("--quant", default="nf4", choices=["nf4", "none"], help="4-bit NF4 or full precision")
     parser.add_argument("--r", type=int, default=128, help="LoRA rank")
@@ -301,6 +399,9 @@ def main(argv=None):
     if args.make_tiny:
         make_tiny(args.make_tiny, args.family)
         print(f"wrote a tiny {args.family} checkpoint to {args.make_tiny}")
+    elif args.make_random:
+        make_random(args.make_random, args.arch)
+        print(f"wrote {args.arch} with random weights to {args.make_random}")
     else:
         model = add_lora(load_model(args.model, args.quant), args.r, args.alpha, targets=args.targets.split(","))
         trainable, total = count_parameters(model)

@@ -5,13 +5,15 @@ Predict memorability scores with a trained adapter (or zero-shot with the base m
     python predict.py --data data/memento10k --adapter runs/fold2 --split trainval --fold 2 --folds 5
     python predict.py --data data/memento10k --zero-shot --model Qwen/Qwen2.5-VL-7B-Instruct --split trainval
 
-Greedy decoding of at most 4 new tokens, then the paper's post-processing: the first number 0-100 in the
-answer; an answer without one is invalid and gets the training mean (counted and reported).
+Greedy decoding of at most 4 new tokens (one prefill, at most three cached steps), then the paper's
+post-processing: the first number 0-100 in the answer; an answer without one is invalid and gets the training
+mean (counted and reported). Frames get the run's pixel budget and frame count unless told otherwise.
 The CSV has the header video_id,mem_score with scores 0-1. With labels, SRCC is printed with its 95% CI.
 """
 
 import argparse
 import csv
+import inspect
 import json
 import math
 import os
@@ -35,24 +37,55 @@ PAPER_TRAIN_MEAN = 80  # the paper's fill value for invalid zero-shot answers (t
 # decoding, then post-processing
 
 
-@torch.no_grad()
-def generate(model, processor, videos, cache, batch_size=8, max_new_tokens=4, progress=True):
-    """Greedy answers (free text) of the model for each video, in order."""
+def generate(model, processor, videos, cache, batch_size=8, workers=0, max_new_tokens=4, progress=True):
+    """Greedy answers (free text) of the model for each video, in order; batches are made by `workers` processes."""
     tokenizer = processor.tokenizer
+    end, pad = tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), tokenizer.pad_token_id
     was_training = model.training
     model.eval()
+    batches = data.loader(data.Batches(videos, cache, processor, labelled=False), data.chunks(len(videos), batch_size),
+                          workers)
     answers = []
-    for start in tqdm(range(0, len(videos), batch_size), desc="predicting", unit="batch", disable=not progress):
-        chunk = videos[start:start + batch_size]
-        batch, _ = prompt.encode(processor, [cache.get(v) for v in chunk], [v.captions for v in chunk])
-        batch = {k: v.to(model.device) for k, v in batch.items()}
+    for batch, _ in tqdm(batches, desc="predicting", unit="batch", disable=not progress):
+        batch = prompt.to_model(batch, processor.image_processor, model.device)
         with autocast(model.device):
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN),
-                                 pad_token_id=tokenizer.pad_token_id)
-        answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            tokens = greedy(model, batch, end, pad, max_new_tokens)
+        answers += tokenizer.batch_decode(tokens, skip_special_tokens=True)
     model.train(was_training)
     return answers
+
+
+@torch.no_grad()
+def greedy(model, batch, end, pad, max_new_tokens=4):
+    """
+    Greedy decoding as token ids (B, at most max_new_tokens): one forward pass over the prompts that computes the
+    logits of their last position only (the prefill), then one cached step per further token, until every answer has
+    ended. A score is at most three digits and end-of-turn: a prefill and at most three steps. The same tokens as
+    model.generate(do_sample=False), without its per-step machinery; an answer that ended is padded with `pad`.
+    """
+    from transformers import DynamicCache
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under peft's wrapper
+    cache = {_cache_argument(base): DynamicCache()}
+    token = model(**batch, **cache, use_cache=True, logits_to_keep=1).logits[:, -1].argmax(-1)
+    tokens, done, mask = [token], token == end, batch["attention_mask"]
+    for _ in range(max_new_tokens - 1):
+        if done.all():
+            break
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+        # The new token's rope position, in all three of Qwen's (time, height, width) sections: the count of tokens
+        # before it, shifted as the prefill shifted the text after the frames (rope_deltas, kept by the model).
+        position = (mask.sum(1, keepdim=True) - 1 + base.model.rope_deltas).expand(3, -1, -1)
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, **cache, use_cache=True).logits
+        token = torch.where(done, pad, logits[:, -1].argmax(-1))
+        tokens.append(token)
+        done |= token == end
+    return torch.stack(tokens, 1)
+
+
+def _cache_argument(model):
+    # transformers renamed the forward's `past_key_values` to `cache` (5.2x); the GPU image has an earlier release
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def postprocess(answers, fill):
@@ -143,7 +176,10 @@ def main(argv=None):
     parser.add_argument("--folds", type=int, default=None, help="number of folds (default: the run's, or 5)")
     parser.add_argument("--seed", type=int, default=None, help="fold seed (default: the run's, or 0)")
     parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the run's, or 3)")
+    parser.add_argument("--max-pixels", type=int, default=None, help="pixels a frame keeps at most (default: the run's, or 448 x 448)")
+    parser.add_argument("--min-pixels", type=int, default=None, help="pixels a frame keeps at least (default: the run's, or the processor's)")
     parser.add_argument("--batch-size", type=int, default=8, help="videos per generation batch")
+    parser.add_argument("--workers", type=int, default=data.default_workers(), help="processes that make batches ahead")
     parser.add_argument("--labels", help="a video_id,mem_score CSV to score the predictions against")
     parser.add_argument("--cache", default=data.default_cache(), help="folder of decoded frames")
     parser.add_argument("--out", help="CSV to write (default: RUN/predictions-SPLIT[-foldK].csv)")
@@ -159,6 +195,8 @@ def main(argv=None):
     quant = args.quant or run.get("quant", "nf4")
     folds, seed = args.folds or run.get("folds", 5), args.seed if args.seed is not None else run.get("seed", 0)
     n_frames = args.frames or run.get("frames", 3)
+    max_pixels = args.max_pixels or run.get("max_pixels", data.DEFAULT_MAX_PIXELS)
+    min_pixels = args.min_pixels or run.get("min_pixels")
     fill = round(run["train_mean"]) if "train_mean" in run else PAPER_TRAIN_MEAN
     suffix = f"{args.split}" + (f"-fold{args.fold}" if args.fold is not None else "")
     out = args.out or os.path.join(os.path.dirname(adapter) if adapter else ".", f"predictions-{suffix}.csv")
@@ -167,15 +205,17 @@ def main(argv=None):
         qwen.check_adapter(adapter, model_id)
     bad = [] if args.skip_bad else None
     videos = data.heldout(args.data, args.split, args.fold, folds, seed, bad)
-    cache = data.FrameCache(args.cache, n_frames)
+    processor = qwen.load_processor(model_id, max_pixels, min_pixels)
+    cache = data.FrameCache(args.cache, n_frames, qwen.budget_of(processor))
     videos = cache.fill(videos, bad)
     data.report_skipped(bad, os.path.join(os.path.dirname(os.path.abspath(out)), f"skipped-{suffix}.csv"))
-    processor = qwen.load_processor(model_id)
+    if not videos:
+        raise data.InputError(f"{args.data}: no usable videos to predict in split {args.split}")
     model = qwen.load_model(model_id, quant)
     if adapter:
         model = qwen.load_adapter(model, adapter, model_id)
     t0 = time.time()
-    answers = generate(model, processor, videos, cache, args.batch_size)
+    answers = generate(model, processor, videos, cache, args.batch_size, args.workers)
     seconds = time.time() - t0
     print(f"predicted {len(videos)} videos in {seconds:.1f}s ({len(videos) / max(seconds, 1e-9):.1f} videos/s)")
     scores, invalid = postprocess(answers, fill)

@@ -5,9 +5,11 @@ Fine-tune a 4-bit Qwen VLM with LoRA to predict video memorability (Martin-Ferna
     python train.py --data data/memento10k --r 128 --alpha 1024              # train on train, SRCC on val
     python train.py --data data/memento10k --split trainval --out runs/final # the model for the test set
     python train.py --data data/memento10k --split trainval --fold 0 --folds 5 --out runs/fold0
+    python train.py ... --max-pixels 401408                                  # frames of up to 896 x 448 pixels
     python train.py ... --resume                                             # continue a killed run
 
-The run directory (--out) gets config.json, loss.csv, metrics.csv, metrics.json, folds.json (with --fold),
+Each frame keeps at most --max-pixels pixels (default 448 x 448, the paper's input size: 256 visual tokens on
+Qwen2.5-VL). Batches are made by --workers processes ahead of the step that uses them. The run directory (--out) gets config.json, loss.csv, metrics.csv, metrics.json, folds.json (with --fold),
 predictions of the held-out videos, adapter/ (PEFT format) and step-NNNNNN/ checkpoints.
 """
 
@@ -30,9 +32,10 @@ import data
 import model as qwen
 import predict
 import prompt
+import synthetic
 
 
-DEFAULT_CACHE = data.default_cache()
+DEFAULT_CACHE, DEFAULT_MAX_PIXELS, DEFAULT_WORKERS = data.default_cache(), data.DEFAULT_MAX_PIXELS, data.default_workers()
 
 
 @dataclass
@@ -46,6 +49,8 @@ class Config:
     folds: int = 5  # number of cross-validation folds over trainval
     seed: int = 0  # seeds the folds, the data order, the LoRA init and dropout
     frames: int = 3  # frames per video, evenly spaced from first to last (3: first, middle, last)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # pixels a frame keeps at most (448 x 448: the paper's input size)
+    min_pixels: int | None = None  # pixels a frame keeps at least; None: the processor's own
     r: int = 128  # LoRA rank
     alpha: float = 1024  # LoRA alpha; the update is scaled by alpha / r
     dropout: float = 0.05  # LoRA dropout
@@ -65,6 +70,7 @@ class Config:
     ckpt_every: int = 500  # steps between checkpoints (one is also written at each epoch's end)
     keep: int = 2  # checkpoints to keep
     cache: str = DEFAULT_CACHE  # folder of decoded frames
+    workers: int = DEFAULT_WORKERS  # processes that make batches ahead of the training step
     skip_bad: bool = False  # skip unreadable videos and bad records (listed in skipped.csv) instead of stopping
 
     def __post_init__(self):
@@ -75,6 +81,10 @@ class Config:
             (self.folds >= 2, f"--folds must be at least 2, not {self.folds}"),
             (self.fold is None or 0 <= self.fold < self.folds, f"--fold {self.fold} is outside 0..{self.folds - 1}"),
             (self.frames >= 1, f"--frames must be at least 1, not {self.frames}"),
+            (self.max_pixels >= 1, f"--max-pixels must be positive, not {self.max_pixels}"),
+            (self.min_pixels is None or 1 <= self.min_pixels <= self.max_pixels,
+             f"--min-pixels must be in 1..--max-pixels, not {self.min_pixels}"),
+            (self.workers >= 0, f"--workers must be 0 or more, not {self.workers}"),
             (self.r >= 1, f"--r must be a positive integer, not {self.r}"),
             (self.alpha > 0, f"--alpha must be positive, not {self.alpha}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), not {self.dropout}"),
@@ -89,6 +99,21 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise data.InputError(message)
+
+
+def build_model(cfg):
+    """The frozen 4-bit base with gradient checkpointing as configured, and fresh LoRA on it."""
+    model = qwen.load_model(cfg.model, cfg.quant)
+    if cfg.grad_ckpt:
+        # non-reentrant checkpointing needs no input that requires grad: the frozen embeddings can stay frozen
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return qwen.add_lora(model, cfg.r, cfg.alpha, cfg.dropout, cfg.targets.split(","))
+
+
+def optimizer(model, cfg):
+    """AdamW over the LoRA parameters; on a GPU its fused kernel, one launch for all of them."""
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, cfg.beta2),
+                             weight_decay=cfg.weight_decay, fused=model.device.type == "cuda")
 
 
 def get_lr(step, total, cfg):
@@ -113,14 +138,50 @@ def epoch_ids(videos, seed, epoch):
     return [videos[i].video_id for i in epoch_order(len(videos), seed, epoch)]
 
 
-def score_loss(model, batch, labels):
+def score_loss(model, batch, targets):
     """Summed next-token cross-entropy over the score tokens (digits and end-of-turn); the prompt carries none.
-    The batch is left-padded, so all targets sit in the last K positions and only those logits are computed:
-    with Qwen's 152k vocabulary, full logits would cost gigabytes."""
-    k = int((labels != prompt.IGNORE).sum(1).max())
-    logits = model(**batch, logits_to_keep=k + 1).logits[:, :-1]  # position t predicts token t+1
-    return F.cross_entropy(logits.float().flatten(0, 1), labels[:, -k:].flatten(), ignore_index=prompt.IGNORE,
-                           reduction="sum")
+    targets: the last K columns of the labels. The batch is left-padded, so every target sits in the last K positions
+    and only those logits are computed: with Qwen's 152k vocabulary, full logits would cost gigabytes."""
+    logits = model(**batch, logits_to_keep=targets.shape[1] + 1).logits[:, :-1]  # position t predicts token t+1
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=prompt.IGNORE, reduction="sum")
+
+
+def train_step(model, opt, micro, image_processor, grad_clip):
+    """
+    One optimizer step over the micro-batches `micro`, a list of (inputs, labels) as the loader makes them, on the CPU.
+    Returns the mean loss per score token as a tensor on the model's device: reading it is left to the caller, since
+    it waits for the GPU.
+    """
+    device = model.device
+    # Divide by the step's count of score tokens, not the micro-batch's: every token then weighs the same however
+    # the step is split into micro-batches, and accumulation equals one large batch. DDP: sum over ranks too.
+    n_targets = sum(int((labels != prompt.IGNORE).sum()) for _, labels in micro)
+    loss_sum = torch.zeros((), device=device)
+    for batch, labels in micro:
+        k = int((labels != prompt.IGNORE).sum(1).max())  # on the CPU: no wait for the GPU
+        batch = prompt.to_model(batch, image_processor, device)
+        targets = labels[:, -k:].to(device, non_blocking=True)
+        with predict.autocast(device):
+            loss = score_loss(model, batch, targets)
+        (loss / n_targets).backward()
+        loss_sum += loss.detach()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss_sum / n_targets
+
+
+def step_batches(n_videos, cfg, start_step, total):
+    """The micro-batches of every step from `start_step` on: index lists into the training videos, in each epoch's
+    order. A function of (seed, epoch) only, so a resumed run sees what an uninterrupted one saw."""
+    per_step = cfg.batch_size * cfg.grad_accum
+    steps_per_epoch = math.ceil(n_videos / per_step)
+    plan = []
+    for step in range(start_step, total):
+        epoch, k = divmod(step, steps_per_epoch)
+        chosen = epoch_order(n_videos, cfg.seed, epoch)[k * per_step:(k + 1) * per_step].tolist()
+        plan.append([chosen[i:i + cfg.batch_size] for i in range(0, len(chosen), cfg.batch_size)])
+    return plan
 
 
 # -----------------------------------------------------------------------------
@@ -193,7 +254,7 @@ def csv_text(rows, keys, header=True):
 
 def evaluate(cfg, model, processor, videos, cache, fill):
     """Predict the held-out videos; returns (metrics dict, integer scores)."""
-    answers = predict.generate(model, processor, videos, cache, cfg.eval_batch_size, progress=False)
+    answers = predict.generate(model, processor, videos, cache, cfg.eval_batch_size, cfg.workers, progress=False)
     scores, invalid = predict.postprocess(answers, fill)
     m = predict.metrics(scores, [v.score for v in videos])
     return dict(srcc=m["srcc"], pearson=m["pearson"], mse=m["mse"], invalid=invalid, n=m["n"]), scores
@@ -203,54 +264,51 @@ LOSS_COLUMNS = ("step", "epoch", "loss", "lr")
 
 
 def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, history=None):
-    """The training loop. Returns the history: one row per logged step and one per epoch."""
+    """The training loop. Returns the history: one row per step and one per epoch."""
     history = history or dict(loss=[], epochs=[])
     per_step = cfg.batch_size * cfg.grad_accum
     steps_per_epoch = math.ceil(len(train_videos) / per_step)
     total = cfg.epochs * steps_per_epoch
     fill = round(np.mean([v.label for v in train_videos]))  # the training mean replaces invalid answers
-    device = model.device
-    # loss.csv grows by a line a step; a resumed run first rewrites it from the checkpoint's history
+    # loss.csv grows as steps are logged; a resumed run first rewrites it from the checkpoint's history
     loss_log = os.path.join(cfg.out, "loss.csv")
     write_atomic(loss_log, csv_text(history["loss"], LOSS_COLUMNS))
+    plan = step_batches(len(train_videos), cfg, start_step, total)
+    batches = iter(data.loader(data.Batches(train_videos, cache, processor), [m for step in plan for m in step],
+                               cfg.workers))
+    pending = []  # steps whose loss is still on the device: reading it waits for the GPU, so it is read in bulk
     model.train()
     bar = tqdm(range(start_step, total), initial=start_step, total=total, desc="training", unit="step")
-    for step in bar:
-        t0 = time.time()
+    for step, step_plan in zip(bar, plan):
+        if not pending:
+            t0 = time.time()
         epoch, k = divmod(step, steps_per_epoch)
         # 1) the learning rate of this step
         lr = get_lr(step, total, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        # 2) this step's videos, in the epoch's order, as micro-batches
-        chosen = [train_videos[i] for i in epoch_order(len(train_videos), cfg.seed, epoch)[k * per_step:(k + 1) * per_step]]
-        micro = [prompt.encode(processor, [cache.get(v) for v in chunk], [v.captions for v in chunk], [v.label for v in chunk])
-                 for chunk in (chosen[i:i + cfg.batch_size] for i in range(0, len(chosen), cfg.batch_size))]
-        n_targets = sum(int((labels != prompt.IGNORE).sum()) for _, labels in micro)  # DDP: sum over ranks too
-        # 3) forward and backward, one micro-batch at a time
-        loss_sum = 0.0
-        for batch, labels in micro:
-            batch, labels = {k_: v.to(device) for k_, v in batch.items()}, labels.to(device)
-            with predict.autocast(device):
-                loss = score_loss(model, batch, labels)
-            # Divide by the step's count of score tokens, not the micro-batch's: every token then weighs the same
-            # however the step is split into micro-batches, and accumulation equals one large batch.
-            (loss / n_targets).backward()
-            loss_sum += loss.item()
-        # 4) clip and step
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        # 5) log
-        dt = time.time() - t0
-        history["loss"].append(dict(step=step, epoch=epoch, loss=round(loss_sum / n_targets, 6), lr=lr))
-        with open(loss_log, "a") as f:
-            f.write(csv_text(history["loss"][-1:], LOSS_COLUMNS, header=False))
-        if step % cfg.log_every == 0 or step == total - 1:
-            tqdm.write(f"step {step:05d} ({100 * (step + 1) / total:5.1f}%) | epoch {epoch} | loss {loss_sum / n_targets:.4f} "
-                       f"| lr {lr:.2e} | dt {1000 * dt:5.0f}ms | samples/s {len(chosen) / dt:5.1f}")
-        # 6) at the epoch's end: held-out SRCC and a checkpoint
+        # 2) this step's micro-batches, made ahead by the loader's workers in the epoch's order
+        micro = [next(batches) for _ in step_plan]
+        # 3) forward and backward one micro-batch at a time, clip, step
+        loss = train_step(model, opt, micro, processor.image_processor, cfg.grad_clip)
+        pending.append(dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=sum(map(len, step_plan))))
+        # 4) log: every log_every steps, and before each checkpoint so that it holds every step's loss
         end_of_epoch = (step + 1) % steps_per_epoch == 0
+        checkpoint = end_of_epoch or (step + 1) % cfg.ckpt_every == 0
+        shown = step % cfg.log_every == 0 or step == total - 1
+        if shown or checkpoint:
+            losses = torch.stack([p["loss"] for p in pending]).tolist()
+            rows = [dict(step=p["step"], epoch=p["epoch"], loss=round(x, 6), lr=p["lr"]) for p, x in zip(pending, losses)]
+            history["loss"] += rows
+            with open(loss_log, "a") as f:
+                f.write(csv_text(rows, LOSS_COLUMNS, header=False))
+            dt = time.time() - t0
+            if shown:
+                tqdm.write(f"step {step:05d} ({100 * (step + 1) / total:5.1f}%) | epoch {epoch} | loss {losses[-1]:.4f} "
+                           f"| lr {lr:.2e} | dt {1000 * dt / len(pending):5.0f}ms "
+                           f"| samples/s {sum(p['samples'] for p in pending) / dt:5.1f}")
+            pending = []
+        # 5) at the epoch's end: held-out SRCC
         if end_of_epoch:
             losses = [h["loss"] for h in history["loss"] if h["epoch"] == epoch]
             row = dict(epoch=epoch, step=step, loss=round(float(np.mean(losses)), 6))
@@ -261,7 +319,8 @@ def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, 
                 tqdm.write(f"epoch {epoch} | held-out SRCC {m['srcc']:.4f} | invalid {m['invalid']}/{m['n']}")
             history["epochs"].append(row)
             write_atomic(os.path.join(cfg.out, "metrics.csv"), csv_text(history["epochs"], list(row)))
-        if end_of_epoch or (step + 1) % cfg.ckpt_every == 0:
+        # 6) a checkpoint every ckpt_every steps and at each epoch's end
+        if checkpoint:
             position = dict(epoch=epoch, position=(k + 1) * per_step, order=epoch_ids(train_videos, cfg.seed, epoch))
             save_checkpoint(cfg, step, model, opt, history, position)
     return history
@@ -269,6 +328,10 @@ def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, 
 
 def heldout_name(cfg):
     return "val" if cfg.split == "train" else f"trainval-fold{cfg.fold}"
+
+
+# Settings that do not change what a run learns: a resumed run may change them.
+FREE_SETTINGS = ("log_every", "eval_batch_size", "ckpt_every", "keep", "cache", "workers")
 
 
 def prepare_out(cfg, resume, overwrite):
@@ -281,7 +344,7 @@ def prepare_out(cfg, resume, overwrite):
     if resume and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
-        free = ("log_every", "eval_batch_size", "ckpt_every", "keep", "cache")  # settings that do not change results
+        free = FREE_SETTINGS
         changed = [k for k, v in asdict(cfg).items() if k not in free and saved.get(k) != v]
         if changed:
             raise data.InputError(f"{cfg.out}: --resume with settings that differ from the run's: {', '.join(changed)}")
@@ -299,7 +362,8 @@ def main(cfg, resume=False, overwrite=False):
 
     bad = [] if cfg.skip_bad else None
     train_videos, heldout = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad)
-    cache = data.FrameCache(cfg.cache, cfg.frames)
+    processor = qwen.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
+    cache = data.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
     usable = {v.video_id for v in cache.fill(train_videos + heldout, bad)}
     train_videos, heldout = [v for v in train_videos if v.video_id in usable], [v for v in heldout if v.video_id in usable]
     data.report_skipped(bad, os.path.join(cfg.out, "skipped.csv"))
@@ -309,19 +373,16 @@ def main(cfg, resume=False, overwrite=False):
         folds = data.make_folds([v.video_id for v in train_videos + heldout], cfg.folds, cfg.seed)
         write_atomic(os.path.join(cfg.out, "folds.json"), json.dumps(dict(seed=cfg.seed, folds=folds)))
     print(f"training videos: {len(train_videos)} | held-out videos: {len(heldout)}")
+    visual, tokens = prompt.token_counts(data.Batches(train_videos, cache, processor)[[0]][0], processor.tokenizer)[0]
+    print(f"tokens per sample: {visual} visual ({cfg.frames} frames, at most {cfg.max_pixels:,} pixels each) "
+          f"+ {tokens - visual} text = {tokens}")
     train_mean = float(np.mean([v.label for v in train_videos]))
     write_atomic(os.path.join(cfg.out, "config.json"), json.dumps(dict(asdict(cfg), train_mean=train_mean), indent=1))
 
-    processor = qwen.load_processor(cfg.model)
-    model = qwen.load_model(cfg.model, cfg.quant)
-    if cfg.grad_ckpt:
-        # non-reentrant checkpointing needs no input that requires grad: the frozen embeddings can stay frozen
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = qwen.add_lora(model, cfg.r, cfg.alpha, cfg.dropout, cfg.targets.split(","))
+    model = build_model(cfg)
     trainable, total = qwen.count_parameters(model)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, cfg.beta2),
-                            weight_decay=cfg.weight_decay)
+    opt = optimizer(model, cfg)
 
     start_step, history = 0, None
     if resume and checkpoints(cfg.out):
@@ -351,7 +412,7 @@ def main(cfg, resume=False, overwrite=False):
 def demo(root="demo"):
     data_dir, tiny = os.path.join(root, "data"), os.path.join(root, "tiny-qwen2_5_vl")
     if not os.path.exists(os.path.join(data_dir, "test_labels.csv")):
-        data.make_synthetic(data_dir, n=300)
+        synthetic.make_synthetic(data_dir, n=300)
     if not os.path.exists(os.path.join(tiny, "config.json")):
         qwen.make_tiny(tiny)
     # A tiny random model has no pretrained features to steer: it needs a far larger learning rate than a 7B one,
@@ -375,6 +436,8 @@ def parse_args(argv=None):
     parser.add_argument("--folds", type=int, default=d.folds, help="number of folds")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of folds, data order, LoRA init and dropout")
     parser.add_argument("--frames", type=int, default=d.frames, help="frames per video, evenly spaced")
+    parser.add_argument("--max-pixels", type=int, default=d.max_pixels, help="pixels a frame keeps at most (448 x 448)")
+    parser.add_argument("--min-pixels", type=int, default=d.min_pixels, help="pixels a frame keeps at least (default: the processor's)")
     parser.add_argument("--r", type=int, default=d.r, help="LoRA rank")
     parser.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha")
     parser.add_argument("--dropout", type=float, default=d.dropout, help="LoRA dropout")
@@ -393,6 +456,7 @@ def parse_args(argv=None):
     parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="steps between checkpoints")
     parser.add_argument("--keep", type=int, default=d.keep, help="checkpoints to keep")
     parser.add_argument("--cache", default=d.cache, help="folder of decoded frames")
+    parser.add_argument("--workers", type=int, default=d.workers, help="processes that make batches ahead (0: none)")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable videos and bad records, listing them")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")

@@ -1,5 +1,5 @@
 """Shared fixtures: tiny random checkpoints of the real architectures and synthetic Memento10k datasets, built
-once per test run through the same commands a user runs (model.py --make-tiny, data.py --make-synthetic)."""
+once per test run through the same commands a user runs (model.py --make-tiny, synthetic.py)."""
 
 import os
 import sys
@@ -16,6 +16,7 @@ warnings.filterwarnings("ignore")
 
 import data  # noqa: E402
 import model as qwen  # noqa: E402
+from synthetic import make_synthetic  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +34,13 @@ def tiny3(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory):
     """300 synthetic videos in the authors' JSON layout; the score is a function of the last frame."""
-    return data.make_synthetic(str(tmp_path_factory.mktemp("synthetic")), n=300, seed=0)
+    return make_synthetic(str(tmp_path_factory.mktemp("synthetic")), n=300, seed=0)
 
 
 @pytest.fixture(scope="session")
 def synthetic_csv(tmp_path_factory):
     """The same generator, 40 videos, in the MediaEval 2021 CSV layout."""
-    return data.make_synthetic(str(tmp_path_factory.mktemp("synthetic-csv")), n=40, seed=1, layout="csv")
+    return make_synthetic(str(tmp_path_factory.mktemp("synthetic-csv")), n=40, seed=1, layout="csv")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import data
+from synthetic import synthetic_frames, write_video
 from conftest import ROOT
 
 
@@ -55,7 +56,7 @@ def bar_width(frame):
 def test_first_middle_last_frames_by_content(tmp_path):
     n_frames, size = 25, 64
     path = str(tmp_path / "clip.mp4")
-    data.write_video(path, data.synthetic_frames(0.2, 0.8, np.ones(3), n_frames, size))
+    write_video(path, synthetic_frames(0.2, 0.8, np.ones(3), n_frames, size))
     frames = data.read_frames(path, 3)
     assert frames.shape == (3, size, size, 3)
     widths = [bar_width(f) for f in frames]

@@ -16,18 +16,19 @@ from safetensors.torch import load_file
 
 import data
 import model as qwen
+from synthetic import make_synthetic, write_video
 from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """20 synthetic videos (14 train, 3 val, 3 test), copied afresh for each case that breaks something."""
-    return data.make_synthetic(str(tmp_path_factory.mktemp("small")), n=20, seed=3)
+    return make_synthetic(str(tmp_path_factory.mktemp("small")), n=20, seed=3)
 
 
 @pytest.fixture(scope="module")
 def small_csv(tmp_path_factory):
-    return data.make_synthetic(str(tmp_path_factory.mktemp("small-csv")), n=20, seed=3, layout="csv")
+    return make_synthetic(str(tmp_path_factory.mktemp("small-csv")), n=20, seed=3, layout="csv")
 
 
 def train_cli(*args, timeout=600):
@@ -128,7 +129,7 @@ def test_odd_videos_just_work(small, tiny, tmp_path):
 
     root = str(tmp_path / "data")
     shutil.copytree(small, root)
-    data.write_video(video(root, 0), np.full((1, 64, 64, 3), 200, np.uint8))  # one frame
+    write_video(video(root, 0), np.full((1, 64, 64, 3), 200, np.uint8))  # one frame
     os.remove(video(root, 1))
     with av.open(os.path.join(root, "videos", "synthetic_00001.mkv"), "w") as c:  # gray, odd-sized, lossless
         s = c.add_stream("ffv1", rate=24)
@@ -178,7 +179,7 @@ def test_out_dir_holding_another_run(small, tiny, tmp_path):
 
 
 def test_killed_run_resumes_bit_for_bit(tiny, tmp_path_factory, tmp_path):
-    root = data.make_synthetic(str(tmp_path_factory.mktemp("resume")), n=40, seed=5)
+    root = make_synthetic(str(tmp_path_factory.mktemp("resume")), n=40, seed=5)
     # 28 training videos, batch 2: 14 steps an epoch, 2 epochs; a checkpoint every 4 steps and at each epoch's end;
     # LoRA dropout on, so the RNG state must be restored too.
     flags = ["--data", root, "--model", tiny, "--cache", tmp_path / "cache", "--r", 4, "--alpha", 8, "--lr", 1e-3,
@@ -231,3 +232,64 @@ def test_out_of_memory_and_ctrl_c_say_what_to_do(capsys):
         assert e.value.code == code and says in capsys.readouterr().err
     with pytest.raises(ValueError):  # anything else is a bug: its traceback is kept
         data.cli(lambda: int("x"))
+
+
+def run_script(script, *args):
+    p = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.mark.parametrize("scores", ["header only", "missing", "one score kept"])
+def test_mediaeval_test_split_comes_from_the_descriptions(scores, small_csv, tiny, tmp_path):
+    """Labels withheld: the test videos are those test_text_descriptions.csv lists, whatever test_scores.csv holds."""
+    root = str(tmp_path / "data")
+    shutil.copytree(small_csv, root)
+    with open(os.path.join(root, "test_set", "test_text_descriptions.csv")) as f:
+        ids = [row["video_id"] for row in csv.DictReader(f)]
+    header = "video_id,video_url,annotations_short_term,scores_raw_short_term,scores_normalized_short_term,decay_alpha\n"
+    path = os.path.join(root, "test_set", "test_scores.csv")
+    assert not os.path.exists(path)  # the synthetic release withholds the file
+    if scores != "missing":
+        with open(path, "w") as f:
+            f.write(header + (f"{ids[0]},u,90,0.7,0.7,-0.01\n" if scores == "one score kept" else ""))
+    assert [v.video_id for v in data.load_split(root, "test")] == ids and len(ids) == 3
+    assert [v.score for v in data.load_split(root, "test")] == [0.7 if scores == "one score kept" else None, None, None]
+    code, out, err = run_script("predict.py", "--data", root, "--zero-shot", "--model", tiny, "--split", "test",
+                                "--cache", tmp_path / "cache", "--out", tmp_path / "submission.csv")
+    assert code == 0, err
+    with open(tmp_path / "submission.csv") as f:
+        assert [row["video_id"] for row in csv.DictReader(f)] == ids
+    assert f"wrote {len(ids)} predictions" in out
+
+
+def empty_file(path, text):
+    return lambda root: open(os.path.join(root, path), "w").write(text)
+
+
+HEADER = "video_id,video_url,annotations_short_term,scores_raw_short_term,scores_normalized_short_term,decay_alpha\n"
+EMPTY = {  # how to empty a split, which script meets it, and the file its one-line error names
+    "train scores, header only": ("csv", empty_file("training_set/train_scores.csv", HEADER), "train.py",
+                                  "training_set/train_scores.csv: holds no videos"),
+    "test descriptions, header only": ("csv", empty_file("test_set/test_text_descriptions.csv", "video_id,description\n"),
+                                       "predict.py", "test_set/test_text_descriptions.csv: holds no videos"),
+    "test JSON, no records": ("json", empty_file("memento_test_data.json", "[]"), "predict.py",
+                              "memento_test_data.json: holds no videos"),
+    "val JSON, no records": ("json", empty_file("memento_val_data.json", "[]"), "cv.py",
+                             "memento_val_data.json: holds no videos"),
+}
+
+
+@pytest.mark.parametrize("case", list(EMPTY))
+def test_an_empty_split_is_an_error(case, small, small_csv, tiny, tmp_path):
+    layout, breaks, script, message = EMPTY[case]
+    root = str(tmp_path / "data")
+    shutil.copytree(small if layout == "json" else small_csv, root)
+    breaks(root)
+    out = tmp_path / "out"
+    flags = {"train.py": ["--out", out], "cv.py": ["--out", out, "--folds", 2],
+             "predict.py": ["--zero-shot", "--split", "test", "--out", out / "submission.csv"]}[script]
+    code, _, err = run_script(script, "--data", root, "--model", tiny, "--cache", tmp_path / "cache", *flags)
+    assert code == 2, err
+    assert err.strip().splitlines()[-1].startswith("error: ") and message in err and "Traceback" not in err, err
+    assert not (out / "submission.csv").exists() and not (out / "config.json").exists()

@@ -97,14 +97,18 @@ def test_gradient_accumulation_equals_one_large_batch(tiny, synthetic, cache, tm
 
 
 def test_qwen3_vl_trains_and_predicts(tiny3, synthetic, cache, tmp_path):
-    """The other architecture through the same scripts, with the defaults' gradient checkpointing and 4 bits, and
-    four frames a video instead of three (predict.py takes the count from the run)."""
+    """The other architecture through the same scripts, with the defaults' gradient checkpointing and 4 bits, four
+    frames a video instead of three and a pixel budget that enlarges them: predict.py takes both from the run, or its
+    predictions would not be the run's."""
     out = tmp_path / "run"
     code, log = run("train.py", "--data", synthetic, "--model", tiny3, "--out", out, "--cache", cache,
                     "--split", "trainval", "--fold", 1, "--folds", 5, "--r", 4, "--alpha", 8, "--epochs", 1,
-                    "--lr", 1e-3, "--batch-size", 8, "--grad-accum", 2, "--eval-batch-size", 16, "--frames", 4)
+                    "--lr", 1e-3, "--batch-size", 8, "--grad-accum", 2, "--eval-batch-size", 16, "--frames", 4,
+                    "--min-pixels", 128 * 128)
     assert code == 0, log
-    assert json.loads((out / "config.json").read_text())["frames"] == 4
+    config = json.loads((out / "config.json").read_text())
+    assert config["frames"] == 4 and config["min_pixels"] == 128 * 128 and config["max_pixels"] == 448 * 448
+    assert "tokens per sample: 64 visual (4 frames" in log  # 64 x 64 frames enlarged to 128 x 128: 16 tokens each
     folds = json.loads((out / "folds.json").read_text())["folds"]
     held = read_csv(out / "predictions-trainval-fold1.csv")
     assert sorted(r["video_id"] for r in held) == sorted(folds[1])

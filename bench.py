@@ -1,0 +1,479 @@
+"""
+Benchmarks of the real run, one figure per subcommand, each through the project's own functions (never a copy).
+
+    python bench.py data [--videos DIR]               # first-pass decoding of 720p clips; batches out of the cache
+    python bench.py train --model DIR | --arch NAME   # train.py's step: samples/s, tokens/s, step ms, memory, MFU
+    python bench.py baseline --model DIR | --arch NAME  # the same, then HF Trainer + PEFT; speedup = ours / Trainer's
+    python bench.py predict --model DIR | --arch NAME # predict.py's decoding against plain model.generate
+    python bench.py gpu --out gpu.json                # the prepared GPU check (README): learnability on CUDA, then
+                                                      # train, baseline and predict on qwen2.5-vl-7b, one JSON file
+    python bench.py wheels .whl                       # the wheels a GPU box without network needs (see README)
+
+Each prints a table; with --json, one JSON object as its last line. --arch builds a published architecture with
+random weights (model.make_random, no download), saves it and loads it through model.load_model in NF4, the path
+a user's checkpoint takes. Inputs: 720p clips (synthetic.write_clips) at the pixel budget, five captions each.
+"""
+
+import argparse
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+import data
+import model as qwen
+import predict
+import prompt
+import synthetic
+import train
+
+# Dense bf16 peak of the cards we expect, FLOP/s (NVIDIA's datasheets, without sparsity); --peak-tflops overrides.
+PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12}
+
+
+# -----------------------------------------------------------------------------
+# inputs
+
+
+def clips(folder, n, fps=30):
+    """n 3-second 720p H.264 clips in `folder`, written once (several processes at a time) and reused."""
+    def listed():
+        return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.startswith("clip_")) \
+            if os.path.isdir(folder) else []
+
+    paths = listed()
+    if len(paths) < n:
+        jobs = min(n, os.cpu_count() or 1)
+        procs = [subprocess.Popen([sys.executable, "-c", f"import synthetic; synthetic.write_clips({folder!r}, "
+                                   f"{n}, fps={fps}, part=({k}, {jobs}))"], cwd=os.path.dirname(os.path.abspath(__file__)))
+                 for k in range(jobs)]
+        if any(p.wait() for p in procs):
+            raise RuntimeError("writing the benchmark clips failed")
+        paths = listed()
+    return paths[:n]
+
+
+def videos_of(paths, seed=0):
+    """Video records for clips: five synthetic captions and a random score each."""
+    rng = np.random.default_rng(seed)
+    return [data.Video(os.path.splitext(os.path.basename(p))[0], p, [synthetic.synthetic_caption(rng) for _ in range(5)],
+                       float(rng.uniform(0.4, 1.0))) for p in paths]
+
+
+def checkpoint(args):
+    """The model folder: --model, or --arch built with random weights under --work (once)."""
+    if args.model:
+        return args.model
+    folder = os.path.join(args.work, args.arch)
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        t0 = time.time()
+        qwen.make_random(folder, args.arch)
+        print(f"built {args.arch} with random weights in {folder} ({time.time() - t0:.0f}s)")
+    return folder
+
+
+def setup(args, template):
+    """The run's configuration, processor, clip videos with their frames cached at the budget, and the model."""
+    cfg = replace(template, model=checkpoint(args), cache=os.path.join(args.work, "cache"),
+                  out=os.path.join(args.work, "run"))
+    processor = qwen.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
+    # a few short clips (12 frames: three are used) are enough to feed the timed steps
+    videos = videos_of(clips(os.path.join(args.work, "clips-train"), 2 * max(cfg.batch_size, cfg.eval_batch_size), fps=4))
+    cache = data.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
+    cache.fill(videos)
+    t0 = time.time()
+    model = train.build_model(cfg)
+    print(f"loaded {cfg.model} ({cfg.quant}) with LoRA r={cfg.r} on {cfg.targets} in {time.time() - t0:.0f}s")
+    return cfg, processor, videos, cache, model
+
+
+def cycle(n_videos, batch_size, steps):
+    """`steps` batches of indices, cycling through the videos."""
+    return [[(s * batch_size + i) % n_videos for i in range(batch_size)] for s in range(steps)]
+
+
+# -----------------------------------------------------------------------------
+# measuring
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib(device):
+    """CUDA: the most memory allocated since reset_peak; CPU: the process's peak resident size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def step_flops(config, batches):
+    """
+    Model FLOPs of one training step on `batches` (inputs of prompt.encode). The base is frozen, so the backward pass
+    computes activation gradients only: the language model costs 4·N·T (2·N·T forward, 2·N·T backward) instead of the
+    usual 6·N·T, attention 3 x 4·L·d·T² per sequence, the vision tower 2·N_vision per patch (forward only; nothing in it
+    trains). LoRA's own FLOPs (<1%) and gradient checkpointing's recomputation are not counted.
+    """
+    t, v = config.text_config, config.vision_config
+    heads_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
+    q, kv = t.num_attention_heads * heads_dim, t.num_key_value_heads * heads_dim
+    n_text = t.num_hidden_layers * (t.hidden_size * (2 * q + 2 * kv) + 3 * t.hidden_size * t.intermediate_size)
+    n_vision = v.depth * (4 * v.hidden_size ** 2 + 2 * v.hidden_size * v.intermediate_size + (
+        v.hidden_size * v.intermediate_size if getattr(v, "hidden_act", "") == "silu" else 0))
+    flops = 0.0
+    for batch in batches:
+        lengths = batch["attention_mask"].sum(1).double()
+        flops += 4 * n_text * lengths.sum().item() + 3 * 4 * t.num_hidden_layers * q * (lengths ** 2).sum().item()
+        flops += 2 * n_vision * batch["pixel_values"].shape[0]
+    return flops
+
+
+def peak_flops(device, override=None):
+    if override:
+        return override * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((peak for card, peak in PEAK_BF16.items() if card in name), None)
+
+
+def bench_train(cfg, processor, videos, cache, model, steps, warmup, peak_tflops=None):
+    """train.py's own step (train.train_step) on batches from its own loader: warm-up steps, then timed ones."""
+    device = model.device
+    opt = train.optimizer(model, cfg)
+    plan = cycle(len(videos), cfg.batch_size, warmup + steps)
+    batches = iter(data.loader(data.Batches(videos, cache, processor), plan, cfg.workers))
+    model.train()
+    timed = []
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(device)
+            reset_peak(device)
+            t0 = time.time()
+        micro = [next(batches)]
+        loss = train.train_step(model, opt, micro, processor.image_processor, cfg.grad_clip)
+        if i >= warmup:
+            timed.append(micro[0][0])
+    loss = loss.item()  # waits for the last step
+    seconds = time.time() - t0
+    del opt, batches
+    tokens = sum(int(b["attention_mask"].sum()) for b in timed)
+    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    peak = peak_flops(device, peak_tflops)
+    return dict(samples_per_s=steps * cfg.batch_size / seconds, tokens_per_s=tokens / seconds,
+                step_ms=1000 * seconds / steps, peak_mem_gib=peak_gib(device),
+                mfu=step_flops(config, timed) / seconds / peak if peak else None,
+                loss=loss, tokens_per_sample=tokens / (steps * cfg.batch_size))
+
+
+def bench_trainer(cfg, processor, videos, cache, model, steps, warmup):
+    """The same model, inputs, LoRA, batch and precision through HF Trainer + PEFT, as Qwen's fine-tuning script and
+    the large fine-tuning frameworks run it: a collator runs the processor (float32 pixels), the model computes its
+    own loss from labels (logits of every position), Trainer runs the loop. Here only, never in the product."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    device = model.device
+
+    class Samples(torch.utils.data.Dataset):
+        def __len__(self):
+            return (warmup + steps) * cfg.batch_size
+
+        def __getitem__(self, i):
+            return i % len(videos)
+
+    def collate(indices):
+        chosen = [videos[i] for i in indices]
+        batch, labels = prompt.encode(processor, [cache.get(v) for v in chosen], [v.captions for v in chosen],
+                                      [v.label for v in chosen])
+        batch["pixel_values"] = prompt.pixels(batch["pixel_values"], processor.image_processor)
+        return dict(batch, labels=labels)
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == warmup:
+                sync(device)
+                reset_peak(device)
+                self.t0 = time.time()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            sync(device)
+            self.seconds = time.time() - self.t0
+
+    clock = Clock()
+    cuda = device.type == "cuda"
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="trainer-"), per_device_train_batch_size=cfg.batch_size,
+        max_steps=warmup + steps, learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_beta2=cfg.beta2,
+        max_grad_norm=cfg.grad_clip, lr_scheduler_type="cosine", bf16=cuda, use_cpu=not cuda,
+        optim="adamw_torch_fused" if cuda else "adamw_torch", dataloader_num_workers=cfg.workers,
+        dataloader_pin_memory=cuda, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
+        remove_unused_columns=False, seed=cfg.seed)
+    model.train()
+    Trainer(model=model, args=args, train_dataset=Samples(), data_collator=collate, callbacks=[clock]).train()
+    return dict(samples_per_s=steps * cfg.batch_size / clock.seconds, step_ms=1000 * clock.seconds / steps,
+                peak_mem_gib=peak_gib(device))
+
+
+def bench_predict(cfg, processor, videos, cache, model, batch_size, rounds=2):
+    """predict.py's decoding (predict.greedy: one prefill, at most three cached steps) against plain model.generate,
+    on the same batches, ready on the device; the answers must agree."""
+    device = model.device
+    end, pad = processor.tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), processor.tokenizer.pad_token_id
+    batches = [prompt.to_model(b, processor.image_processor, device) for b, _ in
+               data.loader(data.Batches(videos, cache, processor, labelled=False), data.chunks(len(videos), batch_size), 0)]
+    model.eval()
+
+    def ours(batch):
+        return predict.greedy(model, batch, end, pad, 4)
+
+    @torch.no_grad()
+    def plain(batch):
+        out = model.generate(**batch, max_new_tokens=4, do_sample=False, eos_token_id=end, pad_token_id=pad)
+        return out[:, batch["input_ids"].shape[1]:]
+
+    seconds, answers = {}, {}
+    for name, decode in [("ours", ours), ("generate", plain)] * (rounds + 1):  # the first round warms up
+        sync(device)
+        t0 = time.time()
+        with predict.autocast(device):
+            answers[name] = [decode(b).tolist() for b in batches]
+        seconds[name] = time.time() - t0
+    same = all(a[:len(b)] == b[:len(a)] for x, y in zip(answers["ours"], answers["generate"]) for a, b in zip(x, y))
+    n = len(videos)
+    return dict(videos_per_s=n / seconds["ours"], generate_videos_per_s=n / seconds["generate"],
+                speedup=seconds["generate"] / seconds["ours"], same_answers=same)
+
+
+def free():
+    """Give back what the last measurement held (its optimizer state, cached blocks) before the next one."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# -----------------------------------------------------------------------------
+# subcommands
+
+
+def cmd_data(args, template):
+    import av
+
+    # the budget and processor of --model or --arch, else of a tiny Qwen2.5-VL (whose image processor is the stock one)
+    budget_processor = qwen.load_processor(checkpoint(args) if args.model or args.arch else tiny(args),
+                                           template.max_pixels, template.min_pixels)
+    paths = sorted(os.path.join(args.videos, f) for f in os.listdir(args.videos)) if args.videos else \
+        clips(os.path.join(args.work, "clips-720p"), args.n)
+    videos = videos_of(paths)
+    cores = os.cpu_count()
+
+    # first-pass extraction: data.read_frames + Budget.fit + the JPEG, one process a core
+    with tempfile.TemporaryDirectory() as folder:
+        cache = data.FrameCache(folder, template.frames, qwen.budget_of(budget_processor))
+        t0 = time.time()
+        cache.fill(videos, workers=cores)
+        decode = len(videos) / (time.time() - t0)
+        sizes = [os.path.getsize(cache.path(v)) for v in videos]
+
+        # the ceiling: FFmpeg decoding every frame of every clip, nothing converted, one process a core
+        t0 = time.time()
+        procs = [subprocess.Popen([sys.executable, "-c", "import av, sys\nfor p in sys.argv[1:]:\n"
+                                   "    with av.open(p) as c:\n        c.streams.video[0].thread_count = 1\n"
+                                   "        for _ in c.decode(video=0): pass"] + paths[k::cores]) for k in range(cores)]
+        for p in procs:
+            p.wait()
+        ceiling = len(videos) / (time.time() - t0)
+        with av.open(paths[0]) as c:
+            stream = c.streams.video[0]
+            shape = f"{stream.width}x{stream.height}, {stream.frames} frames"
+
+        # batches out of the cache, as training gets them: Batches through the loader's workers
+        n_batches, batch_size = max(4, 2 * len(videos) // template.batch_size), template.batch_size
+        plan = cycle(len(videos), batch_size, n_batches + 2)
+        it = iter(data.loader(data.Batches(videos, cache, budget_processor), plan, template.workers))
+        batches = [next(it), next(it)]  # warm-up: the workers start
+        t0 = time.time()
+        batches += [next(it) for _ in range(n_batches)]
+        cached = n_batches * batch_size / (time.time() - t0)
+    counts = [c for b, _ in batches for c in prompt.token_counts(b, budget_processor.tokenizer)]
+    padding = 1 - sum(t for _, t in counts) / sum(b["attention_mask"].numel() for b, _ in batches)
+    return dict(videos=len(videos), clip=shape, cores=cores, decode_videos_per_s=decode,
+                ceiling_videos_per_s=ceiling, of_ceiling=decode / ceiling, cache_mb_per_video=np.mean(sizes) / 1e6,
+                cached_samples_per_s=cached, workers=template.workers, visual_tokens=float(np.mean([v for v, _ in counts])),
+                tokens_per_sample=float(np.mean([t for _, t in counts])), padding=padding)
+
+
+def tiny(args):
+    folder = os.path.join(args.work, "tiny-qwen2_5_vl")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        qwen.make_tiny(folder)
+    return folder
+
+
+def cmd_train(args, template):
+    cfg, processor, videos, cache, model = setup(args, template)
+    return dict(model=cfg.model, batch_size=cfg.batch_size, r=cfg.r, grad_ckpt=cfg.grad_ckpt, device=device_name(),
+                **bench_train(cfg, processor, videos, cache, model, args.steps, args.warmup_steps, args.peak_tflops))
+
+
+def cmd_baseline(args, template):
+    cfg, processor, videos, cache, model = setup(args, template)
+    ours = bench_train(cfg, processor, videos, cache, model, args.steps, args.warmup_steps, args.peak_tflops)
+    free()
+    trainer = bench_trainer(cfg, processor, videos, cache, model, args.steps, args.warmup_steps)
+    return dict(model=cfg.model, batch_size=cfg.batch_size, r=cfg.r, device=device_name(), ours_samples_per_s=ours["samples_per_s"],
+                ours_peak_mem_gib=ours["peak_mem_gib"], **trainer, speedup=ours["samples_per_s"] / trainer["samples_per_s"])
+
+
+def cmd_predict(args, template):
+    cfg, processor, videos, cache, model = setup(args, template)
+    return dict(model=cfg.model, batch_size=cfg.eval_batch_size, device=device_name(),
+                **bench_predict(cfg, processor, videos, cache, model, cfg.eval_batch_size))
+
+
+def cmd_gpu(args, template):
+    """The prepared GPU check: (a) the tiny model learns on CUDA under bf16 autocast; (b) train (with and without
+    gradient checkpointing), baseline and predict on the 7B architecture (or --model) at batch 4, r=128, three frames
+    at the default budget; (c) one JSON file. On a machine without a GPU it runs the same steps on the CPU, slowly."""
+    result = dict(device=device_name(), torch=torch.__version__, transformers=__import__("transformers").__version__)
+    t0 = time.time()
+    # (a) the demo's recipe. The bar, 0.8: the untrained model answers noise (SRCC ~0), and a model that ignored the
+    # frames or read them out of order stays below ~0.5, since the first frame says nothing of the score.
+    root = os.path.join(args.work, "learn")
+    if not os.path.isfile(os.path.join(root, "data", "test_labels.csv")):
+        synthetic.make_synthetic(os.path.join(root, "data"), n=300)
+    cfg = train.Config(data=os.path.join(root, "data"), model=tiny(args), out=os.path.join(root, "run"), r=16, alpha=32,
+                       targets="all", lr=2e-3, epochs=12, warmup=0.05, cache=os.path.join(root, "cache"),
+                       log_every=100, grad_ckpt=False, workers=template.workers)
+    learned = train.main(cfg, overwrite=True)
+    result["learn"] = dict(srcc=learned["srcc"], invalid=learned["invalid"], n=learned["n"], bar=0.8,
+                           passed=learned["srcc"] >= 0.8, seconds=learned["seconds"])
+    print(f"(a) tiny model: held-out SRCC {learned['srcc']:.3f} (bar 0.8)")
+    free()
+    # (b) the model, loaded once for every measurement
+    args.arch = None if args.model else args.arch or "qwen2.5-vl-7b"
+    cfg, processor, videos, cache, model = setup(args, template)
+    measured = [("train", lambda: bench_train(cfg, processor, videos, cache, model, args.steps, args.warmup_steps,
+                                              args.peak_tflops)),
+                ("baseline", lambda: bench_trainer(cfg, processor, videos, cache, model, args.steps, args.warmup_steps)),
+                ("predict", lambda: bench_predict(cfg, processor, videos, cache, model, cfg.eval_batch_size))]
+    if cfg.grad_ckpt:  # what checkpointing costs in time and saves in memory
+        def without_checkpointing():
+            model.gradient_checkpointing_disable()
+            try:
+                return bench_train(cfg, processor, videos, cache, model, args.steps, args.warmup_steps, args.peak_tflops)
+            except torch.OutOfMemoryError:
+                return dict(error="out of memory")
+            finally:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        measured.insert(1, ("train_no_grad_ckpt", without_checkpointing))
+    for name, measure in measured:
+        result[name] = measure()
+        free()
+        print(f"(b) {name}: {json.dumps(result[name])}")
+    result["baseline"]["speedup"] = result["train"]["samples_per_s"] / result["baseline"]["samples_per_s"]
+    result.update(model=args.arch or args.model, batch_size=cfg.batch_size, r=cfg.r, alpha=cfg.alpha,
+                  targets=cfg.targets, frames=cfg.frames, max_pixels=cfg.max_pixels, seconds=time.time() - t0)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"(c) wrote {args.out}")
+    return result
+
+
+def cmd_wheels(args, template):
+    """Download the wheels a GPU box without network lacks (PyAV, bitsandbytes) for its Python, and keep only the
+    bitsandbytes library of its CUDA release: the full wheel (43 MB, every CUDA and ROCm build) would not travel."""
+    import zipfile
+
+    os.makedirs(args.folder, exist_ok=True)
+    platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34)]
+    for package in ("av==18.1.0", "bitsandbytes==0.50.2"):
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        f"--python-version={args.python}", "--implementation=cp", *platforms, "-d", args.folder,
+                        package], check=True)
+    for name in os.listdir(args.folder):
+        if not name.startswith("bitsandbytes-"):
+            continue
+        path = os.path.join(args.folder, name)
+        keep = {"bitsandbytes/libbitsandbytes_cpu.so", f"bitsandbytes/libbitsandbytes_cuda{args.cuda}.so"}
+        with zipfile.ZipFile(path) as z:
+            entries = {i.filename: z.read(i) for i in z.infolist()
+                       if not i.filename.endswith(".so") or i.filename in keep}
+        record = next(n for n in entries if n.endswith(".dist-info/RECORD"))
+        entries[record] = "".join(line + "\n" for line in entries[record].decode().splitlines()
+                                  if line.split(",")[0] in entries).encode()
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            for filename, content in entries.items():
+                z.writestr(filename, content)
+    sizes = {n: os.path.getsize(os.path.join(args.folder, n)) / 2**20 for n in sorted(os.listdir(args.folder))}
+    return dict(folder=args.folder, mib=sizes, total_mib=sum(sizes.values()))
+
+
+def device_name():
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+
+
+# -----------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+        epilog="Every other flag is train.py's (python train.py --help) and sets what is measured, e.g. --r, --alpha, "
+               "--targets, --batch-size, --eval-batch-size, --frames, --max-pixels, --quant, --no-grad-ckpt, --workers.")
+    parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu", "wheels"])
+    parser.add_argument("folder", nargs="?", default=".whl", help="wheels: where to put them")
+    # ---
+    parser.add_argument("--model", help="a model folder (or hub id) to measure")
+    parser.add_argument("--arch", choices=list(qwen.ARCHS), help="instead: a published architecture, random weights")
+    parser.add_argument("--work", default="runs/bench", help="folder for clips, built models, caches")
+    parser.add_argument("--videos", help="data: a folder of your own clips instead of written 720p ones")
+    parser.add_argument("--n", type=int, default=16, help="data: clips to write and decode")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU (default: by name)")
+    parser.add_argument("--out", help="gpu: the JSON file to write")
+    parser.add_argument("--python", default="3.12", help="wheels: the GPU box's Python")
+    parser.add_argument("--cuda", default="130", help="wheels: the GPU box's CUDA release, as bitsandbytes names it")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object on a line")
+    # ---
+    args, rest = parser.parse_known_args(argv)
+    if args.command in ("train", "baseline", "predict") and not (args.model or args.arch):
+        parser.error(f"{args.command} needs --model DIR or --arch NAME")
+    # The rest is read by train.py's own parser: its flags, defaults and checks, not a copy of them.
+    _, template = train.parse_args(rest)
+    return args, template
+
+
+def main(argv=None):
+    args, template = parse_args(argv)
+    commands = dict(data=cmd_data, train=cmd_train, baseline=cmd_baseline, predict=cmd_predict, gpu=cmd_gpu,
+                    wheels=cmd_wheels)
+    result = commands[args.command](args, template)
+    width = max(map(len, result))
+    print(f"\nbench.py {args.command}")
+    for key, value in result.items():
+        shown = f"{value:,.3f}" if isinstance(value, float) else json.dumps(value) if isinstance(value, dict) else value
+        print(f"  {key:<{width}}  {shown}")
+    if args.json:
+        print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    data.cli(main)

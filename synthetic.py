@@ -1,0 +1,175 @@
+"""
+Synthetic Memento10k datasets and video clips, written in the real formats: the demo, the tests and bench.py read
+them through the same code as the real dataset. Nothing here is part of the method.
+
+    python synthetic.py runs/synth --n 300                  # the authors' JSON layout
+    python synthetic.py runs/synth-csv --n 300 --layout csv # the MediaEval 2021 layout
+    python synthetic.py runs/clips --clips 16               # 3-second 720p H.264 clips of textured motion (bench.py)
+"""
+
+import argparse
+import csv
+import json
+import os
+
+import numpy as np
+from tqdm import tqdm
+
+import data
+
+
+CAPTION_PARTS = (
+    ["a man", "a woman", "a child", "a dog", "a cat", "two people", "a group of friends", "a bird"],
+    ["walks", "runs", "dances", "jumps", "sits", "plays", "cooks", "swims"],
+    ["in a park", "on the beach", "in a kitchen", "on a street", "in the snow", "at a party", "in a forest",
+     "on a stage"],
+)
+CAPTION_WORDS = [p for parts in CAPTION_PARTS for p in parts]
+
+
+def synthetic_caption(rng):
+    return " ".join(rng.choice(parts) for parts in CAPTION_PARTS)
+
+
+def synthetic_frames(first, last, tint, n_frames, size):
+    """A clip whose brightness fades from `first` to `last` (0-1), with a white bar across the top whose
+    width grows from nothing (first frame) to the full width (last frame) so each frame shows its position."""
+    frames = np.empty((n_frames, size, size, 3), np.uint8)
+    for t in range(n_frames):
+        level = first + (last - first) * t / (n_frames - 1)
+        frames[t] = (30 + 170 * level * tint).astype(np.uint8)
+        frames[t, :8, : round(size * t / (n_frames - 1))] = 255
+    return frames
+
+
+def write_video(path, frames, fps=24):
+    """Frames (N, H, W, 3) uint8 -> an H.264 mp4."""
+    import av
+
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def make_synthetic(root, n=200, seed=0, layout="json", n_frames=24, size=64):
+    """
+    Write n videos split 70/15/15 into train, val and test, in the authors' JSON or the MediaEval CSV layout.
+    The score is a function of the last frame's brightness (0.45-0.95): the first frame says nothing about it,
+    the middle frame half. Test labels are withheld from the split's file and written to test_labels.csv.
+    """
+    rng = np.random.default_rng(seed)
+    n_train, n_val = round(0.7 * n), round(0.15 * n)
+    splits = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
+    records = {s: [] for s in ("train", "val", "test")}
+    for i, split in enumerate(tqdm(splits, desc="writing synthetic videos", unit="video")):
+        first, last = rng.uniform(0, 1, size=2)
+        tint = rng.uniform(0.6, 1.0, size=3)
+        score = float(np.clip(0.45 + 0.5 * last + rng.normal(0, 0.01), 0, 1))
+        captions = [synthetic_caption(rng) for _ in range(5)]
+        video_id = f"synthetic_{i:05d}" if layout == "json" else f"{i:05d}"
+        if layout == "json":
+            folder, filename = os.path.join(root, "videos"), f"{video_id}.mp4"
+        else:
+            folder, filename = os.path.join(root, data.CSV_DIRS[split][0], "Videos"), f"{video_id}.mp4"
+        os.makedirs(folder, exist_ok=True)
+        write_video(os.path.join(folder, filename), synthetic_frames(first, last, tint, n_frames, size))
+        records[split].append(dict(video_id=video_id, filename=filename, captions=captions,
+                                   mem_score=round(score, 4), alpha=-round(rng.uniform(0, 0.01), 5)))
+    (_write_json if layout == "json" else _write_csv)(root, records)
+    with open(os.path.join(root, "test_labels.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video_id", "mem_score"])
+        w.writerows([r["video_id"], r["mem_score"]] for r in records["test"])
+    return root
+
+
+def _write_json(root, records):
+    for split, rows in records.items():
+        out = [dict(filename=r["filename"], url=f"https://example.invalid/{r['filename']}", captions=r["captions"],
+                    action_labels=[], **({} if split == "test" else dict(mem_score=r["mem_score"], alpha=r["alpha"])))
+               for r in rows]
+        with open(os.path.join(root, data.JSON_FILES[split]), "w") as f:
+            json.dump(out, f, indent=1)
+
+
+def _write_csv(root, records):
+    for split, rows in records.items():
+        folder, prefix = data.CSV_DIRS[split]
+        base = os.path.join(root, folder)
+        with open(os.path.join(base, f"{prefix}_text_descriptions.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["video_id"] + [f"description_{k}" for k in range(5)])
+            w.writerows([r["video_id"], *r["captions"]] for r in rows)
+        with open(os.path.join(base, f"{prefix}_video_urls.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["video_id", "video_url"])
+            w.writerows([r["video_id"], f"https://example.invalid/{r['filename']}"] for r in rows)
+        if split == "test":
+            continue
+        with open(os.path.join(base, f"{prefix}_scores.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["video_id", "video_url", "annotations_short_term", "scores_raw_short_term",
+                        "scores_normalized_short_term", "decay_alpha"])
+            w.writerows([r["video_id"], f"https://example.invalid/{r['filename']}", 90, r["mem_score"],
+                         r["mem_score"], r["alpha"]] for r in rows)
+
+
+def write_clips(folder, n=16, seconds=3, fps=30, height=720, width=1280, seed=0, part=(0, 1)):
+    """n H.264 clips (x264's defaults: B-frames, CRF 23) of a textured background panning under a moving disc, with
+    a little sensor noise: about the bitrate and decoding cost of real 720p footage, unlike flat synthetic frames.
+    part (k, parts): write only clips k, k + parts, ... (several processes share the work); clip i is the same anyway."""
+    import av
+    import torch
+    import torch.nn.functional as F
+
+    os.makedirs(folder, exist_ok=True)
+    steps = seconds * fps
+    yy, xx = np.mgrid[:height, :width]
+    paths = []
+    for i in tqdm(range(part[0], n, part[1]), desc="writing 720p clips", unit="clip", disable=part[1] > 1):
+        rng = np.random.default_rng([seed, i])
+        # smooth texture: low-resolution noise, blurred and upsampled, larger than the frame so it can pan
+        noise = torch.from_numpy(rng.normal(size=(1, 3, height // 8 + 2 * steps // 8 + 8, width // 8 + 4 * steps // 8 + 8)))
+        texture = F.interpolate(F.avg_pool2d(noise.float(), 3, 1, 1), scale_factor=8, mode="bicubic")[0].permute(1, 2, 0)
+        texture = np.clip(128 + 60 * texture.numpy() / texture.std().item(), 0, 255).astype(np.uint8)
+        color = rng.integers(0, 256, 3).astype(np.uint8)
+        path = os.path.join(folder, f"clip_{i:03d}.mp4")
+        tmp = os.path.join(folder, f".clip_{i:03d}.mp4")  # renamed when whole: a killed run leaves no half clip
+        with av.open(tmp, "w") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
+            stream.options = {"crf": "23"}
+            for t in range(steps):
+                frame = texture[2 * t:2 * t + height, 4 * t:4 * t + width].copy()
+                frame[(xx - 200 - 10 * t) ** 2 + (yy - 300 - 3 * t) ** 2 < 80 ** 2] = color
+                frame += rng.integers(0, 6, size=frame.shape, dtype=np.uint8)
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", help="folder to write")
+    parser.add_argument("--n", type=int, default=200, help="number of synthetic videos")
+    parser.add_argument("--layout", default="json", choices=["json", "csv"], help="the dataset's layout")
+    parser.add_argument("--seed", type=int, default=0, help="seed")
+    parser.add_argument("--clips", type=int, help="instead: this many 3-second 720p H.264 clips")
+    args = parser.parse_args(argv)
+    if args.clips:
+        write_clips(args.out, args.clips, seed=args.seed)
+        print(f"wrote {args.clips} 720p clips to {args.out}")
+    else:
+        make_synthetic(args.out, args.n, args.seed, args.layout)
+        print(f"wrote {args.n} synthetic videos to {args.out} ({args.layout} layout)")
+
+
+if __name__ == "__main__":
+    data.cli(main)

@@ -1,0 +1,76 @@
+"""bench.py: every subcommand runs on a CPU with a tiny model, prints its table and ends with one JSON object holding
+the keys the README's performance section reports. Speeds are never asserted: they are figures, not tests."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """One folder for the module: the clips and caches written by the first subcommand serve the others."""
+    return tmp_path_factory.mktemp("bench")
+
+
+def bench(*args):
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), *map(str, args), "--json"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    lines = p.stdout.strip().splitlines()
+    assert any(line.startswith("bench.py ") for line in lines)  # the table's title
+    return json.loads(lines[-1])
+
+
+def test_data(work):
+    result = bench("data", "--n", 2, "--work", work, "--workers", 1)
+    assert result["videos"] == 2 and result["clip"] == "1280x720, 90 frames"
+    assert result["decode_videos_per_s"] > 0 and result["ceiling_videos_per_s"] > 0 and result["cached_samples_per_s"] > 0
+    assert 0 < result["cache_mb_per_video"] < 1
+    assert result["visual_tokens"] == 3 * 252  # three 720p frames at 448 x 448 pixels at most
+
+
+@pytest.mark.parametrize("command", ["train", "baseline", "predict"])
+def test_model_benchmarks(command, tiny, work):
+    result = bench(command, "--model", tiny, "--work", work, "--steps", 2, "--warmup-steps", 1, "--r", 8, "--alpha", 16,
+                   "--workers", 1, "--eval-batch-size", 4)
+    if command == "train":
+        assert {"samples_per_s", "tokens_per_s", "step_ms", "peak_mem_gib", "mfu"} <= result.keys()
+        assert result["samples_per_s"] > 0 and result["tokens_per_sample"] > 3 * 252 and result["mfu"] is None
+    elif command == "baseline":
+        assert result["samples_per_s"] > 0 and result["speedup"] > 0 and result["peak_mem_gib"] > 0
+    else:
+        assert result["same_answers"] is True  # predict.greedy gives what model.generate gives
+        assert result["videos_per_s"] > 0 and result["generate_videos_per_s"] > 0 and result["speedup"] > 0
+
+
+def test_the_gpu_check_runs_through(tiny, work, tmp_path):
+    """The prepared GPU check, here on the CPU with the tiny model in the 7B's place: every step it takes on a GPU box
+    runs, and the JSON holds every figure the README reports."""
+    result = bench("gpu", "--model", tiny, "--work", work, "--steps", 1, "--warmup-steps", 1, "--r", 8, "--alpha", 16,
+                   "--workers", 1, "--eval-batch-size", 4, "--out", tmp_path / "gpu.json")
+    assert json.loads((tmp_path / "gpu.json").read_text()) == result
+    assert result["learn"]["passed"] and result["learn"]["srcc"] >= 0.8
+    for key in ("train", "train_no_grad_ckpt", "baseline", "predict"):
+        assert "error" not in result[key], result[key]
+    assert result["baseline"]["speedup"] > 0 and result["predict"]["same_answers"] is True
+
+
+def test_random_weights_of_a_published_architecture_load_in_4_bit(tmp_path, monkeypatch):
+    """bench.py --arch: model.make_random writes the architecture with random weights (bf16) and its stock processor,
+    and model.load_model reads it back in NF4, as a user's checkpoint. (A tiny stand-in for the 7B's shapes.)"""
+    import bitsandbytes as bnb
+
+    import model as qwen
+
+    monkeypatch.setitem(qwen.ARCHS, "tiny-test", ("qwen2_5_vl", *qwen.TINY["qwen2_5_vl"], False))
+    folder = qwen.make_random(str(tmp_path / "random"), "tiny-test")
+    processor = qwen.load_processor(folder)
+    assert processor.image_processor.size["shortest_edge"] == 56 * 56  # the stock Qwen2.5-VL processor
+    assert processor.image_processor.size["longest_edge"] == 28 * 28 * 16384
+    m = qwen.load_model(folder)
+    assert sum(isinstance(mod, bnb.nn.Linear4bit) for mod in m.modules()) == 2 * 7
