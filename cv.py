@@ -336,7 +336,9 @@ def main(argv=None):
         print(json.dumps(dataclasses.asdict(template), indent=1))
         return zero_shot(template)
     cfgs = plan(template, args.r, args.alpha)
-    data.load_split(template.data, "trainval", [] if template.skip_bad else None)  # bad data stops the CV before it starts
+    # a damaged results file, then bad data, stop the CV before it starts
+    read_results(os.path.join(template.out, "results.csv"))
+    data.load_split(template.data, "trainval", [] if template.skip_bad else None)
     check_settings(template, os.path.join(template.out, "cv.json"))
     print(json.dumps(dict(dataclasses.asdict(template), r=args.r, alpha=args.alpha), indent=1))
 

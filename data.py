@@ -302,51 +302,55 @@ def frame_indices(total, n):
 
 
 def read_frames(path, n):
-    """
-    The N frames of `frame_indices` as an (N, H, W, 3) uint8 array, decoded with PyAV.
+    """The N frames of `frame_indices` as an (N, H, W, 3) uint8 array, decoded with PyAV."""
+    return np.stack(_decode(path, n))
 
-    Frames are counted in display order from the packets' timestamps (a demux, no decoding). Every frame up to the
-    last one kept must pass through the decoder, since later frames reference earlier ones, but FFmpeg may skip the
-    work of a frame that no other frame references (skip_frame NONREF) unless it is one we keep: most B-frames of an
-    H.264 clip then cost nothing, and what is kept is exact (tested against a full decode). Keyframe seeks are not exact.
+
+def _decode(path, n):
+    """
+    The N frames of `frame_indices`, a list of (H, W, 3) uint8 arrays.
+
+    Frames are counted in display order from the packets' timestamps (demuxed once, no decoding). Every frame up to
+    the last one kept must pass through the decoder, since later frames reference earlier ones, but FFmpeg may skip
+    the work of a frame that no other frame references (skip_frame NONREF) unless it is one we keep: most B-frames of
+    an H.264 clip then cost nothing, and what is kept is exact (tested against full decodes). Seeks are not exact.
     """
     import av
 
     try:
         with av.open(path) as container:
-            times = [p.pts for p in container.demux(video=0) if p.size]
-        if not times or None in times or len(set(times)) < len(times):
-            return _read_all_and_pick(path, n)  # no timestamps to count by: count the decoded frames
-        times.sort()
-        wanted = [times[i] for i in frame_indices(len(times), n)]
-        keep, frames = set(wanted), {}
-        with av.open(path) as container:
             stream = container.streams.video[0]
-            stream.thread_count = 1  # FrameCache.fill runs a decoder a core; and skip_frame is then read per packet
-            for packet in container.demux(stream):
-                stream.codec_context.skip_frame = "DEFAULT" if packet.pts in keep else "NONREF"
-                for frame in packet.decode():
+            packets = [p for p in container.demux(stream) if p.size]
+            times = sorted(p.pts for p in packets if p.pts is not None)
+            if not times or len(times) < len(packets) or len(set(times)) < len(times):
+                return _decode_all(path, n)  # no timestamps to count by: count the decoded frames
+            wanted = [times[i] for i in frame_indices(len(times), n)]
+            keep, frames = set(wanted), {}
+            stream.thread_count = 1  # FrameCache.fill runs one decoder a core; and skip_frame is then read per packet
+            for packet in packets + [None]:  # None flushes the frames the decoder still holds
+                stream.codec_context.skip_frame = "DEFAULT" if packet is None or packet.pts in keep else "NONREF"
+                for frame in stream.codec_context.decode(packet):
                     if frame.pts in keep:
                         frames[frame.pts] = frame.to_ndarray(format="rgb24")
                 if len(frames) == len(keep):
                     break
         if len(frames) < len(keep):  # a frame the timestamps promised never came out of the decoder
-            return _read_all_and_pick(path, n)
+            return _decode_all(path, n)
     except FileNotFoundError:
         raise InputError(f"{path}: missing video file")
     except (av.FFmpegError, OSError, IndexError, ValueError) as e:
         raise InputError(f"{path}: cannot decode video ({getattr(e, 'strerror', None) or e})")
-    return np.stack([frames[t] for t in wanted])
+    return [frames[t] for t in wanted]
 
 
-def _read_all_and_pick(path, n):
+def _decode_all(path, n):
     import av
 
     with av.open(path) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     if not frames:
         raise InputError(f"{path}: no decodable frames")
-    return np.stack([frames[i] for i in frame_indices(len(frames), n)])
+    return [frames[i] for i in frame_indices(len(frames), n)]
 
 
 @dataclass(frozen=True)
@@ -367,16 +371,15 @@ class Budget:
         return smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
 
     def fit(self, frames):
-        """(N, H, W, 3) uint8 frames -> (N, 3, h, w) uint8, channels first as the processor takes them, at `size`,
-        resized as the processor resizes (bicubic with antialiasing, on uint8): given these, it computes exactly
-        what it computes from the originals."""
+        """(H, W, 3) uint8 frames -> an (N, 3, h, w) uint8 tensor, channels first as the processor takes them, at
+        `size`, resized as the processor resizes (bicubic with antialiasing, on uint8): given these, it computes
+        exactly what it computes from the originals."""
         import torchvision.transforms.v2.functional as tvF
 
-        frames = torch.from_numpy(frames).permute(0, 3, 1, 2)
-        height, width = self.size(*frames.shape[2:])
-        if (height, width) == frames.shape[2:]:
-            return frames
-        return tvF.resize(frames, [height, width], interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)
+        frames = [torch.from_numpy(f).permute(2, 0, 1) for f in frames]
+        size = list(self.size(*frames[0].shape[1:]))
+        return torch.stack([f if size == list(f.shape[1:]) else tvF.resize(
+            f, size, interpolation=tvF.InterpolationMode.BICUBIC, antialias=True) for f in frames])
 
 
 class FrameCache:
@@ -407,18 +410,18 @@ class FrameCache:
         """The video's frames as stored, (N, 3, H, W) uint8: channels first, as the processor takes them."""
         path = self.path(video)
         if not os.path.exists(path):
-            return self.put(video)
+            self.put(video)
         from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
         stacked = decode_jpeg(read_file(path), mode=ImageReadMode.RGB)  # (3, N x H, W)
         return stacked.view(3, self.n_frames, -1, stacked.shape[-1]).transpose(0, 1)
 
     def put(self, video):
-        """Decode `video`, fit its frames to the budget and store them; returns them as stored."""
+        """Decode `video`, fit its frames to the budget and store them."""
         from PIL import Image
 
-        frames = read_frames(video.path, self.n_frames)
-        frames = self.budget.fit(frames) if self.budget else torch.from_numpy(frames).permute(0, 3, 1, 2)
+        frames = _decode(video.path, self.n_frames)
+        frames = self.budget.fit(frames) if self.budget else torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
         n, _, height, width = frames.shape
         if n * height > 65500:  # JPEG's limit on a side
             raise InputError(f"{video.path}: {n} frames of {height} rows do not fit the cache; "
@@ -428,7 +431,6 @@ class FrameCache:
             stacked = frames.permute(0, 2, 3, 1).reshape(n * height, width, 3).numpy()
             Image.fromarray(stacked).save(f, format="JPEG", quality=95, subsampling=0)
         os.replace(tmp, self.path(video))  # atomic: a killed run never leaves half a file under the real name
-        return self.get(video)
 
     def fill(self, videos, bad=None, workers=None):
         """Decode every video not cached yet, `workers` processes at a time (default: one a core), with a progress

@@ -37,12 +37,12 @@ def target_ids(tokenizer, label):
 
 
 def left_pad(rows, value):
-    """A list of int lists -> a (len(rows), longest) tensor, each row right-aligned."""
+    """Rows of ints (lists or 1-d tensors) -> a (len(rows), longest) tensor, each row right-aligned."""
+    rows = [torch.as_tensor(r, dtype=torch.long) for r in rows]
     width = max(len(r) for r in rows)
     out = torch.full((len(rows), width), value, dtype=torch.long)
     for i, row in enumerate(rows):
-        if row:
-            out[i, width - len(row):] = torch.tensor(row)
+        out[i, width - len(row):] = row
     return out
 
 
@@ -53,10 +53,11 @@ def join(prompts, targets, pad_id):
     inference see the same prompt positions and the loss needs logits of the last few positions only.
     Returns input_ids, attention_mask and labels: IGNORE everywhere except the target tokens.
     """
-    input_ids = left_pad([list(p) + list(t) for p, t in zip(prompts, targets)], pad_id)
-    attention_mask = left_pad([[1] * (len(p) + len(t)) for p, t in zip(prompts, targets)], 0)
-    labels = left_pad([[IGNORE] * len(p) + list(t) for p, t in zip(prompts, targets)], IGNORE)
-    labels[attention_mask == 0] = IGNORE
+    prompts = [torch.as_tensor(p, dtype=torch.long) for p in prompts]
+    targets = [torch.as_tensor(t, dtype=torch.long) for t in targets]
+    input_ids = left_pad([torch.cat([p, t]) for p, t in zip(prompts, targets)], pad_id)
+    attention_mask = left_pad([torch.ones(len(p) + len(t)) for p, t in zip(prompts, targets)], 0)
+    labels = left_pad([torch.cat([torch.full_like(p, IGNORE), t]) for p, t in zip(prompts, targets)], IGNORE)
     return input_ids, attention_mask, labels
 
 
@@ -76,14 +77,14 @@ def encode(processor, frames, captions, labels=None):
                     return_tensors="pt", do_rescale=False, do_normalize=False, temporal_patch_size=1)
     keep = enc["attention_mask"].bool()
     targets = [target_ids(tokenizer, y) for y in labels] if labels is not None else [[] for _ in texts]
-    prompts = [ids[k].tolist() for ids, k in zip(enc["input_ids"], keep)]
-    input_ids, attention_mask, label_ids = join(prompts, targets, tokenizer.pad_token_id)
+    input_ids, attention_mask, label_ids = join([ids[k] for ids, k in zip(enc["input_ids"], keep)], targets,
+                                                tokenizer.pad_token_id)
     batch = dict(input_ids=input_ids, attention_mask=attention_mask)
     for key, value in enc.items():
         if key in batch:
             continue
         if value.shape == keep.shape:  # other per-token fields (mm_token_type_ids): text type 0 for the answer
-            value = left_pad([v[k].tolist() + [0] * len(t) for v, k, t in zip(value, keep, targets)], 0)
+            value = left_pad([torch.cat([v[k], v.new_zeros(len(t))]) for v, k, t in zip(value, keep, targets)], 0)
         batch[key] = value
     return batch, (label_ids if labels is not None else None)
 

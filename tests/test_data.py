@@ -76,7 +76,7 @@ def test_cache_decodes_once(synthetic, tmp_path, monkeypatch):
     def no_decoding(*args):
         raise AssertionError("decoded a cached video")
 
-    monkeypatch.setattr(data, "read_frames", no_decoding)
+    monkeypatch.setattr(data, "_decode", no_decoding)
     cache.fill(videos)
     assert all(np.array_equal(a, cache.get(v)) for a, v in zip(first, videos))
     # a different frame count is a different key
