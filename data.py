@@ -44,7 +44,7 @@ def cli(main):
         print("\ninterrupted: rerun the same command to continue (train.py: with --resume)", file=sys.stderr)
         sys.exit(130)
     except Exception as e:
-        if type(e).__name__ != "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+        if type(e).__name__ != "OutOfMemoryError":  # torch.OutOfMemoryError, matched by its name
             raise
         print("error: out of GPU memory: lower --batch-size (raise --grad-accum to keep the effective batch), "
               "--frames or --r, and keep gradient checkpointing on; then rerun (train.py: with --resume)",
@@ -434,8 +434,8 @@ class FrameCache:
 
     def fill(self, videos, bad=None, workers=None):
         """Decode every video not cached yet, `workers` processes at a time (default: one a core), with a progress
-        bar; later passes only read the cache. Returns the videos that decoded; one that does not raises InputError, or with a list as
-        `bad` is described there and left out."""
+        bar; later passes only read the cache. Returns the videos that decoded; one that does not raises InputError,
+        or with a list as `bad` is described there and left out."""
         missing = [v for v in videos if not os.path.exists(self.path(v))]
         if not missing:
             return videos
