@@ -124,9 +124,9 @@ def peak_gib(device):
 def step_flops(config, batches):
     """
     Model FLOPs of one training step on `batches` (inputs of prompt.encode). The base is frozen, so the backward pass
-    computes activation gradients only: the language model costs 4·N·T (2·N·T forward, 2·N·T backward) instead of the
-    usual 6·N·T, attention 3 x 4·L·d·T² per sequence, the vision tower 2·N_vision per patch (forward only; nothing in it
-    trains). LoRA's own FLOPs (<1%) and gradient checkpointing's recomputation are not counted.
+    computes activation gradients only: the language model costs 4·N·T (2·N·T forward, 2·N·T backward) instead
+    of the usual 6·N·T, attention 3 x 4·L·d·T² per sequence, the vision tower 2·N_vision per patch (forward only;
+    nothing in it trains). LoRA's own FLOPs (<1%) and gradient checkpointing's recomputation are not counted.
     """
     t, v = config.text_config, config.vision_config
     heads_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
@@ -334,8 +334,9 @@ def cmd_baseline(args, template):
     ours = bench_train(cfg, processor, videos, cache, model, args.steps, args.warmup_steps, args.peak_tflops)
     free()
     trainer = bench_trainer(cfg, processor, videos, cache, model, args.steps, args.warmup_steps)
-    return dict(model=cfg.model, batch_size=cfg.batch_size, r=cfg.r, device=device_name(), ours_samples_per_s=ours["samples_per_s"],
-                ours_peak_mem_gib=ours["peak_mem_gib"], **trainer, speedup=ours["samples_per_s"] / trainer["samples_per_s"])
+    return dict(model=cfg.model, batch_size=cfg.batch_size, r=cfg.r, device=device_name(),
+                ours_samples_per_s=ours["samples_per_s"], ours_peak_mem_gib=ours["peak_mem_gib"], **trainer,
+                speedup=ours["samples_per_s"] / trainer["samples_per_s"])
 
 
 def cmd_predict(args, template):

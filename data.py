@@ -47,7 +47,8 @@ def cli(main):
         if type(e).__name__ != "OutOfMemoryError":  # torch.OutOfMemoryError, matched by its name
             raise
         print("error: out of GPU memory: lower --batch-size (raise --grad-accum to keep the effective batch), "
-              "--frames or --r, and keep gradient checkpointing on; then rerun (train.py: with --resume)",
+              "--max-pixels, --frames or --r, keep gradient checkpointing on, and start again (train.py: --overwrite); "
+              "if it ran out while predicting, lower --eval-batch-size and rerun (train.py: with --resume)",
               file=sys.stderr)
         sys.exit(3)
 

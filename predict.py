@@ -76,8 +76,8 @@ def greedy(model, batch, end, pad, max_new_tokens=4):
         # The new token's rope position, in all three of Qwen's (time, height, width) sections: the count of tokens
         # before it, shifted as the prefill shifted the text after the frames (rope_deltas, kept by the model).
         position = (mask.sum(1, keepdim=True) - 1 + base.model.rope_deltas).expand(3, -1, -1)
-        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, **cache, use_cache=True).logits
-        token = torch.where(done, pad, logits[:, -1].argmax(-1))
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, **cache, use_cache=True)
+        token = torch.where(done, pad, out.logits[:, -1].argmax(-1))
         tokens.append(token)
         done |= token == end
     return torch.stack(tokens, 1)

@@ -9,8 +9,9 @@ Fine-tune a 4-bit Qwen VLM with LoRA to predict video memorability (Martin-Ferna
     python train.py ... --resume                                             # continue a killed run
 
 Each frame keeps at most --max-pixels pixels (default 448 x 448, the paper's input size: 256 visual tokens on
-Qwen2.5-VL). Batches are made by --workers processes ahead of the step that uses them. The run directory (--out) gets config.json, loss.csv, metrics.csv, metrics.json, folds.json (with --fold),
-predictions of the held-out videos, adapter/ (PEFT format) and step-NNNNNN/ checkpoints.
+Qwen2.5-VL). Batches are made by --workers processes ahead of the step that uses them. The run directory (--out)
+gets config.json, loss.csv, metrics.csv, metrics.json, folds.json (with --fold), predictions of the held-out
+videos, adapter/ (PEFT format) and step-NNNNNN/ checkpoints.
 """
 
 import argparse

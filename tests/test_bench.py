@@ -74,3 +74,22 @@ def test_random_weights_of_a_published_architecture_load_in_4_bit(tmp_path, monk
     assert processor.image_processor.size["longest_edge"] == 28 * 28 * 16384
     m = qwen.load_model(folder)
     assert sum(isinstance(mod, bnb.nn.Linear4bit) for mod in m.modules()) == 2 * 7
+
+
+def test_step_flops_count_the_published_parameters():
+    """MFU's numerator: on Qwen2.5-VL-7B's configuration the language model's matrices hold 6.53 B parameters (the
+    non-embedding count on Qwen2.5-7B's model card), and a step costs 4 FLOPs per parameter and token (frozen base:
+    forward and activation gradients) plus attention; patches add the vision tower's forward pass."""
+    import torch
+
+    import bench
+    import model as qwen
+
+    config = qwen.published_config("qwen2.5-vl-7b")
+    tokens = dict(attention_mask=torch.ones(1, 1000, dtype=torch.long), pixel_values=torch.zeros(0, 588))
+    attention = 3 * 4 * 28 * 3584 * 1000 ** 2
+    n_text = (bench.step_flops(config, [tokens]) - attention) / (4 * 1000)
+    assert n_text == pytest.approx(6.53e9, rel=0.005)
+    with_patches = dict(tokens, pixel_values=torch.zeros(1024, 588))
+    n_vision = (bench.step_flops(config, [with_patches]) - bench.step_flops(config, [tokens])) / (2 * 1024)
+    assert 0.6e9 < n_vision < 0.68e9  # the 32 blocks of the 675 M-parameter vision tower
