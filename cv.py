@@ -44,10 +44,6 @@ DPI = 100
 HEATMAP_SIZE, SCATTER_SIZE, SHEET_SIZE = (640, 480), (600, 600), (960, 560)  # pixels of the PNGs
 
 
-def config_name(r, alpha):
-    return f"r{r}-a{alpha:g}"
-
-
 def predictions_path(out, name, fold):
     # train.py names a fold's held-out predictions predictions-trainval-fold{K}.csv
     return os.path.join(out, name, f"fold{fold}", f"predictions-trainval-fold{fold}.csv")
@@ -61,7 +57,7 @@ def plan(template, ranks, alphas):
     """Every (config, fold) as a train.Config, in grid order with the folds inside. Building them all first
     checks every setting before the first fold trains."""
     return [dataclasses.replace(template, r=r, alpha=alpha, fold=k,
-                                out=os.path.join(template.out, config_name(r, alpha), f"fold{k}"))
+                                out=os.path.join(template.out, qwen.config_name(r, alpha), f"fold{k}"))
             for r, alpha in itertools.product(ranks, alphas) for k in range(template.folds)]
 
 
@@ -122,7 +118,7 @@ def run_fold(cfg):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return dict(config=config_name(cfg.r, cfg.alpha), r=cfg.r, alpha=f"{cfg.alpha:g}", fold=cfg.fold, n=m["n"],
+    return dict(config=qwen.config_name(cfg.r, cfg.alpha), r=cfg.r, alpha=f"{cfg.alpha:g}", fold=cfg.fold, n=m["n"],
                 srcc=f"{m['srcc']:.6f}", pearson=f"{m['pearson']:.6f}", mse=f"{m['mse']:.6f}",
                 invalid=m["invalid"], seconds=m["seconds"])
 
@@ -130,7 +126,7 @@ def run_fold(cfg):
 def cross_validate(cfgs, path):
     """Run every (config, fold) that results.csv does not hold yet, in order; returns all rows."""
     done = {(row["config"], int(row["fold"])) for row in read_results(path)}
-    todo = [c for c in cfgs if (config_name(c.r, c.alpha), c.fold) not in done]
+    todo = [c for c in cfgs if (qwen.config_name(c.r, c.alpha), c.fold) not in done]
     # smoothing=0: the ETA is the mean time of the folds run so far, steadier than a recent-rate estimate
     bar = tqdm(total=len(cfgs), initial=len(cfgs) - len(todo), desc="cross-validation", unit="fold", smoothing=0)
     for cfg in todo:
@@ -264,9 +260,9 @@ def figures(template, best):
 
 def zero_shot(template):
     folder = os.path.join(template.out, "zero-shot")
-    os.makedirs(folder, exist_ok=True)
     bad = [] if template.skip_bad else None
     videos = data.load_split(template.data, "trainval", bad)
+    os.makedirs(folder, exist_ok=True)
     processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
     cache = data.FrameCache(template.cache, template.frames, qwen.budget_of(processor))
     videos = cache.fill(videos, bad)
@@ -331,7 +327,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args, template = parse_args(argv)
-    os.makedirs(template.out, exist_ok=True)
     if args.zero_shot:
         print(json.dumps(dataclasses.asdict(template), indent=1))
         return zero_shot(template)
@@ -339,6 +334,7 @@ def main(argv=None):
     # a damaged results file, then bad data, stop the CV before it starts
     read_results(os.path.join(template.out, "results.csv"))
     data.load_split(template.data, "trainval", [] if template.skip_bad else None)
+    os.makedirs(template.out, exist_ok=True)
     check_settings(template, os.path.join(template.out, "cv.json"))
     print(json.dumps(dict(dataclasses.asdict(template), r=args.r, alpha=args.alpha), indent=1))
 

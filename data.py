@@ -77,6 +77,8 @@ CSV_DIRS = {"train": ("training_set", "train"), "val": ("dev_set", "dev"), "test
 
 
 def layout(root):
+    if not os.path.isdir(root):
+        raise InputError(f"{root}: no such folder: put Memento10k there (either release) or pass --data")
     if os.path.isfile(os.path.join(root, JSON_FILES["train"])):
         return "json"
     if os.path.isfile(os.path.join(root, "training_set", "train_scores.csv")):

@@ -26,6 +26,7 @@ from data import InputError, cli
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+DEFAULT_R, DEFAULT_ALPHA = 128, 1024  # the paper's best LoRA configuration
 # The analogue of the paper's LoRA on Qwen-VL's fused `c_attn` (query, key, value) is q/k/v of the language model.
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj")
 # `--targets all`: every linear layer of the language model's blocks.
@@ -161,6 +162,11 @@ def add_lora(model, r, alpha, dropout=0.05, targets=DEFAULT_TARGETS):
     from peft import get_peft_model
 
     return get_peft_model(model, lora_config(r, alpha, dropout, targets))
+
+
+def config_name(r, alpha):
+    """A LoRA configuration's name: train.py's default run directory is runs/NAME, cv.py's OUT/NAME."""
+    return f"r{r}-a{alpha:g}"
 
 
 def count_parameters(model):

@@ -30,6 +30,8 @@ import data
 import model as qwen
 import prompt
 
+# where `python train.py` writes its run with the default LoRA configuration (train.default_run)
+DEFAULT_RUN = os.path.join("runs", qwen.config_name(qwen.DEFAULT_R, qwen.DEFAULT_ALPHA))
 PAPER_TRAIN_MEAN = 80  # the paper's fill value for invalid zero-shot answers (train+val mean score 0.801)
 
 
@@ -166,8 +168,8 @@ def resolve_run(path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # ---
-    parser.add_argument("--data", required=True, help="Memento10k root (authors' JSON or MediaEval CSV layout)")
-    parser.add_argument("--adapter", help="run directory of train.py, or an adapter directory")
+    parser.add_argument("--data", default="data/memento10k", help="Memento10k root (authors' JSON or MediaEval CSV layout)")
+    parser.add_argument("--adapter", help=f"run directory of train.py, or an adapter directory (default: {DEFAULT_RUN})")
     parser.add_argument("--zero-shot", action="store_true", help="predict with the base model, no adapter")
     parser.add_argument("--model", help="base model (hub id or folder); default: the run's, or " + qwen.DEFAULT_MODEL)
     parser.add_argument("--quant", default=None, choices=["nf4", "none"], help="default: the run's, or nf4")
@@ -186,8 +188,13 @@ def main(argv=None):
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable videos and bad records, listing them")
     # ---
     args = parser.parse_args(argv)
-    if bool(args.adapter) == args.zero_shot:
-        parser.error("give exactly one of --adapter and --zero-shot")
+    if args.adapter and args.zero_shot:
+        parser.error("give one of --adapter and --zero-shot")
+    if not args.zero_shot and not args.adapter:
+        if not os.path.exists(DEFAULT_RUN):
+            raise data.InputError(f"{DEFAULT_RUN}: no trained run yet: train one first (python train.py), "
+                                  "or pass --adapter RUN or --zero-shot")
+        args.adapter = DEFAULT_RUN
 
     adapter, run = (None, None) if args.zero_shot else resolve_run(args.adapter)
     run = run or {}

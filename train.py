@@ -44,7 +44,7 @@ class Config:
     data: str = "data/memento10k"  # Memento10k root: authors' JSON or MediaEval 2021 CSV layout
     model: str = qwen.DEFAULT_MODEL  # hub id or local folder of a native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint
     quant: str = "nf4"  # nf4: bitsandbytes 4-bit NF4 with double quantization; none: the checkpoint's precision
-    out: str = "runs/r128-a1024"  # run directory
+    out: str | None = None  # run directory; None: runs/r{R}-a{ALPHA}
     split: str = "train"  # train (held out: val) or trainval (held out: fold K with --fold, else nothing)
     fold: int | None = None  # held-out fold of trainval, 0..folds-1
     folds: int = 5  # number of cross-validation folds over trainval
@@ -52,8 +52,8 @@ class Config:
     frames: int = 3  # frames per video, evenly spaced from first to last (3: first, middle, last)
     max_pixels: int = DEFAULT_MAX_PIXELS  # pixels a frame keeps at most (448 x 448: the paper's input size)
     min_pixels: int | None = None  # pixels a frame keeps at least; None: the processor's own
-    r: int = 128  # LoRA rank
-    alpha: float = 1024  # LoRA alpha; the update is scaled by alpha / r
+    r: int = qwen.DEFAULT_R  # LoRA rank
+    alpha: float = qwen.DEFAULT_ALPHA  # LoRA alpha; the update is scaled by alpha / r
     dropout: float = 0.05  # LoRA dropout
     targets: str = ",".join(qwen.DEFAULT_TARGETS)  # language-model modules that get LoRA
     epochs: int = 4  # passes over the training videos
@@ -100,6 +100,13 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise data.InputError(message)
+        if self.out is None:
+            self.out = default_run(self.r, self.alpha)
+
+
+def default_run(r, alpha):
+    """Where `python train.py` writes a run by default (predict.DEFAULT_RUN, for the default r and alpha)."""
+    return os.path.join("runs", qwen.config_name(r, alpha))
 
 
 def build_model(cfg):
@@ -355,14 +362,15 @@ def prepare_out(cfg, resume, overwrite):
 
 
 def main(cfg, resume=False, overwrite=False):
+    # Bad records stop the run before anything is written, a run being replaced included.
+    bad = [] if cfg.skip_bad else None
+    train_videos, heldout = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad)
     prepare_out(cfg, resume, overwrite)
     print(json.dumps(asdict(cfg), indent=1))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    bad = [] if cfg.skip_bad else None
-    train_videos, heldout = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad)
     processor = qwen.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
     cache = data.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
     usable = {v.video_id for v in cache.fill(train_videos + heldout, bad)}
@@ -431,7 +439,7 @@ def parse_args(argv=None):
     parser.add_argument("--data", default=d.data, help="Memento10k root (authors' JSON or MediaEval 2021 CSV layout)")
     parser.add_argument("--model", default=d.model, help="hub id or local folder of a native Qwen VLM")
     parser.add_argument("--quant", default=d.quant, choices=["nf4", "none"], help="4-bit NF4 or the checkpoint's precision")
-    parser.add_argument("--out", default=d.out, help="run directory")
+    parser.add_argument("--out", help="run directory (default: runs/r{R}-a{ALPHA})")
     parser.add_argument("--split", default=d.split, choices=["train", "trainval"], help="what to train on")
     parser.add_argument("--fold", type=int, default=d.fold, help="held-out fold of trainval (needs --split trainval)")
     parser.add_argument("--folds", type=int, default=d.folds, help="number of folds")
