@@ -4,6 +4,7 @@ them through the same code as the real dataset. Nothing here is part of the meth
 
     python synthetic.py runs/synth --n 300                  # the authors' JSON layout
     python synthetic.py runs/synth-csv --n 300 --layout csv # the MediaEval 2021 layout
+    python synthetic.py runs/synth-pos --n 300 --rule position   # the score in the last third only (RULES)
     python synthetic.py runs/clips --clips 16               # 3-second 720p H.264 clips of textured motion (bench.py)
 """
 
@@ -56,20 +57,54 @@ def write_video(path, frames, fps=24):
         container.mux(stream.encode())
 
 
-def make_synthetic(root, n=200, seed=0, layout="json", n_frames=24, size=64):
+def fade(rng, n_frames, size):
+    """The demo's rule: the brightness fades from a random level to the scoring one, under a random tint, with the
+    position bar; the last frame carries the score, the middle one half of it, the first none."""
+    first, last = rng.uniform(0, 1, size=2)
+    tint = rng.uniform(0.6, 1.0, size=3)
+    return synthetic_frames(first, last, tint, n_frames, size), last
+
+
+def position(rng, n_frames, size):
+    """Each third of the clip is one uniform grey of its own random level, and the score is the last third's: first,
+    middle and last frame look alike, and only its position tells the scoring frame."""
+    levels = rng.uniform(0, 1, size=3)
+    thirds = np.minimum(np.arange(n_frames) * 3 // n_frames, 2)
+    return grey(levels[thirds], size), levels[2]
+
+
+def window(rng, n_frames, size):
+    """The scoring grey fills only the frames between 15% and 35% of the clip; every other frame is a random grey.
+    First, middle and last never see it (three frames cannot learn it); eight evenly spaced frames see one."""
+    levels, level = rng.uniform(0, 1, size=n_frames), rng.uniform(0, 1)
+    where = np.arange(n_frames) / (n_frames - 1)
+    levels[(where >= 0.15) & (where <= 0.35)] = level
+    return grey(levels, size), level
+
+
+def grey(levels, size):
+    """One uniform grey frame per level (0-1), as uint8 RGB."""
+    values = (30 + 170 * np.asarray(levels)).astype(np.uint8)
+    return np.broadcast_to(values[:, None, None, None], (len(values), size, size, 3)).copy()
+
+
+# What carries the score in a synthetic clip (--rule). Each returns the frames and the level (0-1) the score follows.
+RULES = {"fade": fade, "position": position, "window": window}
+
+
+def make_synthetic(root, n=200, seed=0, layout="json", n_frames=24, size=64, rule="fade"):
     """
     Write n videos split 70/15/15 into train, val and test, in the authors' JSON or the MediaEval CSV layout.
-    The score is a function of the last frame's brightness (0.45-0.95): the first frame says nothing about it,
-    the middle frame half. Test labels are withheld from the split's file and written to test_labels.csv.
+    The score is 0.45 + 0.5 x a level (0-1) that `rule` hides in the frames (RULES), plus a little noise; the
+    captions say nothing of it. Test labels are withheld from the split's file and written to test_labels.csv.
     """
     rng = np.random.default_rng(seed)
     n_train, n_val = round(0.7 * n), round(0.15 * n)
     splits = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
     records = {s: [] for s in ("train", "val", "test")}
     for i, split in enumerate(tqdm(splits, desc="writing synthetic videos", unit="video")):
-        first, last = rng.uniform(0, 1, size=2)
-        tint = rng.uniform(0.6, 1.0, size=3)
-        score = float(np.clip(0.45 + 0.5 * last + rng.normal(0, 0.01), 0, 1))
+        frames, level = RULES[rule](rng, n_frames, size)
+        score = float(np.clip(0.45 + 0.5 * level + rng.normal(0, 0.01), 0, 1))
         captions = [synthetic_caption(rng) for _ in range(5)]
         video_id = f"synthetic_{i:05d}" if layout == "json" else f"{i:05d}"
         if layout == "json":
@@ -77,7 +112,7 @@ def make_synthetic(root, n=200, seed=0, layout="json", n_frames=24, size=64):
         else:
             folder, filename = os.path.join(root, data.CSV_DIRS[split][0], "Videos"), f"{video_id}.mp4"
         os.makedirs(folder, exist_ok=True)
-        write_video(os.path.join(folder, filename), synthetic_frames(first, last, tint, n_frames, size))
+        write_video(os.path.join(folder, filename), frames)
         records[split].append(dict(video_id=video_id, filename=filename, captions=captions,
                                    mem_score=round(score, 4), alpha=-round(rng.uniform(0, 0.01), 5)))
     (_write_json if layout == "json" else _write_csv)(root, records)
@@ -161,14 +196,15 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=200, help="number of synthetic videos")
     parser.add_argument("--layout", default="json", choices=["json", "csv"], help="the dataset's layout")
     parser.add_argument("--seed", type=int, default=0, help="seed")
+    parser.add_argument("--rule", default="fade", choices=list(RULES), help="what carries the score in the frames")
     parser.add_argument("--clips", type=int, help="instead: this many 3-second 720p H.264 clips")
     args = parser.parse_args(argv)
     if args.clips:
         write_clips(args.out, args.clips, seed=args.seed)
         print(f"wrote {args.clips} 720p clips to {args.out}")
     else:
-        make_synthetic(args.out, args.n, args.seed, args.layout)
-        print(f"wrote {args.n} synthetic videos to {args.out} ({args.layout} layout)")
+        make_synthetic(args.out, args.n, args.seed, args.layout, rule=args.rule)
+        print(f"wrote {args.n} synthetic videos to {args.out} ({args.layout} layout, {args.rule} rule)")
 
 
 if __name__ == "__main__":
