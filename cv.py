@@ -4,8 +4,8 @@ The paper's experiments: k-fold cross-validation over LoRA rank and alpha, and t
     python cv.py --data data/memento10k                                          # 5-fold CV of r=128, alpha=1024
     python cv.py --data data/memento10k --r 8 16 32 64 128 --alpha 16 64 256 1024 --out runs/cv-grid   # the grid
     python cv.py --data data/memento10k --zero-shot                              # the base model, no training (§4.1)
-    python cv.py --data runs/synth --model runs/tiny --folds 3 --r 16 --alpha 4 32 --epochs 7 --lr 2e-3 \\
-        --targets all --warmup 0.05 --no-grad-ckpt --out runs/cv-tiny           # the same on CPU, in minutes
+    python cv.py --data runs/synth --model runs/tiny --folds 3 --r 16 --alpha 4 32 --epochs 7 --lr 1e-3 \\
+        --warmup 0.05 --no-grad-ckpt --out runs/cv-tiny                          # the same on CPU, in minutes
 
 Each (config, fold) trains with train.py on the other folds of train+val and predicts its fold; every flag of
 train.py other than --split, --fold and --out passes through to it. OUT gets:

@@ -332,7 +332,8 @@ def _config(family, text, vision, tokenizer=None, tied=False):
 
 
 def make_tiny(path, family="qwen2_5_vl", seed=0):
-    """Write a tiny random checkpoint (model, tokenizer, processor) that loads like a real one."""
+    """Write a tiny random checkpoint (model, tokenizer, processor) that loads like a real one and, like a real chat
+    model, answers the prompt with a number (synthetic.teach_answer_format), which says nothing yet."""
     if family not in TINY:
         raise InputError(f"unknown family {family!r} (qwen2_5_vl or qwen3_vl)")
     text, vision = TINY[family]
@@ -363,26 +364,26 @@ def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, 
         from transformers import Qwen3VLProcessor as Processor, Qwen3VLVideoProcessor as VideoProcessor
     torch.manual_seed(seed)
     corpus = [prompt.INSTRUCTION, prompt.ANSWER_CUE, *synthetic.CAPTION_WORDS, "You are a helpful assistant.",
-              "system user assistant"] * 4
+              "system user assistant", *(f"Picture {k}:" for k in range(1, 17))] * 4
     tok = tiny_tokenizer(corpus)
-    config = _config(family, text, vision, tok, tied)
-    if tiny:
-        model = AutoModelForImageTextToText.from_config(config)
-        # A frozen random lm_head with the default std 0.02 caps logits near 2.6 and LoRA-only training stalls.
-        torch.nn.init.normal_(model.lm_head.weight, std=0.1)
-    else:
-        with torch.device(device()):
-            model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    model.save_pretrained(path)
-
     p = PROCESSORS[family]
     size = {"shortest_edge": min_pixels or p["min_pixels"], "longest_edge": p["max_pixels"]}
     image_processor = Qwen2VLImageProcessor(size=size, patch_size=p["patch_size"], merge_size=2, temporal_patch_size=2,
                                             image_mean=p["image_mean"], image_std=p["image_std"])
     processor = Processor(image_processor=image_processor, tokenizer=tok,
                           video_processor=VideoProcessor(patch_size=p["patch_size"]), chat_template=CHAT_TEMPLATE)
+    config = _config(family, text, vision, tok, tied)
+    if tiny:
+        model = AutoModelForImageTextToText.from_config(config)
+        # A frozen random lm_head with the default std 0.02 caps logits near 2.6 and LoRA-only training stalls.
+        torch.nn.init.normal_(model.lm_head.weight, std=0.1)
+        synthetic.teach_answer_format(model, processor, seed=seed)
+    else:
+        with torch.device(device()):
+            model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
 

@@ -23,10 +23,15 @@ IGNORE = -100  # label of a position that carries no loss (torch's cross_entropy
 
 
 def messages(captions, n_frames):
-    """The user turn of Listing 1 as chat messages; the frames are passed to the processor in the same order."""
+    """
+    The user turn of Listing 1 as chat messages; the frames are passed to the processor in the same order.
+    Each frame is introduced as the paper's Qwen-VL-Chat introduces an image, "Picture k: <img>...</img>\n" (its
+    tokenizer's from_list_format, and the format of its fine-tuning data): the layout the paper's model read.
+    """
     content = [{"type": "text", "text": INSTRUCTION + "\n"}]
-    content += [{"type": "image"} for _ in range(n_frames)]
-    content.append({"type": "text", "text": "\n" + "\n".join(captions) + "\n" + ANSWER_CUE})
+    for k in range(n_frames):
+        content += [{"type": "text", "text": f"Picture {k + 1}: "}, {"type": "image"}, {"type": "text", "text": "\n"}]
+    content.append({"type": "text", "text": "\n".join(captions) + "\n" + ANSWER_CUE})
     return [{"role": "user", "content": content}]
 
 

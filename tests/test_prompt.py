@@ -16,7 +16,7 @@ def test_prompt_text_is_listing_1_in_the_chat_layout(tiny):
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
         "You are an expert in multimedia perception and memorability. On a scale from 0 to 100, predict how "
         "memorable the following video is based on the following frames and textual captions that describe them.\n"
-        + frame * 3 + "\n"
+        f"Picture 1: {frame}\nPicture 2: {frame}\nPicture 3: {frame}\n"
         "a man walks in a park\na dog runs on the beach\ntwo people dance\na child jumps\na cat sits\n"
         "(Answer only with a number between 0 and 100). PREDICTED SCORE:<|im_end|>\n<|im_start|>assistant\n"
     )
@@ -25,7 +25,8 @@ def test_prompt_text_is_listing_1_in_the_chat_layout(tiny):
 
 def test_frames_follow_the_count():
     content = prompt.messages(CAPTIONS, 8)[0]["content"]
-    assert [c["type"] for c in content] == ["text"] + ["image"] * 8 + ["text"]
+    assert [c["type"] for c in content] == ["text"] + ["text", "image", "text"] * 8 + ["text"]
+    assert [c["text"] for c in content[1::3][:8]] == [f"Picture {k}: " for k in range(1, 9)]  # as Qwen-VL-Chat numbers images
 
 
 def test_target_is_digits_then_end_of_turn(tiny):
@@ -77,3 +78,24 @@ def test_parse_score():
     assert prompt.parse_score("The score is 42.") == 42
     for invalid in ["", "high", "6666", "1000", "101", "-5"]:
         assert prompt.parse_score(invalid) is None, invalid
+
+
+def test_the_paper_map_names_functions_that_exist():
+    """README's "The paper in the code": every `file.py:name` it gives is a function (or property) of that file."""
+    import importlib
+    import os
+    import re
+
+    from conftest import ROOT
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    section = text.split("## The paper in the code")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| the paper")]
+    names = re.findall(r"`(\w+)\.py:([\w.]+)`", "\n".join(rows))
+    assert len(rows) >= 19 and len(names) >= 30
+    for module, dotted in names:
+        target = importlib.import_module(module)
+        for part in dotted.split("."):
+            target = getattr(target, part)
+        assert callable(target) or isinstance(target, property), f"{module}.py:{dotted}"

@@ -3,6 +3,7 @@ frame, the run directory holds what the README promises, and a reloaded adapter 
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import torch
 import data
 import model as qwen
 import train
-from conftest import ROOT
+from conftest import RECIPE, ROOT
+from synthetic import make_synthetic
 
 
 def run(script, *args):
@@ -37,12 +39,18 @@ def test_lr_schedule():
     assert train.get_lr(55, 100, cfg) == pytest.approx(5e-4)  # half way through the cosine
 
 
+# Bars of the learnability tests. With no signal, the SRCC of n held-out videos has a standard deviation of
+# 1/sqrt(n - 1): 0.15 for the 45 of a 300-video synthetic set. LEARNED is 4 of those above chance; a rule that
+# cannot be learned stays within 3 of them of 0 (|SRCC| < UNLEARNED). MSE < 0.02 rules out answers that rank well
+# but are not scores (a model that answers one digit, 7 for 0.7, has an MSE near 0.4).
+LEARNED, UNLEARNED, MSE = 0.6, 0.45, 0.02
+
+
 def test_learns_the_last_frame_rule_end_to_end(tiny, synthetic, cache, tmp_path):
+    """The demo's rule with the tiny recipe (train.TINY_RECIPE: LoRA on the paper's q/k/v)."""
     out = tmp_path / "run"
-    # The tiny random model needs a large learning rate and LoRA on all of its language model's linear layers.
-    code, log = run("train.py", "--data", synthetic, "--model", tiny, "--out", out, "--cache", cache,
-                    "--r", 16, "--alpha", 32, "--targets", "all", "--lr", 2e-3, "--epochs", 12, "--warmup", 0.05,
-                    "--no-grad-ckpt", "--log-every", 50)
+    code, log = run("train.py", "--data", synthetic, "--model", tiny, "--out", out, "--cache", cache, *RECIPE,
+                    "--log-every", 50)
     assert code == 0, log
     for name in ["config.json", "loss.csv", "metrics.csv", "metrics.json", "predictions-val.csv",
                  "adapter/adapter_config.json", "adapter/adapter_model.safetensors"]:
@@ -51,9 +59,9 @@ def test_learns_the_last_frame_rule_end_to_end(tiny, synthetic, cache, tmp_path)
     assert "trainable parameters: " in log and "step 00050" in log and "samples/s" in log
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["srcc"] >= 0.8, metrics
+    assert metrics["srcc"] >= LEARNED and metrics["mse"] < MSE, metrics
     assert metrics["invalid"] == 0
-    assert len(read_csv(out / "metrics.csv")) == 12  # one row per epoch, with the held-out SRCC
+    assert len(read_csv(out / "metrics.csv")) == train.TINY_RECIPE["epochs"]  # one row per epoch, with its SRCC
     config = json.loads((out / "config.json").read_text())
     assert config["r"] == 16 and config["model"] == tiny and 45 < config["train_mean"] < 95
 
@@ -73,7 +81,44 @@ def test_learns_the_last_frame_rule_end_to_end(tiny, synthetic, cache, tmp_path)
     rows = read_csv(out / "predictions-test.csv")
     assert len(rows) == 45 and all(0 <= float(r["mem_score"]) <= 1 for r in rows)
     srcc = float(log.split("SRCC ")[1].split()[0])
-    assert srcc >= 0.7, log
+    assert srcc >= LEARNED, log
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory):
+    """300 videos of each rule that hides the score in one part of the clip (synthetic.RULES)."""
+    return {rule: make_synthetic(str(tmp_path_factory.mktemp(rule)), n=300, seed=0, rule=rule)
+            for rule in ("position", "window")}
+
+
+def train_runs(runs):
+    """Several train.py runs side by side, one core each: [(out, flags)] -> [(exit code, log)]."""
+    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), "--out", out, *map(str, flags)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+             for out, flags in runs]
+    return [(p.wait(), p.stdout.read()) for p in procs]
+
+
+def test_learns_a_frame_known_only_by_its_position(tiny, rules, cache, tmp_path):
+    """Three uniform grey frames, only the last one's level makes the score: the frames look alike, so the model must
+    tell them apart by position, and a frame-order bug could not pass. LoRA on q/k/v, the tiny recipe."""
+    (code, log), = train_runs([(tmp_path, ["--data", rules["position"], "--model", tiny, "--cache", cache, *RECIPE])])
+    assert code == 0, log
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["srcc"] >= LEARNED and metrics["mse"] < MSE and metrics["invalid"] == 0, metrics
+
+
+def test_more_frames_see_what_three_cannot(tiny, rules, cache, tmp_path):
+    """The score lives only in the frames between 15% and 35% of each clip: first, middle and last never see it, so
+    with --frames 3 the model stays at chance, while 8 evenly spaced frames include one such frame and it learns."""
+    flags = ["--data", rules["window"], "--model", tiny, "--cache", cache, *RECIPE]
+    runs = train_runs([(tmp_path / "8", flags + ["--frames", 8]), (tmp_path / "3", flags + ["--frames", 3])])
+    for code, log in runs:
+        assert code == 0, log
+    eight, three = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("8", "3"))
+    assert eight["srcc"] >= LEARNED and eight["mse"] < MSE, eight
+    assert math.isnan(three["srcc"]) or abs(three["srcc"]) < UNLEARNED, three
 
 
 def test_gradient_accumulation_equals_one_large_batch(tiny, synthetic, cache, tmp_path):
@@ -125,8 +170,9 @@ def test_zero_shot(tiny, synthetic, cache, tmp_path):
     rows = read_csv(tmp_path / "zs.csv")
     assert len(rows) == 45
     invalid = int(log.split("invalid answers: ")[1].split("/")[0])
-    # a random model rarely says a valid number: those answers get the paper's training mean, 80
-    assert sum(r["mem_score"] == "0.80" for r in rows) >= invalid > 0
+    # the tiny base answers numbers, like a real one mostly does; whatever is invalid gets the paper's mean, 80
+    assert sum(r["mem_score"] == "0.80" for r in rows) >= invalid and invalid < 45
+    assert all(0 <= float(r["mem_score"]) <= 1 for r in rows)
 
 
 @pytest.mark.parametrize("flags, message", [
