@@ -26,8 +26,8 @@ def bench(*args):
     return json.loads(lines[-1])
 
 
-def test_data(work):
-    result = bench("data", "--n", 2, "--work", work, "--workers", 1)
+def test_data(tiny, work):
+    result = bench("data", "--n", 2, "--model", tiny, "--work", work, "--workers", 1)
     assert result["videos"] == 2 and result["clip"] == "1280x720, 90 frames"
     assert result["decode_videos_per_s"] > 0 and result["ceiling_videos_per_s"] > 0 and result["cached_samples_per_s"] > 0
     assert 0 < result["cache_mb_per_video"] < 1
