@@ -6,10 +6,16 @@ The paper's experiments: k-fold cross-validation over LoRA rank and alpha, and t
     python cv.py --data data/memento10k --zero-shot                              # the base model, no training (§4.1)
     python cv.py --data runs/synth --model runs/tiny --folds 3 --r 16 --alpha 4 32 --epochs 7 --lr 1e-3 \\
         --warmup 0.05 --no-grad-ckpt --out runs/cv-tiny                          # the same on CPU, in minutes
+    python cv.py ... --gpus 0,1,2,3                                              # four folds at a time, one a GPU
+    sbatch --array=0-7 --wrap "python cv.py ... --out /shared/cv"                # eight workers on a cluster
+
+Any number of the same cv.py command on one OUT (--gpus, a job array, other hosts on a shared folder) split the
+grid between them: each (config, fold) is claimed once, and a dead worker's is taken over by the next to look.
 
 Each (config, fold) trains with train.py on the other folds of train+val and predicts its fold; every flag of
 train.py other than --split, --fold and --out passes through to it. OUT gets:
   results.csv      one row per (config, fold), appended as each lands; rerun the same command to resume
+  claims/          the (config, fold) jobs being run now, each by one worker (host and pid inside)
   summary.md       mean +- std SRCC per config over the folds, and the best config
   figure-4-heatmap.png, figure-5-scatter.png (best config, out-of-fold), figure-6-best-worst.png
   r{R}-a{ALPHA}/fold{K}/   train.py's run directory of each fold (its checkpoints are removed once it lands)
@@ -26,6 +32,13 @@ import json
 import math
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -65,10 +78,14 @@ def check_settings(template, path):
     """OUT/cv.json records the training settings; a rerun with others would mix two experiments in one table.
     The grid may grow between runs: ranks and alphas are not part of the record."""
     settings = {k: v for k, v in dataclasses.asdict(template).items() if k not in ("r", "alpha", "fold")}
+    settings["model_identity"] = qwen.identity(template.model)
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        changed = [k for k, v in settings.items() if k not in FREE + ("out",) and saved.get(k) != v]
+        # paths are where things are, not settings: a CV may move or be shared by hosts that mount it elsewhere
+        changed = [k for k, v in settings.items() if k not in FREE + train.PATHS and saved.get(k) != v]
+        if saved["model"] != template.model and saved.get("model_identity") != settings["model_identity"]:
+            changed.append("model")
         if changed:
             raise data.InputError(f"{path}: this CV ran with other settings ({', '.join(changed)}); "
                                   "rerun with those or choose another --out")
@@ -100,7 +117,95 @@ def write_rows(path, header, rows):
 
 
 def append_result(path, row):
-    write_rows(path, COLUMNS, [[r[c] for c in COLUMNS] for r in read_results(path) + [row]])
+    """Add a (config, fold)'s row, once: workers append under a lock, and a row that landed already stays as it is."""
+    with locked(path + ".lock"):
+        rows = read_results(path)
+        if (row["config"], str(row["fold"])) not in {(r["config"], r["fold"]) for r in rows}:
+            write_rows(path, COLUMNS, [[r[c] for c in COLUMNS] for r in rows + [row]])
+
+
+# -----------------------------------------------------------------------------
+# workers: any number of cv.py processes on one OUT, with no coordinator
+# A job is claimed by creating its folder under OUT/claims, atomic on local and network filesystems alike; so the same
+# command started N times (--gpus, a SLURM array, several hosts) splits the grid, and a dead worker's claim is taken.
+
+HEARTBEAT, STALE = 30, 600  # seconds between touches of a live claim; a claim untouched this long is a dead worker's
+
+
+def stale(path):
+    """A claim whose worker is gone: on this host, its process has exited; on any, its heartbeat stopped."""
+    try:
+        with open(os.path.join(path, "owner")) as f:
+            host, pid = f.read().split()
+        age = time.time() - os.path.getmtime(os.path.join(path, "owner"))
+    except (OSError, ValueError):  # a claim being made or removed right now: live unless long abandoned
+        try:
+            return time.time() - os.path.getmtime(path) > STALE
+        except OSError:
+            return False
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            pass
+    return age > STALE
+
+
+def acquire(path):
+    """Make `path` this process's claim; False while a live worker holds it. A dead worker's is taken over: of two
+    workers that find it dead, one renames it away first and the other's rename fails."""
+    for _ in range(2):
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not stale(path):
+                return False
+            dead = f"{path}.dead-{uuid.uuid4().hex}"
+            try:
+                os.rename(path, dead)
+            except OSError:
+                return False
+            shutil.rmtree(dead, ignore_errors=True)
+            continue
+        train.write_atomic(os.path.join(path, "owner"), f"{socket.gethostname()} {os.getpid()}\n")
+        return True
+    return False
+
+
+@contextmanager
+def claimed(path):
+    """Hold the claim `path` while the block runs (yields True), touching it every HEARTBEAT seconds; yields False
+    when another live worker holds it."""
+    if not acquire(path):
+        yield False
+        return
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(HEARTBEAT):
+            try:
+                os.utime(os.path.join(path, "owner"))
+            except OSError:
+                pass
+    threading.Thread(target=beat, daemon=True).start()
+    try:
+        yield True
+    finally:
+        stop.set()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def locked(path):
+    """A claim held for the milliseconds of a read-modify-write of results.csv."""
+    while True:
+        with claimed(path) as mine:
+            if mine:
+                yield
+                return
+        time.sleep(0.05)
 
 
 def run_fold(cfg):
@@ -123,24 +228,68 @@ def run_fold(cfg):
                 invalid=m["invalid"], seconds=m["seconds"])
 
 
+def landed(path):
+    return {(row["config"], int(row["fold"])) for row in read_results(path)}
+
+
 def cross_validate(cfgs, path):
-    """Run every (config, fold) that results.csv does not hold yet, in order; returns all rows."""
-    done = {(row["config"], int(row["fold"])) for row in read_results(path)}
-    todo = [c for c in cfgs if (qwen.config_name(c.r, c.alpha), c.fold) not in done]
+    """Run every (config, fold) that results.csv does not hold yet and no live worker has claimed, in grid order;
+    returns the rows landed so far, other workers' included."""
+    claims = os.path.join(os.path.dirname(path), "claims")
+    os.makedirs(claims, exist_ok=True)
+    todo = [c for c in cfgs if (qwen.config_name(c.r, c.alpha), c.fold) not in landed(path)]
     # smoothing=0: the ETA is the mean time of the folds run so far, steadier than a recent-rate estimate
     bar = tqdm(total=len(cfgs), initial=len(cfgs) - len(todo), desc="cross-validation", unit="fold", smoothing=0)
     for cfg in todo:
-        row = run_fold(cfg)
-        append_result(path, row)
-        # A fold's checkpoints (adapter + AdamW state, ~0.7 GB each at r=128 on a 7B model) are only for
-        # resuming it; once its row has landed, its adapter/ and predictions are what is kept.
-        for step_dir in train.checkpoints(cfg.out):
-            shutil.rmtree(step_dir)
+        job = (qwen.config_name(cfg.r, cfg.alpha), cfg.fold)
+        with claimed(os.path.join(claims, f"{job[0]}-fold{job[1]}")) as mine:
+            if not mine or job in landed(path):  # another worker's, running or just landed
+                continue
+            row = run_fold(cfg)
+            append_result(path, row)
+            # A fold's checkpoints (adapter + AdamW state, ~0.7 GB each at r=128 on a 7B model) are only for
+            # resuming it; once its row has landed, its adapter/ and predictions are what is kept.
+            for step_dir in train.checkpoints(cfg.out):
+                shutil.rmtree(step_dir)
         bar.update(1)
         tqdm.write(f"cv | {row['config']} fold {row['fold']} | SRCC {float(row['srcc']):.4f} | "
                    f"Pearson {float(row['pearson']):.4f} | invalid {row['invalid']}/{row['n']} | {row['seconds']}s")
     bar.close()
     return read_results(path)
+
+
+def start_workers(argv, gpus, out, n_jobs):
+    """`--gpus 0,1,2,3`: the same command once a GPU, each seeing only its own; waits for all of them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    i = next(i for i, a in enumerate(argv) if a.split("=")[0] == "--gpus")
+    argv = argv[:i] + argv[i + (1 if "=" in argv[i] else 2):]
+    logs = os.path.join(out, "logs")
+    os.makedirs(logs, exist_ok=True)
+    threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(gpus))))
+    procs = []
+    for gpu in gpus:
+        log = os.path.join(logs, f"gpu{gpu}.log")
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu, OMP_NUM_THREADS=threads)
+        with open(log, "a") as f:
+            procs.append((gpu, log, subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv], env=env,
+                                                     stdout=f, stderr=subprocess.STDOUT)))
+    print(f"{len(gpus)} workers, one a GPU; their logs: {logs}/gpu*.log")
+    path = os.path.join(out, "results.csv")
+    bar = tqdm(total=n_jobs, desc="cross-validation", unit="fold", smoothing=0)
+    try:
+        while any(p.poll() is None for _, _, p in procs):
+            time.sleep(2)
+            bar.update(len(read_results(path)) - bar.n)
+    finally:
+        for _, _, p in procs:  # Ctrl-C or an error here: the workers stop too
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+        bar.close()
+    failed = [(gpu, log, p.returncode) for gpu, log, p in procs if p.returncode != 0]
+    if failed:
+        gpu, log, code = failed[0]
+        raise data.InputError(f"{log}: the worker on GPU {gpu} stopped (exit {code}); rerun the same command to finish")
 
 
 def summarize(rows, folds):
@@ -182,7 +331,9 @@ def new_figure(size):
 
 
 def save(fig, path):
-    fig.savefig(path, dpi=DPI)  # no bbox_inches="tight": it would change the size
+    tmp = f"{path}.{os.getpid()}.tmp"  # renamed into place: workers finishing together each write a whole file
+    fig.savefig(tmp, dpi=DPI, format="png")  # no bbox_inches="tight": it would change the size
+    os.replace(tmp, path)
     print(f"wrote {path}")
 
 
@@ -308,6 +459,8 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training folds")
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     parser.add_argument("--zero-shot", action="store_true", help="instead: the base model on train+val, no training")
+    parser.add_argument("--gpus", type=lambda s: s.split(","), help="comma-separated GPUs to run folds on side by "
+                        "side, one a GPU (e.g. 0,1,2,3); default: this process's device")
     # ---
     args, rest = parser.parse_known_args(argv)
     chosen_here = ("--split", "--fold", "--resume", "--overwrite", "--demo")
@@ -338,14 +491,22 @@ def main(argv=None):
     check_settings(template, os.path.join(template.out, "cv.json"))
     print(json.dumps(dict(dataclasses.asdict(template), r=args.r, alpha=args.alpha), indent=1))
 
-    rows = cross_validate(cfgs, os.path.join(template.out, "results.csv"))
-    table, best = summarize(rows, template.folds)
-    text = markdown(table, best, template.folds)
-    train.write_atomic(os.path.join(template.out, "summary.md"), text)
-    print(text, end="")
-    heatmap(os.path.join(template.out, "figure-4-heatmap.png"), table)
-    if best:
-        figures(template, best)
+    if args.gpus:
+        start_workers(argv, args.gpus, template.out, len(cfgs))
+    path = os.path.join(template.out, "results.csv")
+    cross_validate(cfgs, path)  # after --gpus's workers: nothing is left
+    with locked(path + ".lock"):  # so the worker that lands the last row writes the summary of them all
+        rows = read_results(path)
+        if len(rows) < len(cfgs):
+            print(f"{len(rows)} of {len(cfgs)} folds have landed; other workers hold the rest, and the last of them "
+                  "to finish writes the whole summary")
+        table, best = summarize(rows, template.folds)
+        text = markdown(table, best, template.folds)
+        train.write_atomic(os.path.join(template.out, "summary.md"), text)
+        print(text, end="")
+        heatmap(os.path.join(template.out, "figure-4-heatmap.png"), table)
+        if best:
+            figures(template, best)
     return table, best
 
 

@@ -34,7 +34,8 @@ ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 
 def device():
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """This process's device: the current GPU (under torchrun, the rank's own), else the CPU."""
+    return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
 
 
 def _local(model_id):
@@ -121,7 +122,7 @@ def load_model(model_id, quant="nf4"):
 
     check_checkpoint(model_id)
     dev = device()
-    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    dtype = torch.float32 if dev == "cpu" else torch.bfloat16
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             model_id, dtype=dtype, quantization_config=quantization(model_id, quant, dtype), attn_implementation="sdpa",
@@ -180,29 +181,40 @@ def save_adapter(model, path):
     model.save_pretrained(path, safe_serialization=True)
 
 
-def load_adapter(model, path, model_id, trainable=False):
-    """The adapter at `path` on `model`, after checking it was trained on `model_id`."""
+def load_adapter(model, path, model_id, trainable=False, recorded=None):
+    """The adapter at `path` on `model`, after checking it was trained on `model_id` (see check_adapter)."""
     from peft import PeftModel
 
-    check_adapter(path, model_id)
+    check_adapter(path, model_id, recorded)
     try:
         return PeftModel.from_pretrained(model, path, is_trainable=trainable)
     except RuntimeError as e:  # shapes that do not fit this base model
         raise InputError(f"{path}: does not fit {model_id} ({str(e).splitlines()[0]})")
 
 
-def check_adapter(path, model_id):
-    """Before any weights load: the adapter is in safetensors and was trained on `model_id`."""
+def check_adapter(path, model_id, recorded=None):
+    """Before any weights load: the adapter is in safetensors and was trained on `model_id`: the same id or folder, a
+    folder with the same configuration, or the model its run `recorded` (model_identity: the folder may be elsewhere)."""
     if not os.path.isfile(os.path.join(path, "adapter_model.safetensors")):
         raise InputError(f"{path}: no adapter_model.safetensors (only safetensors adapters are read)")
     base = base_model_of(path)
-    if not same_model(base, model_id):
+    if not same_model(base, model_id) and (recorded is None or recorded != identity(model_id)):
         raise InputError(f"{path}: the adapter was trained on {base}, not {model_id} (pass --model {base})")
 
 
 def base_model_of(adapter_path):
     with open(os.path.join(adapter_path, "adapter_config.json")) as f:
         return json.load(f)["base_model_name_or_path"]
+
+
+def identity(model_id):
+    """What a run records of its base model to recognise it elsewhere: a folder's configuration (the folder may move
+    or be mounted at another path), else the hub id."""
+    config = os.path.join(model_id, "config.json")
+    if not os.path.isfile(config):
+        return model_id
+    with open(config) as f:
+        return json.load(f)
 
 
 def same_model(a, b):

@@ -209,7 +209,7 @@ def main(argv=None):
     out = args.out or os.path.join(os.path.dirname(adapter) if adapter else ".", f"predictions-{suffix}.csv")
 
     if adapter:
-        qwen.check_adapter(adapter, model_id)
+        qwen.check_adapter(adapter, model_id, run.get("model_identity"))
     bad = [] if args.skip_bad else None
     videos = data.heldout(args.data, args.split, args.fold, folds, seed, bad)
     processor = qwen.load_processor(model_id, max_pixels, min_pixels)
@@ -220,7 +220,7 @@ def main(argv=None):
         raise data.InputError(f"{args.data}: no usable videos to predict in split {args.split}")
     model = qwen.load_model(model_id, quant)
     if adapter:
-        model = qwen.load_adapter(model, adapter, model_id)
+        model = qwen.load_adapter(model, adapter, model_id, recorded=run.get("model_identity"))
     t0 = time.time()
     answers = generate(model, processor, videos, cache, args.batch_size, args.workers)
     seconds = time.time() - t0

@@ -7,6 +7,7 @@ Fine-tune a 4-bit Qwen VLM with LoRA to predict video memorability (Martin-Ferna
     python train.py --data data/memento10k --split trainval --fold 0 --folds 5 --out runs/fold0
     python train.py ... --max-pixels 401408                                  # frames of up to 896 x 448 pixels
     python train.py ... --resume                                             # continue a killed run
+    torchrun --nproc-per-node 4 train.py -- --r 128 --alpha 1024 --batch-size 1  # DDP on 4 GPUs, global batch 4
 
 Each frame keeps at most --max-pixels pixels (default 448 x 448, the paper's input size: 256 visual tokens on
 Qwen2.5-VL). Batches are made by --workers processes ahead of the step that uses them. The run directory (--out)
@@ -20,13 +21,17 @@ import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import data
@@ -160,42 +165,108 @@ def score_loss(model, batch, targets):
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=prompt.IGNORE, reduction="sum")
 
 
-def train_step(model, opt, micro, image_processor, grad_clip):
+def train_step(net, opt, micro, image_processor, grad_clip, live=True):
     """
     One optimizer step over the micro-batches `micro`, a list of (inputs, labels) as the loader makes them, on the CPU.
-    Returns the mean loss per score token as a tensor on the model's device: reading it is left to the caller, since
-    it waits for the GPU.
+    net: the model, or DDP around it; live=False: this rank has no videos in the step (the last, short step of an
+    epoch) and passes a batch with no loss weight, since DDP needs every rank's backward.
+    Returns the mean loss per score token over all ranks as a tensor on the model's device: reading it is left to the
+    caller, since it waits for the GPU.
     """
-    device = model.device
-    # Divide by the step's count of score tokens, not the micro-batch's: every token then weighs the same however
-    # the step is split into micro-batches, and accumulation equals one large batch. DDP: sum over ranks too.
-    n_targets = sum(int((labels != prompt.IGNORE).sum()) for _, labels in micro)
+    device = opt.param_groups[0]["params"][0].device
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    # Divide by the step's count of score tokens over every micro-batch and rank, not the micro-batch's: every token
+    # then weighs the same however the step is split, and accumulation or DDP equals one large batch.
+    n_targets = torch.tensor(float(sum(int((labels != prompt.IGNORE).sum()) for _, labels in micro) if live else 0),
+                             device=device)
+    if world > 1:
+        dist.all_reduce(n_targets)
     loss_sum = torch.zeros((), device=device)
-    for batch, labels in micro:
-        k = int((labels != prompt.IGNORE).sum(1).max())  # on the CPU: no wait for the GPU
+    for i, (batch, labels) in enumerate(micro):
+        if not live:
+            labels = torch.full_like(labels, prompt.IGNORE)
+        k = max(1, int((labels != prompt.IGNORE).sum(1).max()))  # on the CPU: no wait for the GPU
         batch = prompt.to_model(batch, image_processor, device)
         targets = labels[:, -k:].to(device, non_blocking=True)
-        with predict.autocast(device):
-            loss = score_loss(model, batch, targets)
-        (loss / n_targets).backward()
+        # DDP averages gradients over ranks in the backward of the step's last micro-batch; the others skip it
+        last = i == len(micro) - 1
+        with nullcontext() if last or world == 1 else net.no_sync():
+            with predict.autocast(device):
+                loss = score_loss(net, batch, targets)
+            (loss * world / n_targets).backward()  # the mean over ranks of world * rank's sum / n = global sum / n
         loss_sum += loss.detach()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    if world > 1:
+        dist.all_reduce(loss_sum)
+    torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], grad_clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
     return loss_sum / n_targets
 
 
-def step_batches(n_videos, cfg, start_step, total):
-    """The micro-batches of every step from `start_step` on: index lists into the training videos, in each epoch's
-    order. A function of (seed, epoch) only, so a resumed run sees what an uninterrupted one saw."""
-    per_step = cfg.batch_size * cfg.grad_accum
+def step_batches(n_videos, cfg, start_step, total, rank=0, world=1):
+    """
+    This rank's micro-batches of every step from `start_step` on, with whether it has any videos in the step: index
+    lists into the training videos. A step takes the next batch_size x grad_accum x world videos of the epoch's order
+    and rank r its r-th share, so the order is a function of (seed, epoch) only: a resumed run sees what an
+    uninterrupted one saw, on any number of ranks with the same global batch. A rank with no share in an epoch's
+    last, short step gets the step's first video with no loss weight (train_step's live=False).
+    """
+    per_rank = cfg.batch_size * cfg.grad_accum
+    per_step = per_rank * world
     steps_per_epoch = math.ceil(n_videos / per_step)
     plan = []
     for step in range(start_step, total):
         epoch, k = divmod(step, steps_per_epoch)
         chosen = epoch_order(n_videos, cfg.seed, epoch)[k * per_step:(k + 1) * per_step].tolist()
-        plan.append([chosen[i:i + cfg.batch_size] for i in range(0, len(chosen), cfg.batch_size)])
+        mine = chosen[rank * per_rank:(rank + 1) * per_rank]
+        plan.append(([mine[i:i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)], True) if mine
+                    else ([chosen[:1]], False))
     return plan
+
+
+# -----------------------------------------------------------------------------
+# more than one process: torchrun and accelerate launch start one a GPU, each with RANK, LOCAL_RANK and WORLD_SIZE
+
+
+def init_distributed():
+    """(rank, world size). Under a launcher, joins the process group (NCCL on GPUs, gloo on CPUs) with this rank's
+    model on cuda:LOCAL_RANK; alone, (0, 1) and nothing to join."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return rank_world()
+
+
+def rank_world():
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def gather(obj):
+    """Every rank's `obj`, in rank order; alone, [obj]. Every rank must call it: it is also a barrier."""
+    if not dist.is_initialized():
+        return [obj]
+    objs = [None] * dist.get_world_size()
+    dist.all_gather_object(objs, obj)
+    return objs
+
+
+def on_first_rank(fn, *args):
+    """fn(*args) on rank 0 while the others wait; an InputError there stops every rank with its message."""
+    error = None
+    if rank_world()[0] == 0:
+        try:
+            fn(*args)
+        except data.InputError as e:
+            error = str(e)
+    error = gather(error)[0]
+    if error is not None:
+        raise data.InputError(error)
+
+
+def bare(net):
+    """The model inside DDP."""
+    return net.module if isinstance(net, DDP) else net
 
 
 # -----------------------------------------------------------------------------
@@ -216,14 +287,17 @@ def set_rng_state(state):
 
 
 def save_checkpoint(cfg, step, model, opt, history, position):
-    """out/step-NNNNNN/: adapter, optimizer, RNG states and meta.json (step, data order and position, config,
-    history), written under a temporary name and renamed into place: a kill at any moment leaves either the
-    whole checkpoint or none."""
+    """out/step-NNNNNN/: adapter, optimizer, every rank's RNG states and meta.json (step, data order and position,
+    config, history), written by rank 0 under a temporary name and renamed into place: a kill at any moment leaves
+    either the whole checkpoint or none. Every rank calls it; the optimizer's state is the same on all."""
+    states = gather(rng_state())
+    if rank_world()[0] != 0:
+        return
     final = os.path.join(cfg.out, f"step-{step:06d}")
     tmp = tempfile.mkdtemp(dir=cfg.out, prefix=".tmp-")
     qwen.save_adapter(model, os.path.join(tmp, "adapter"))
     torch.save(opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
-    torch.save(rng_state(), os.path.join(tmp, "rng.pt"))
+    torch.save(dict(ranks=states), os.path.join(tmp, "rng.pt"))
     with open(os.path.join(tmp, "meta.json"), "w") as f:
         json.dump(dict(step=step, **position, config=asdict(cfg), history=history), f, indent=1)
     os.replace(tmp, final)
@@ -236,16 +310,21 @@ def checkpoints(out):
 
 
 def load_checkpoint(path, model, opt):
-    """Restore what save_checkpoint wrote; returns (meta.json's content, next step)."""
+    """Restore what save_checkpoint wrote; returns (meta.json's content, next step). On another number of ranks than
+    the run had, a rank without a saved RNG state draws its dropout from a fresh seed."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     set_peft_model_state_dict(model, load_file(os.path.join(path, "adapter", "adapter_model.safetensors")))
     # weights_only: a checkpoint is read as tensors and plain containers, never as arbitrary pickled objects
     opt.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=True))
-    set_rng_state(torch.load(os.path.join(path, "rng.pt"), weights_only=True))
+    states = torch.load(os.path.join(path, "rng.pt"), weights_only=True)["ranks"]
+    rank, _ = rank_world()
+    set_rng_state(states[min(rank, len(states) - 1)])
     with open(os.path.join(path, "meta.json")) as f:
         meta = json.load(f)
+    if rank >= len(states):
+        torch.manual_seed(meta["config"]["seed"] + meta["step"] + rank)
     return meta, meta["step"] + 1
 
 
@@ -267,8 +346,12 @@ def csv_text(rows, keys, header=True):
 
 
 def evaluate(cfg, model, processor, videos, cache, fill):
-    """Predict the held-out videos; returns (metrics dict, integer scores)."""
-    answers = predict.generate(model, processor, videos, cache, cfg.eval_batch_size, cfg.workers, progress=False)
+    """Predict the held-out videos, each rank every world-th one; returns (metrics dict, integer scores)."""
+    rank, world = rank_world()
+    mine = videos[rank::world]
+    answers = predict.generate(model, processor, mine, cache, cfg.eval_batch_size, cfg.workers, progress=False) if mine else []
+    shares = gather(answers)
+    answers = [shares[i % world][i // world] for i in range(len(videos))]
     scores, invalid = predict.postprocess(answers, fill)
     m = predict.metrics(scores, [v.score for v in videos])
     return dict(srcc=m["srcc"], pearson=m["pearson"], mse=m["mse"], invalid=invalid, n=m["n"]), scores
@@ -277,23 +360,26 @@ def evaluate(cfg, model, processor, videos, cache, fill):
 LOSS_COLUMNS = ("step", "epoch", "loss", "lr")
 
 
-def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, history=None):
-    """The training loop. Returns the history: one row per step and one per epoch."""
+def fit(cfg, net, processor, opt, train_videos, heldout, cache, start_step=0, history=None):
+    """The training loop of every rank; net is the model, or DDP around it. Returns the history: one row per step
+    and one per epoch. Rank 0 alone writes and prints."""
+    rank, world = rank_world()
     history = history or dict(loss=[], epochs=[])
-    per_step = cfg.batch_size * cfg.grad_accum
+    per_step = cfg.batch_size * cfg.grad_accum * world  # the global batch
     steps_per_epoch = math.ceil(len(train_videos) / per_step)
     total = cfg.epochs * steps_per_epoch
     fill = round(np.mean([v.label for v in train_videos]))  # the training mean replaces invalid answers
     # loss.csv grows as steps are logged; a resumed run first rewrites it from the checkpoint's history
     loss_log = os.path.join(cfg.out, "loss.csv")
-    write_atomic(loss_log, csv_text(history["loss"], LOSS_COLUMNS))
-    plan = step_batches(len(train_videos), cfg, start_step, total)
-    batches = iter(data.loader(data.Batches(train_videos, cache, processor), [m for step in plan for m in step],
+    if rank == 0:
+        write_atomic(loss_log, csv_text(history["loss"], LOSS_COLUMNS))
+    plan = step_batches(len(train_videos), cfg, start_step, total, rank, world)
+    batches = iter(data.loader(data.Batches(train_videos, cache, processor), [m for micro, _ in plan for m in micro],
                                cfg.workers))
     pending = []  # steps whose loss is still on the device: reading it waits for the GPU, so it is read in bulk
-    model.train()
-    bar = tqdm(range(start_step, total), initial=start_step, total=total, desc="training", unit="step")
-    for step, step_plan in zip(bar, plan):
+    net.train()
+    bar = tqdm(range(start_step, total), initial=start_step, total=total, desc="training", unit="step", disable=rank > 0)
+    for step, (step_plan, live) in zip(bar, plan):
         if not pending:
             t0 = time.time()
         epoch, k = divmod(step, steps_per_epoch)
@@ -304,8 +390,9 @@ def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, 
         # 2) this step's micro-batches, made ahead by the loader's workers in the epoch's order
         micro = [next(batches) for _ in step_plan]
         # 3) forward and backward one micro-batch at a time, clip, step
-        loss = train_step(model, opt, micro, processor.image_processor, cfg.grad_clip)
-        pending.append(dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=sum(map(len, step_plan))))
+        loss = train_step(net, opt, micro, processor.image_processor, cfg.grad_clip, live)
+        samples = min(per_step, len(train_videos) - k * per_step)
+        pending.append(dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=samples))
         # 4) log: every log_every steps, and before each checkpoint so that it holds every step's loss
         end_of_epoch = (step + 1) % steps_per_epoch == 0
         checkpoint = end_of_epoch or (step + 1) % cfg.ckpt_every == 0
@@ -314,10 +401,11 @@ def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, 
             losses = torch.stack([p["loss"] for p in pending]).tolist()
             rows = [dict(step=p["step"], epoch=p["epoch"], loss=round(x, 6), lr=p["lr"]) for p, x in zip(pending, losses)]
             history["loss"] += rows
-            with open(loss_log, "a") as f:
-                f.write(csv_text(rows, LOSS_COLUMNS, header=False))
+            if rank == 0:
+                with open(loss_log, "a") as f:
+                    f.write(csv_text(rows, LOSS_COLUMNS, header=False))
             dt = time.time() - t0
-            if shown:
+            if shown and rank == 0:
                 tqdm.write(f"step {step:05d} ({100 * (step + 1) / total:5.1f}%) | epoch {epoch} | loss {losses[-1]:.4f} "
                            f"| lr {lr:.2e} | dt {1000 * dt / len(pending):5.0f}ms "
                            f"| samples/s {sum(p['samples'] for p in pending) / dt:5.1f}")
@@ -327,16 +415,19 @@ def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, 
             losses = [h["loss"] for h in history["loss"] if h["epoch"] == epoch]
             row = dict(epoch=epoch, step=step, loss=round(float(np.mean(losses)), 6))
             if heldout:
-                m, scores = evaluate(cfg, model, processor, heldout, cache, fill)
+                m, scores = evaluate(cfg, bare(net), processor, heldout, cache, fill)
                 row.update(m)
-                predict.write_predictions(os.path.join(cfg.out, f"predictions-{heldout_name(cfg)}.csv"), heldout, scores)
-                tqdm.write(f"epoch {epoch} | held-out SRCC {m['srcc']:.4f} | invalid {m['invalid']}/{m['n']}")
+                if rank == 0:
+                    predict.write_predictions(os.path.join(cfg.out, f"predictions-{heldout_name(cfg)}.csv"), heldout,
+                                              scores)
+                    tqdm.write(f"epoch {epoch} | held-out SRCC {m['srcc']:.4f} | invalid {m['invalid']}/{m['n']}")
             history["epochs"].append(row)
-            write_atomic(os.path.join(cfg.out, "metrics.csv"), csv_text(history["epochs"], list(row)))
+            if rank == 0:
+                write_atomic(os.path.join(cfg.out, "metrics.csv"), csv_text(history["epochs"], list(row)))
         # 6) a checkpoint every ckpt_every steps and at each epoch's end
         if checkpoint:
             position = dict(epoch=epoch, position=(k + 1) * per_step, order=epoch_ids(train_videos, cfg.seed, epoch))
-            save_checkpoint(cfg, step, model, opt, history, position)
+            save_checkpoint(cfg, step, bare(net), opt, history, position)
     return history
 
 
@@ -346,10 +437,15 @@ def heldout_name(cfg):
 
 # Settings that do not change what a run learns: a resumed run may change them.
 FREE_SETTINGS = ("log_every", "eval_batch_size", "ckpt_every", "keep", "cache", "workers")
+# Where things are, not what they are: a run copied to another machine or folder resumes there. The data is checked
+# by its ids and order (the checkpoint's), the model by its configuration (model.identity).
+PATHS = ("out", "data", "model")
 
 
-def prepare_out(cfg, resume, overwrite):
-    """Refuse to mix two runs in one directory: a directory that holds another run needs --resume or --overwrite."""
+def prepare_out(cfg, resume, overwrite, world=1):
+    """Refuse to mix two runs in one directory: a directory that holds another run needs --resume or --overwrite.
+    A resume may change the free settings, the paths, and how the global batch is split (batch size x accumulation
+    x ranks), not its size."""
     config_path = os.path.join(cfg.out, "config.json")
     if os.path.exists(config_path) and not resume:
         if not overwrite:
@@ -358,8 +454,12 @@ def prepare_out(cfg, resume, overwrite):
     if resume and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
-        free = FREE_SETTINGS
-        changed = [k for k, v in asdict(cfg).items() if k not in free and saved.get(k) != v]
+        split = ("batch_size", "grad_accum")
+        changed = [k for k, v in asdict(cfg).items() if k not in FREE_SETTINGS + PATHS + split and saved.get(k) != v]
+        if saved["model"] != cfg.model and saved.get("model_identity") != qwen.identity(cfg.model):
+            changed.append("model (another configuration)")
+        if saved.get("global_batch", saved["batch_size"] * saved["grad_accum"]) != global_batch(cfg, world):
+            changed.append("global batch (batch-size x grad-accum x ranks)")
         if changed:
             raise data.InputError(f"{cfg.out}: --resume with settings that differ from the run's: {', '.join(changed)}")
     os.makedirs(cfg.out, exist_ok=True)
@@ -367,53 +467,78 @@ def prepare_out(cfg, resume, overwrite):
         shutil.rmtree(os.path.join(cfg.out, stale), ignore_errors=True)
 
 
+def global_batch(cfg, world):
+    return cfg.batch_size * cfg.grad_accum * world
+
+
 def main(cfg, resume=False, overwrite=False):
+    """Train one run; under torchrun or accelerate launch, every rank runs this and rank 0 writes."""
+    rank, world = init_distributed()
+    say = print if rank == 0 else (lambda *args, **kwargs: None)
     # Bad records stop the run before anything is written, a run being replaced included.
     bad = [] if cfg.skip_bad else None
     train_videos, heldout = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad)
-    prepare_out(cfg, resume, overwrite)
-    print(json.dumps(asdict(cfg), indent=1))
+    on_first_rank(prepare_out, cfg, resume, overwrite, world)
+    say(json.dumps(asdict(cfg), indent=1))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
     processor = qwen.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
     cache = data.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
+    if world > 1:  # rank 0 decodes on every core; the others then read the cache
+        on_first_rank(cache.fill, train_videos + heldout, None if bad is None else [])
     usable = {v.video_id for v in cache.fill(train_videos + heldout, bad)}
     train_videos, heldout = [v for v in train_videos if v.video_id in usable], [v for v in heldout if v.video_id in usable]
-    data.report_skipped(bad, os.path.join(cfg.out, "skipped.csv"))
+    if rank == 0:
+        data.report_skipped(bad, os.path.join(cfg.out, "skipped.csv"))
     if not train_videos:
         raise data.InputError(f"{cfg.data}: no usable training videos in split {cfg.split}")
-    if cfg.fold is not None:
+    if cfg.fold is not None and rank == 0:
         folds = data.make_folds([v.video_id for v in train_videos + heldout], cfg.folds, cfg.seed)
         write_atomic(os.path.join(cfg.out, "folds.json"), json.dumps(dict(seed=cfg.seed, folds=folds)))
-    print(f"training videos: {len(train_videos)} | held-out videos: {len(heldout)}")
+    say(f"training videos: {len(train_videos)} | held-out videos: {len(heldout)}")
     visual, tokens = prompt.token_counts(data.Batches(train_videos, cache, processor)[[0]][0], processor.tokenizer)[0]
-    print(f"tokens per sample: {visual} visual ({cfg.frames} frames, at most {cfg.max_pixels:,} pixels each) "
-          f"+ {tokens - visual} text = {tokens}")
+    say(f"tokens per sample: {visual} visual ({cfg.frames} frames, at most {cfg.max_pixels:,} pixels each) "
+        f"+ {tokens - visual} text = {tokens}")
+    if world > 1:
+        say(f"ranks: {world} | global batch: {global_batch(cfg, world)} videos ({cfg.batch_size} a rank x "
+            f"{cfg.grad_accum} accumulated x {world} ranks)")
     train_mean = float(np.mean([v.label for v in train_videos]))
-    write_atomic(os.path.join(cfg.out, "config.json"), json.dumps(dict(asdict(cfg), train_mean=train_mean), indent=1))
+    if rank == 0:
+        write_atomic(os.path.join(cfg.out, "config.json"), json.dumps(
+            dict(asdict(cfg), train_mean=train_mean, ranks=world, global_batch=global_batch(cfg, world),
+                 model_identity=qwen.identity(cfg.model)), indent=1))
 
     model = build_model(cfg)
     trainable, total = qwen.count_parameters(model)
-    print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+    say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
     opt = optimizer(model, cfg)
 
     start_step, history = 0, None
-    if resume and checkpoints(cfg.out):
-        meta, start_step = load_checkpoint(checkpoints(cfg.out)[-1], model, opt)
+    newest = gather(checkpoints(cfg.out)[-1:] if resume else [])[0]  # rank 0's view: all resume from one checkpoint
+    if newest:
+        meta, start_step = load_checkpoint(newest[0], model, opt)
         history = meta["history"]
         if meta["order"] != epoch_ids(train_videos, cfg.seed, meta["epoch"]):
-            raise data.InputError(f"{checkpoints(cfg.out)[-1]}: the training videos changed since this checkpoint")
-        print(f"resumed from {checkpoints(cfg.out)[-1]} at step {start_step}")
+            raise data.InputError(f"{newest[0]}: the training videos changed since this checkpoint")
+        say(f"resumed from {newest[0]} at step {start_step}")
+    elif rank > 0:
+        torch.manual_seed(cfg.seed + rank)  # the ranks' dropout draws differ; rank 0's are a single process's
+    # DDP averages the LoRA gradients over the ranks in the backward; the frozen 4-bit base is not its concern, and
+    # its buffers are the same on every rank, so none is synced at each forward.
+    net = model if world == 1 else DDP(model, device_ids=[model.device] if model.device.type == "cuda" else None,
+                                       forward_sync_buffers=False)
     t0 = time.time()
-    history = fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step, history)
+    history = fit(cfg, net, processor, opt, train_videos, heldout, cache, start_step, history)
     seconds = time.time() - t0
-    qwen.save_adapter(model, os.path.join(cfg.out, "adapter"))
     final = dict(history["epochs"][-1]) if history["epochs"] else {}
     steps = len(history["loss"]) - start_step
     result = dict(final, trainable_parameters=trainable, train_mean=train_mean, seconds=round(seconds, 1),
-                  samples_per_second=round(steps * cfg.batch_size * cfg.grad_accum / max(seconds, 1e-9), 2))
+                  samples_per_second=round(steps * global_batch(cfg, world) / max(seconds, 1e-9), 2))
+    if rank > 0:
+        return result
+    qwen.save_adapter(model, os.path.join(cfg.out, "adapter"))
     write_atomic(os.path.join(cfg.out, "metrics.json"), json.dumps(result, indent=1))
     print(f"wrote {cfg.out}/adapter" + (f" | held-out SRCC {final['srcc']:.4f} ({final['invalid']} invalid of {final['n']})"
                                          if "srcc" in final else ""))
@@ -474,14 +599,21 @@ def parse_args(argv=None):
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     # ---
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # torchrun and accelerate launch read an option after the script that abbreviates one of theirs (--r: --rdzv-*,
+    # --role) as theirs (pytorch#120601): `torchrun ... train.py -- --r 128` passes everything after "--" here.
+    args = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)
     cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config)}) if not args.demo else None
     return args, cfg
 
 
 def cli_main(argv=None):
     args, cfg = parse_args(argv)
-    return demo() if args.demo else main(cfg, args.resume, args.overwrite)
+    try:
+        return demo() if args.demo else main(cfg, args.resume, args.overwrite)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
