@@ -68,7 +68,9 @@ def check_settings(template, path):
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        changed = [k for k, v in settings.items() if k not in FREE + ("out",) and saved.get(k) != v]
+        # a setting that cv.json lacks came later than the CV: the CV had its default
+        defaults = {f.name: f.default for f in dataclasses.fields(train.Config)}
+        changed = [k for k, v in settings.items() if k not in FREE + ("out",) and saved.get(k, defaults[k]) != v]
         if changed:
             raise data.InputError(f"{path}: this CV ran with other settings ({', '.join(changed)}); "
                                   "rerun with those or choose another --out")
@@ -265,12 +267,14 @@ def zero_shot(template):
     os.makedirs(folder, exist_ok=True)
     processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
     cache = data.FrameCache(template.cache, template.frames, qwen.budget_of(processor))
-    videos = cache.fill(videos, bad)
+    video = template.input == "video"
+    videos = cache.fill(videos, bad, timed=video)
     data.report_skipped(bad, os.path.join(folder, "skipped.csv"))
     if not videos:
         raise data.InputError(f"{template.data}: no usable videos in train+val")
     model = qwen.load_model(template.model, template.quant)
-    answers = predict.generate(model, processor, videos, cache, template.eval_batch_size, template.workers)
+    answers = predict.generate(model, processor, videos, cache, template.eval_batch_size, template.workers,
+                               video=video)
     # The paper fills an invalid answer with the training mean, 80 (train+val mean score 0.801)
     scores, invalid = predict.postprocess(answers, predict.PAPER_TRAIN_MEAN)
     m = predict.metrics(scores, [v.score for v in videos])
@@ -296,7 +300,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Every other flag is train.py's and goes to each fold (python train.py --help), e.g. --targets, "
-               "--batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --quant, --no-grad-ckpt, --cache.",
+               "--batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --input, --quant, --no-grad-ckpt, "
+               "--cache.",
         allow_abbrev=False)  # else --fold would silently abbreviate --folds
     # ---
     parser.add_argument("--data", default=d.data, help="Memento10k root (authors' JSON or MediaEval 2021 CSV layout)")

@@ -6,6 +6,7 @@ Fine-tune a 4-bit Qwen VLM with LoRA to predict video memorability (Martin-Ferna
     python train.py --data data/memento10k --split trainval --out runs/final # the model for the test set
     python train.py --data data/memento10k --split trainval --fold 0 --folds 5 --out runs/fold0
     python train.py ... --max-pixels 401408                                  # frames of up to 896 x 448 pixels
+    python train.py ... --frames 8 --input video                             # 8 frames as one native video input
     python train.py ... --resume                                             # continue a killed run
 
 Each frame keeps at most --max-pixels pixels (default 448 x 448, the paper's input size: 256 visual tokens on
@@ -50,6 +51,10 @@ class Config:
     folds: int = 5  # number of cross-validation folds over trainval
     seed: int = 0  # seeds the folds, the data order, the LoRA init and dropout
     frames: int = 3  # frames per video, evenly spaced from first to last (3: first, middle, last)
+    # images: each frame an image, as the paper gives them; video: the same frames as one native video input
+    # (pairs of frames make one tubelet of visual tokens: ceil(N/2) frames' worth; Qwen2.5-VL and Qwen3-VL are told when
+    # each frame is shown)
+    input: str = "images"
     max_pixels: int = DEFAULT_MAX_PIXELS  # pixels a frame keeps at most (448 x 448: the paper's input size)
     min_pixels: int | None = None  # pixels a frame keeps at least; None: the processor's own
     r: int = qwen.DEFAULT_R  # LoRA rank
@@ -82,6 +87,9 @@ class Config:
             (self.folds >= 2, f"--folds must be at least 2, not {self.folds}"),
             (self.fold is None or 0 <= self.fold < self.folds, f"--fold {self.fold} is outside 0..{self.folds - 1}"),
             (self.frames >= 1, f"--frames must be at least 1, not {self.frames}"),
+            (self.input in ("images", "video"), f"--input must be images or video, not {self.input!r}"),
+            (self.input == "images" or self.frames >= 2,
+             "--input video needs --frames 2 or more (one frame is an image)"),
             (self.max_pixels >= 1, f"--max-pixels must be positive, not {self.max_pixels}"),
             (self.min_pixels is None or 1 <= self.min_pixels <= self.max_pixels,
              f"--min-pixels must be in 1..--max-pixels, not {self.min_pixels}"),
@@ -160,7 +168,7 @@ def score_loss(model, batch, targets):
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=prompt.IGNORE, reduction="sum")
 
 
-def train_step(model, opt, micro, image_processor, grad_clip):
+def train_step(model, opt, micro, processor, grad_clip):
     """
     One optimizer step over the micro-batches `micro`, a list of (inputs, labels) as the loader makes them, on the CPU.
     Returns the mean loss per score token as a tensor on the model's device: reading it is left to the caller, since
@@ -173,7 +181,7 @@ def train_step(model, opt, micro, image_processor, grad_clip):
     loss_sum = torch.zeros((), device=device)
     for batch, labels in micro:
         k = int((labels != prompt.IGNORE).sum(1).max())  # on the CPU: no wait for the GPU
-        batch = prompt.to_model(batch, image_processor, device)
+        batch = prompt.to_model(batch, processor, device)
         targets = labels[:, -k:].to(device, non_blocking=True)
         with predict.autocast(device):
             loss = score_loss(model, batch, targets)
@@ -268,7 +276,8 @@ def csv_text(rows, keys, header=True):
 
 def evaluate(cfg, model, processor, videos, cache, fill):
     """Predict the held-out videos; returns (metrics dict, integer scores)."""
-    answers = predict.generate(model, processor, videos, cache, cfg.eval_batch_size, cfg.workers, progress=False)
+    answers = predict.generate(model, processor, videos, cache, cfg.eval_batch_size, cfg.workers, progress=False,
+                               video=cfg.input == "video")
     scores, invalid = predict.postprocess(answers, fill)
     m = predict.metrics(scores, [v.score for v in videos])
     return dict(srcc=m["srcc"], pearson=m["pearson"], mse=m["mse"], invalid=invalid, n=m["n"]), scores
@@ -288,8 +297,8 @@ def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, 
     loss_log = os.path.join(cfg.out, "loss.csv")
     write_atomic(loss_log, csv_text(history["loss"], LOSS_COLUMNS))
     plan = step_batches(len(train_videos), cfg, start_step, total)
-    batches = iter(data.loader(data.Batches(train_videos, cache, processor), [m for step in plan for m in step],
-                               cfg.workers))
+    batches = iter(data.loader(data.Batches(train_videos, cache, processor, video=cfg.input == "video"),
+                               [m for step in plan for m in step], cfg.workers))
     pending = []  # steps whose loss is still on the device: reading it waits for the GPU, so it is read in bulk
     model.train()
     bar = tqdm(range(start_step, total), initial=start_step, total=total, desc="training", unit="step")
@@ -304,7 +313,7 @@ def fit(cfg, model, processor, opt, train_videos, heldout, cache, start_step=0, 
         # 2) this step's micro-batches, made ahead by the loader's workers in the epoch's order
         micro = [next(batches) for _ in step_plan]
         # 3) forward and backward one micro-batch at a time, clip, step
-        loss = train_step(model, opt, micro, processor.image_processor, cfg.grad_clip)
+        loss = train_step(model, opt, micro, processor, cfg.grad_clip)
         pending.append(dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=sum(map(len, step_plan))))
         # 4) log: every log_every steps, and before each checkpoint so that it holds every step's loss
         end_of_epoch = (step + 1) % steps_per_epoch == 0
@@ -358,8 +367,9 @@ def prepare_out(cfg, resume, overwrite):
     if resume and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
-        free = FREE_SETTINGS
-        changed = [k for k, v in asdict(cfg).items() if k not in free and saved.get(k) != v]
+        # a setting that a run's config.json lacks came later than the run: the run had its default
+        defaults = {f.name: f.default for f in fields(Config)}
+        changed = [k for k, v in asdict(cfg).items() if k not in FREE_SETTINGS and saved.get(k, defaults[k]) != v]
         if changed:
             raise data.InputError(f"{cfg.out}: --resume with settings that differ from the run's: {', '.join(changed)}")
     os.makedirs(cfg.out, exist_ok=True)
@@ -379,7 +389,8 @@ def main(cfg, resume=False, overwrite=False):
 
     processor = qwen.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
     cache = data.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
-    usable = {v.video_id for v in cache.fill(train_videos + heldout, bad)}
+    video = cfg.input == "video"
+    usable = {v.video_id for v in cache.fill(train_videos + heldout, bad, timed=video)}
     train_videos, heldout = [v for v in train_videos if v.video_id in usable], [v for v in heldout if v.video_id in usable]
     data.report_skipped(bad, os.path.join(cfg.out, "skipped.csv"))
     if not train_videos:
@@ -388,9 +399,10 @@ def main(cfg, resume=False, overwrite=False):
         folds = data.make_folds([v.video_id for v in train_videos + heldout], cfg.folds, cfg.seed)
         write_atomic(os.path.join(cfg.out, "folds.json"), json.dumps(dict(seed=cfg.seed, folds=folds)))
     print(f"training videos: {len(train_videos)} | held-out videos: {len(heldout)}")
-    visual, tokens = prompt.token_counts(data.Batches(train_videos, cache, processor)[[0]][0], processor.tokenizer)[0]
-    print(f"tokens per sample: {visual} visual ({cfg.frames} frames, at most {cfg.max_pixels:,} pixels each) "
-          f"+ {tokens - visual} text = {tokens}")
+    sample = data.Batches(train_videos, cache, processor, video=video)[[0]][0]
+    visual, tokens = prompt.token_counts(sample, processor.tokenizer)[0]
+    print(f"tokens per sample: {visual} visual ({cfg.frames} frames{' as one video' if video else ''}, at most "
+          f"{cfg.max_pixels:,} pixels each) + {tokens - visual} text = {tokens}")
     train_mean = float(np.mean([v.label for v in train_videos]))
     write_atomic(os.path.join(cfg.out, "config.json"), json.dumps(dict(asdict(cfg), train_mean=train_mean), indent=1))
 
@@ -449,6 +461,8 @@ def parse_args(argv=None):
     parser.add_argument("--folds", type=int, default=d.folds, help="number of folds")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of folds, data order, LoRA init and dropout")
     parser.add_argument("--frames", type=int, default=d.frames, help="frames per video, evenly spaced")
+    parser.add_argument("--input", default=d.input, choices=["images", "video"],
+                        help="the frames as images (the paper's) or as one native video input")
     parser.add_argument("--max-pixels", type=int, default=d.max_pixels, help="pixels a frame keeps at most (448 x 448)")
     parser.add_argument("--min-pixels", type=int, default=d.min_pixels, help="pixels a frame keeps at least (default: the processor's)")
     parser.add_argument("--r", type=int, default=d.r, help="LoRA rank")
