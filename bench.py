@@ -88,7 +88,7 @@ def setup(args, template):
     # a few short clips (12 frames: three are used) are enough to feed the timed steps
     videos = videos_of(clips(os.path.join(args.work, "clips-train"), 2 * max(cfg.batch_size, cfg.eval_batch_size), fps=4))
     cache = data.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
-    cache.fill(videos)
+    cache.fill(videos, timed=cfg.input == "video")
     t0 = time.time()
     model = train.build_model(cfg)
     print(f"loaded {cfg.model} ({cfg.quant}) with LoRA r={cfg.r} on {cfg.targets} in {time.time() - t0:.0f}s")
@@ -138,7 +138,7 @@ def step_flops(config, batches):
     for batch in batches:
         lengths = batch["attention_mask"].sum(1).double()
         flops += 4 * n_text * lengths.sum().item() + 3 * 4 * t.num_hidden_layers * q * (lengths ** 2).sum().item()
-        flops += 2 * n_vision * batch["pixel_values"].shape[0]
+        flops += 2 * n_vision * batch["pixel_values" if "pixel_values" in batch else "pixel_values_videos"].shape[0]
     return flops
 
 
@@ -156,7 +156,7 @@ def bench_train(cfg, processor, videos, cache, model, steps, warmup, peak_tflops
     device = model.device
     opt = train.optimizer(model, cfg)
     plan = cycle(len(videos), cfg.batch_size, warmup + steps)
-    batches = iter(data.loader(data.Batches(videos, cache, processor), plan, cfg.workers))
+    batches = iter(data.loader(data.Batches(videos, cache, processor, video=cfg.input == "video"), plan, cfg.workers))
     model.train()
     timed = []
     for i in range(warmup + steps):
@@ -165,19 +165,21 @@ def bench_train(cfg, processor, videos, cache, model, steps, warmup, peak_tflops
             reset_peak(device)
             t0 = time.time()
         micro = [next(batches)]
-        loss = train.train_step(model, opt, micro, processor.image_processor, cfg.grad_clip)
+        loss = train.train_step(model, opt, micro, processor, cfg.grad_clip)
         if i >= warmup:
             timed.append(micro[0][0])
     loss = loss.item()  # waits for the last step
     seconds = time.time() - t0
     del opt, batches
     tokens = sum(int(b["attention_mask"].sum()) for b in timed)
+    visual = sum(v for b in timed for v, _ in prompt.token_counts(b, processor.tokenizer))
     config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
     peak = peak_flops(device, peak_tflops)
     return dict(samples_per_s=steps * cfg.batch_size / seconds, tokens_per_s=tokens / seconds,
                 step_ms=1000 * seconds / steps, peak_mem_gib=peak_gib(device),
                 mfu=step_flops(config, timed) / seconds / peak if peak else None,
-                loss=loss, tokens_per_sample=tokens / (steps * cfg.batch_size))
+                loss=loss, tokens_per_sample=tokens / (steps * cfg.batch_size),
+                visual_tokens_per_sample=visual / (steps * cfg.batch_size))
 
 
 def bench_trainer(cfg, processor, videos, cache, model, steps, warmup):
@@ -195,12 +197,11 @@ def bench_trainer(cfg, processor, videos, cache, model, steps, warmup):
         def __getitem__(self, i):
             return i % len(videos)
 
+    samples = data.Batches(videos, cache, processor, video=cfg.input == "video")
+
     def collate(indices):
-        chosen = [videos[i] for i in indices]
-        batch, labels = prompt.encode(processor, [cache.get(v) for v in chosen], [v.captions for v in chosen],
-                                      [v.label for v in chosen])
-        batch["pixel_values"] = prompt.pixels(batch["pixel_values"], processor.image_processor)
-        return dict(batch, labels=labels)
+        batch, labels = samples[indices]
+        return dict(prompt.to_model(batch, processor, "cpu"), labels=labels)
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
@@ -233,8 +234,9 @@ def bench_predict(cfg, processor, videos, cache, model, batch_size, rounds=2):
     on the same batches, ready on the device; the answers must agree."""
     device = model.device
     end, pad = processor.tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), processor.tokenizer.pad_token_id
-    batches = [prompt.to_model(b, processor.image_processor, device) for b, _ in
-               data.loader(data.Batches(videos, cache, processor, labelled=False), data.chunks(len(videos), batch_size), 0)]
+    batches = [prompt.to_model(b, processor, device) for b, _ in
+               data.loader(data.Batches(videos, cache, processor, labelled=False, video=cfg.input == "video"),
+                           data.chunks(len(videos), batch_size), 0)]
     model.eval()
 
     def ours(batch):
@@ -284,7 +286,7 @@ def cmd_data(args, template):
     with tempfile.TemporaryDirectory() as folder:
         cache = data.FrameCache(folder, template.frames, qwen.budget_of(budget_processor))
         t0 = time.time()
-        cache.fill(videos, workers=cores)
+        cache.fill(videos, workers=cores, timed=template.input == "video")
         decode = len(videos) / (time.time() - t0)
         sizes = [os.path.getsize(cache.path(v)) for v in videos]
 
@@ -303,7 +305,8 @@ def cmd_data(args, template):
         # batches out of the cache, as training gets them: Batches through the loader's workers
         n_batches, batch_size = max(4, 2 * len(videos) // template.batch_size), template.batch_size
         plan = cycle(len(videos), batch_size, n_batches + 2)
-        it = iter(data.loader(data.Batches(videos, cache, budget_processor), plan, template.workers))
+        it = iter(data.loader(data.Batches(videos, cache, budget_processor, video=template.input == "video"), plan,
+                              template.workers))
         batches = [next(it), next(it)]  # warm-up: the workers start
         t0 = time.time()
         batches += [next(it) for _ in range(n_batches)]
@@ -387,7 +390,8 @@ def cmd_gpu(args, template):
         print(f"(b) {name}: {json.dumps(result[name])}")
     result["baseline"]["speedup"] = result["train"]["samples_per_s"] / result["baseline"]["samples_per_s"]
     result.update(model=args.arch or args.model, batch_size=cfg.batch_size, r=cfg.r, alpha=cfg.alpha,
-                  targets=cfg.targets, frames=cfg.frames, max_pixels=cfg.max_pixels, seconds=time.time() - t0)
+                  targets=cfg.targets, frames=cfg.frames, input=cfg.input, max_pixels=cfg.max_pixels,
+                  seconds=time.time() - t0)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
@@ -436,7 +440,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
         epilog="Every other flag is train.py's (python train.py --help) and sets what is measured, e.g. --r, --alpha, "
-               "--targets, --batch-size, --eval-batch-size, --frames, --max-pixels, --quant, --no-grad-ckpt, --workers.")
+               "--targets, --batch-size, --eval-batch-size, --frames, --input, --max-pixels, --quant, --no-grad-ckpt, "
+               "--workers.")
     parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu", "wheels"])
     parser.add_argument("folder", nargs="?", default=".whl", help="wheels: where to put them")
     # ---

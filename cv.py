@@ -82,8 +82,11 @@ def check_settings(template, path):
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        # paths are where things are, not settings: a CV may move or be shared by hosts that mount it elsewhere
-        changed = [k for k, v in settings.items() if k not in FREE + train.PATHS and saved.get(k) != v]
+        # Paths are where things are, not settings: a CV may move or be shared by hosts that mount it elsewhere; the
+        # model is known by its configuration. A setting that cv.json lacks came later than the CV: it had its default.
+        defaults = {f.name: f.default for f in dataclasses.fields(train.Config)}
+        changed = [k for k, v in settings.items() if k not in FREE + train.PATHS + ("model_identity",)
+                   and saved.get(k, defaults.get(k)) != v]
         if saved["model"] != template.model and saved.get("model_identity") != settings["model_identity"]:
             changed.append("model")
         if changed:
@@ -416,12 +419,14 @@ def zero_shot(template):
     os.makedirs(folder, exist_ok=True)
     processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
     cache = data.FrameCache(template.cache, template.frames, qwen.budget_of(processor))
-    videos = cache.fill(videos, bad)
+    video = template.input == "video"
+    videos = cache.fill(videos, bad, timed=video)
     data.report_skipped(bad, os.path.join(folder, "skipped.csv"))
     if not videos:
         raise data.InputError(f"{template.data}: no usable videos in train+val")
     model = qwen.load_model(template.model, template.quant)
-    answers = predict.generate(model, processor, videos, cache, template.eval_batch_size, template.workers)
+    answers = predict.generate(model, processor, videos, cache, template.eval_batch_size, template.workers,
+                               video=video)
     # The paper fills an invalid answer with the training mean, 80 (train+val mean score 0.801)
     scores, invalid = predict.postprocess(answers, predict.PAPER_TRAIN_MEAN)
     m = predict.metrics(scores, [v.score for v in videos])
@@ -447,7 +452,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Every other flag is train.py's and goes to each fold (python train.py --help), e.g. --targets, "
-               "--batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --quant, --no-grad-ckpt, --cache.",
+               "--batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --input, --quant, --no-grad-ckpt, "
+               "--cache.",
         allow_abbrev=False)  # else --fold would silently abbreviate --folds
     # ---
     parser.add_argument("--data", default=d.data, help="Memento10k root (authors' JSON or MediaEval 2021 CSV layout)")

@@ -15,6 +15,7 @@ sees them (the pixel budget). Batches for the model are made off the training th
 import argparse
 import csv
 import hashlib
+import io
 import json
 import os
 import sys
@@ -306,12 +307,13 @@ def frame_indices(total, n):
 
 def read_frames(path, n):
     """The N frames of `frame_indices` as an (N, H, W, 3) uint8 array, decoded with PyAV."""
-    return np.stack(_decode(path, n))
+    return np.stack(_decode(path, n)[0])
 
 
 def _decode(path, n):
     """
-    The N frames of `frame_indices`, a list of (H, W, 3) uint8 arrays.
+    The N frames of `frame_indices`, a list of (H, W, 3) uint8 arrays, and when each is shown: seconds from the
+    video's first frame, or None where the file tells no time.
 
     Frames are counted in display order from the packets' timestamps (demuxed once, no decoding). Every frame up to
     the last one kept must pass through the decoder, since later frames reference earlier ones, but FFmpeg may skip
@@ -328,6 +330,7 @@ def _decode(path, n):
             if not times or len(times) < len(packets) or len(set(times)) < len(times):
                 return _decode_all(path, n)  # no timestamps to count by: count the decoded frames
             wanted = [times[i] for i in frame_indices(len(times), n)]
+            seconds = [float((t - times[0]) * stream.time_base) for t in wanted] if stream.time_base else None
             keep, frames = set(wanted), {}
             stream.thread_count = 1  # FrameCache.fill runs one decoder a core; and skip_frame is then read per packet
             for packet in packets + [None]:  # None flushes the frames the decoder still holds
@@ -343,17 +346,22 @@ def _decode(path, n):
         raise InputError(f"{path}: missing video file")
     except (av.FFmpegError, OSError, IndexError, ValueError) as e:
         raise InputError(f"{path}: cannot decode video ({getattr(e, 'strerror', None) or e})")
-    return [frames[t] for t in wanted]
+    return [frames[t] for t in wanted], seconds
 
 
 def _decode_all(path, n):
     import av
 
     with av.open(path) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    if not frames:
+        decoded = [(f.to_ndarray(format="rgb24"), f.time) for f in container.decode(video=0)]
+        rate = container.streams.video[0].average_rate
+    if not decoded:
         raise InputError(f"{path}: no decodable frames")
-    return [frames[i] for i in frame_indices(len(frames), n)]
+    picked = frame_indices(len(decoded), n)
+    times = [t for _, t in decoded]
+    if None in times:  # frames without timestamps: timed by the stream's frame rate, if it has one
+        times = [i / float(rate) for i in range(len(decoded))] if rate else None
+    return [decoded[i][0] for i in picked], [times[i] - times[0] for i in picked] if times else None
 
 
 @dataclass(frozen=True)
@@ -389,7 +397,7 @@ class FrameCache:
     """
     The N frames of each video as the model sees them, decoded once: resized to the pixel budget (Budget.fit) and
     stacked top to bottom into one JPEG (quality 95, no chroma subsampling), named by a hash of the video file's
-    path, size and mtime, N and the budget.
+    path, size and mtime, N and the budget. The JPEG's comment records when each frame is shown (`clip`).
 
     Why this size: the processor would resize a larger frame down to exactly this, so storing more serves no run at
     this budget (another budget gets its own entries). Why JPEG: kept raw, three 720p frames at the default budget
@@ -411,19 +419,40 @@ class FrameCache:
 
     def get(self, video):
         """The video's frames as stored, (N, 3, H, W) uint8: channels first, as the processor takes them."""
+        return self._frames(self._file(video))
+
+    def clip(self, video):
+        """(frames, seconds): `get`'s frames and when each is shown, in seconds from the video's first frame (None where
+        the file tells no time), for the model's native video input. An entry stored before the cache recorded times
+        is decoded again, once (same pixels; runs of images never need it)."""
+        raw = self._file(video)
+        meta = _metadata(raw.numpy().tobytes())
+        if meta is None:
+            self.put(video)
+            raw = self._file(video)
+            meta = _metadata(raw.numpy().tobytes())
+        return self._frames(raw), meta["seconds"]
+
+    def _file(self, video):
+        """The entry's JPEG file as a uint8 tensor, decoded and stored first if absent."""
+        from torchvision.io import read_file
+
         path = self.path(video)
         if not os.path.exists(path):
             self.put(video)
-        from torchvision.io import ImageReadMode, decode_jpeg, read_file
+        return read_file(path)
 
-        stacked = decode_jpeg(read_file(path), mode=ImageReadMode.RGB)  # (3, N x H, W)
+    def _frames(self, raw):
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        stacked = decode_jpeg(raw, mode=ImageReadMode.RGB)  # (3, N x H, W)
         return stacked.view(3, self.n_frames, -1, stacked.shape[-1]).transpose(0, 1)
 
     def put(self, video):
-        """Decode `video`, fit its frames to the budget and store them."""
+        """Decode `video`, fit its frames to the budget and store them; the JPEG's comment says when each is shown."""
         from PIL import Image
 
-        frames = _decode(video.path, self.n_frames)
+        frames, seconds = _decode(video.path, self.n_frames)
         frames = self.budget.fit(frames) if self.budget else torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
         n, _, height, width = frames.shape
         if n * height > 65500:  # JPEG's limit on a side
@@ -432,14 +461,16 @@ class FrameCache:
         fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             stacked = frames.permute(0, 2, 3, 1).reshape(n * height, width, 3).numpy()
-            Image.fromarray(stacked).save(f, format="JPEG", quality=95, subsampling=0)
+            Image.fromarray(stacked).save(f, format="JPEG", quality=95, subsampling=0,
+                                          comment=json.dumps(dict(seconds=seconds)))
         os.replace(tmp, self.path(video))  # atomic: a killed run never leaves half a file under the real name
 
-    def fill(self, videos, bad=None, workers=None):
-        """Decode every video not cached yet, `workers` processes at a time (default: one a core), with a progress
-        bar; later passes only read the cache. Returns the videos that decoded; one that does not raises InputError,
-        or with a list as `bad` is described there and left out."""
-        missing = [v for v in videos if not os.path.exists(self.path(v))]
+    def fill(self, videos, bad=None, workers=None, timed=False):
+        """Decode every video not cached yet (with `timed`, also those stored before the cache recorded times: see
+        `clip`), `workers` processes at a time (default: one a core), with a progress bar; later passes only read the
+        cache. Returns the videos that decoded; one that does not raises InputError, or with a list as `bad` is
+        described there and left out."""
+        missing = [v for v in videos if not os.path.exists(self.path(v)) or timed and _metadata(self.path(v)) is None]
         if not missing:
             return videos
         failed, workers = set(), os.cpu_count() if workers is None else workers
@@ -453,6 +484,16 @@ class FrameCache:
             _problem(bad, v.path, problem, v.video_id)
             failed.add(v.video_id)
         return [v for v in videos if v.video_id not in failed]
+
+
+def _metadata(jpeg):
+    """The JSON in a cache entry's JPEG comment (a path or the file's bytes); None when it has none. Reading it leaves
+    the pixels undecoded."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(jpeg) if isinstance(jpeg, bytes) else jpeg) as image:
+        comment = image.info.get("comment")
+    return json.loads(comment) if comment else None
 
 
 class _Decode(torch.utils.data.Dataset):
@@ -478,20 +519,25 @@ class _Decode(torch.utils.data.Dataset):
 class Batches(torch.utils.data.Dataset):
     """
     Micro-batches ready for the model. An item is a list of indices into `videos`; it comes back as prompt.encode's
-    (inputs, labels) of their cached frames and captions, labels None unless `labelled`. Through `loader`, the
-    processor's work (patches, chat layout, tokens) runs in worker processes, ahead of the step that uses it.
+    (inputs, labels) of their cached frames and captions, labels None unless `labelled`; with `video`, the frames of
+    each go in as one native video input, with when each is shown. Through `loader`, the processor's work (patches,
+    chat layout, tokens) runs in worker processes, ahead of the step that uses it.
     """
 
-    def __init__(self, videos, cache, processor, labelled=True):
-        self.videos, self.cache, self.processor, self.labelled = videos, cache, processor, labelled
+    def __init__(self, videos, cache, processor, labelled=True, video=False):
+        self.videos, self.cache, self.processor, self.labelled, self.video = videos, cache, processor, labelled, video
 
     def __len__(self):
         return len(self.videos)
 
     def __getitem__(self, indices):
         chunk = [self.videos[i] for i in indices]
-        return prompt.encode(self.processor, [self.cache.get(v) for v in chunk], [v.captions for v in chunk],
-                             [v.label for v in chunk] if self.labelled else None)
+        if self.video:
+            frames, seconds = map(list, zip(*(self.cache.clip(v) for v in chunk)))
+        else:
+            frames, seconds = [self.cache.get(v) for v in chunk], None
+        return prompt.encode(self.processor, frames, [v.captions for v in chunk],
+                             [v.label for v in chunk] if self.labelled else None, seconds)
 
 
 def loader(dataset, batches, workers):

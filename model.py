@@ -75,7 +75,25 @@ def load_processor(model_id, max_pixels=None, min_pixels=None):
     b = budget_of(processor)
     if b.min_pixels > b.max_pixels:
         raise InputError(f"--max-pixels {b.max_pixels} is below the processor's minimum, {b.min_pixels} (--min-pixels)")
+    if hasattr(processor, "video_processor"):
+        fit_video_budget(processor.video_processor, b)
     return processor
+
+
+def fit_video_budget(video_processor, budget):
+    """
+    The native video input (--input video) gets the frames the cache fitted to the image budget (data.Budget), and
+    they must reach the model unchanged, as an image does. Qwen2-VL's and Qwen2.5-VL's video processor budgets a
+    frame's pixels as the image processor does: the same budget. Qwen3-VL's budgets the whole clip's (frames x height
+    x width, the frames rounded to whole tubelets: at most max_frames + 1): the image budget a frame. The per-frame
+    cap of the reference implementation (qwen-vl-utils), which shrinks the frames of long clips, stays off: the
+    frames are fitted already, and a video's frame costs what an image costs.
+    """
+    from transformers import Qwen3VLVideoProcessor
+
+    frames = video_processor.max_frames + 1 if isinstance(video_processor, Qwen3VLVideoProcessor) else 1
+    video_processor.size = {"shortest_edge": budget.min_pixels, "longest_edge": budget.max_pixels * frames}
+    video_processor.cap_pixels_per_frame = False
 
 
 def budget_of(processor):

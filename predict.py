@@ -7,7 +7,8 @@ Predict memorability scores with a trained adapter (or zero-shot with the base m
 
 Greedy decoding of at most 4 new tokens (one prefill, at most three cached steps), then the paper's
 post-processing: the first number 0-100 in the answer; an answer without one is invalid and gets the training
-mean (counted and reported). Frames get the run's pixel budget and frame count unless told otherwise.
+mean (counted and reported). Frames get the run's pixel budget, frame count and input (images or one video) unless
+told otherwise.
 The CSV has the header video_id,mem_score with scores 0-1. With labels, SRCC is printed with its 95% CI.
 """
 
@@ -39,17 +40,18 @@ PAPER_TRAIN_MEAN = 80  # the paper's fill value for invalid zero-shot answers (t
 # decoding, then post-processing
 
 
-def generate(model, processor, videos, cache, batch_size=8, workers=0, max_new_tokens=4, progress=True):
-    """Greedy answers (free text) of the model for each video, in order; batches are made by `workers` processes."""
+def generate(model, processor, videos, cache, batch_size=8, workers=0, max_new_tokens=4, progress=True, video=False):
+    """Greedy answers (free text) of the model for each video, in order; batches are made by `workers` processes;
+    with `video`, the frames of each go in as one native video input."""
     tokenizer = processor.tokenizer
     end, pad = tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), tokenizer.pad_token_id
     was_training = model.training
     model.eval()
-    batches = data.loader(data.Batches(videos, cache, processor, labelled=False), data.chunks(len(videos), batch_size),
-                          workers)
+    batches = data.loader(data.Batches(videos, cache, processor, labelled=False, video=video),
+                          data.chunks(len(videos), batch_size), workers)
     answers = []
     for batch, _ in tqdm(batches, desc="predicting", unit="batch", disable=not progress):
-        batch = prompt.to_model(batch, processor.image_processor, model.device)
+        batch = prompt.to_model(batch, processor, model.device)
         with autocast(model.device):
             tokens = greedy(model, batch, end, pad, max_new_tokens)
         answers += tokenizer.batch_decode(tokens, skip_special_tokens=True)
@@ -178,6 +180,8 @@ def main(argv=None):
     parser.add_argument("--folds", type=int, default=None, help="number of folds (default: the run's, or 5)")
     parser.add_argument("--seed", type=int, default=None, help="fold seed (default: the run's, or 0)")
     parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the run's, or 3)")
+    parser.add_argument("--input", default=None, choices=["images", "video"],
+                        help="the frames as images or as one native video input (default: the run's, or images)")
     parser.add_argument("--max-pixels", type=int, default=None, help="pixels a frame keeps at most (default: the run's, or 448 x 448)")
     parser.add_argument("--min-pixels", type=int, default=None, help="pixels a frame keeps at least (default: the run's, or the processor's)")
     parser.add_argument("--batch-size", type=int, default=8, help="videos per generation batch")
@@ -202,6 +206,9 @@ def main(argv=None):
     quant = args.quant or run.get("quant", "nf4")
     folds, seed = args.folds or run.get("folds", 5), args.seed if args.seed is not None else run.get("seed", 0)
     n_frames = args.frames or run.get("frames", 3)
+    video = (args.input or run.get("input", "images")) == "video"
+    if video and n_frames < 2:
+        raise data.InputError("--input video needs --frames 2 or more (one frame is an image)")
     max_pixels = args.max_pixels or run.get("max_pixels", data.DEFAULT_MAX_PIXELS)
     min_pixels = args.min_pixels or run.get("min_pixels")
     fill = round(run["train_mean"]) if "train_mean" in run else PAPER_TRAIN_MEAN
@@ -214,7 +221,7 @@ def main(argv=None):
     videos = data.heldout(args.data, args.split, args.fold, folds, seed, bad)
     processor = qwen.load_processor(model_id, max_pixels, min_pixels)
     cache = data.FrameCache(args.cache, n_frames, qwen.budget_of(processor))
-    videos = cache.fill(videos, bad)
+    videos = cache.fill(videos, bad, timed=video)
     data.report_skipped(bad, os.path.join(os.path.dirname(os.path.abspath(out)), f"skipped-{suffix}.csv"))
     if not videos:
         raise data.InputError(f"{args.data}: no usable videos to predict in split {args.split}")
@@ -222,7 +229,7 @@ def main(argv=None):
     if adapter:
         model = qwen.load_adapter(model, adapter, model_id, recorded=run.get("model_identity"))
     t0 = time.time()
-    answers = generate(model, processor, videos, cache, args.batch_size, args.workers)
+    answers = generate(model, processor, videos, cache, args.batch_size, args.workers, video=video)
     seconds = time.time() - t0
     print(f"predicted {len(videos)} videos in {seconds:.1f}s ({len(videos) / max(seconds, 1e-9):.1f} videos/s)")
     scores, invalid = postprocess(answers, fill)

@@ -18,19 +18,28 @@ INSTRUCTION = (
 )
 ANSWER_CUE = "(Answer only with a number between 0 and 100). PREDICTED SCORE:"
 IMAGE_PAD = "<|image_pad|>"  # one visual token of a frame in Qwen's chat layout
+VIDEO_PAD = "<|video_pad|>"  # one visual token of a native video input (two frames' tubelets)
 END_OF_TURN = "<|im_end|>"  # Qwen's end of an assistant turn; the model must learn to stop after the score
 IGNORE = -100  # label of a position that carries no loss (torch's cross_entropy ignore_index)
 
 
-def messages(captions, n_frames):
+def messages(captions, n_frames, video=False):
     """
     The user turn of Listing 1 as chat messages; the frames are passed to the processor in the same order.
     Each frame is introduced as the paper's Qwen-VL-Chat introduces an image, "Picture k: <img>...</img>\n" (its
     tokenizer's from_list_format, and the format of its fine-tuning data): the layout the paper's model read.
+    With `video`, the frames are one native video input instead, on its own line where the pictures stood.
     """
     content = [{"type": "text", "text": INSTRUCTION + "\n"}]
-    for k in range(n_frames):
-        content += [{"type": "text", "text": f"Picture {k + 1}: "}, {"type": "image"}, {"type": "text", "text": "\n"}]
+    if video:
+        # No label: the paper's model read no video, so there is no format of the paper's to keep, and Qwen's own chat
+        # templates write a video with nothing before it (they number inputs, "Video 1: ", only with add_vision_id,
+        # to tell several apart); the text around it stays the paper's word for word.
+        content += [{"type": "video"}, {"type": "text", "text": "\n"}]
+    else:
+        for k in range(n_frames):
+            content += [{"type": "text", "text": f"Picture {k + 1}: "}, {"type": "image"},
+                        {"type": "text", "text": "\n"}]
     content.append({"type": "text", "text": "\n".join(captions) + "\n" + ANSWER_CUE})
     return [{"role": "user", "content": content}]
 
@@ -66,20 +75,30 @@ def join(prompts, targets, pad_id):
     return input_ids, attention_mask, labels
 
 
-def encode(processor, frames, captions, labels=None):
+def encode(processor, frames, captions, labels=None, seconds=None):
     """
     A batch of videos -> model inputs (and labels when `labels`, the integer scores, are given).
     frames: per video its frames, (3, H, W) tensors or (H, W, 3) arrays; captions: per video its captions.
+    seconds: None, the paper's way: each frame is an image. Else per video when each frame is shown (FrameCache.clip),
+    and the frames of each go in as one native video input (Qwen's tubelets of two frames: half the visual tokens).
     The processor lays out the chat and expands each frame into its visual tokens; the targets are appended
-    as token ids, exactly as generation would produce them. The patches stay uint8 and a frame is not yet repeated
+    as token ids, exactly as generation would produce them. The patches stay uint8 and an image is not yet repeated
     over the vision tower's two time steps: `pixels` does both where the model is, and a batch moves 8x fewer bytes
-    from the loader's workers to the GPU than the processor's own float32 patches.
+    from the loader's workers to the GPU than the processor's own float32 patches (4x for a video).
     """
     tokenizer = processor.tokenizer
-    texts = [processor.apply_chat_template(messages(c, len(f)), tokenize=False, add_generation_prompt=True)
+    video = seconds is not None
+    texts = [processor.apply_chat_template(messages(c, len(f), video), tokenize=False, add_generation_prompt=True)
              for f, c in zip(frames, captions)]
-    enc = processor(text=texts, images=[list(f) for f in frames], padding=True, padding_side="left",
-                    return_tensors="pt", do_rescale=False, do_normalize=False, temporal_patch_size=1)
+    if video:
+        # The frames come fitted to the pixel budget (the video processor's is set to let them through: model.py) and
+        # sampled already: the video processor must not pick frames again.
+        visual = dict(videos=list(frames), video_metadata=[video_metadata(s, len(f)) for f, s in zip(frames, seconds)],
+                      do_sample_frames=False)
+    else:
+        visual = dict(images=[list(f) for f in frames], temporal_patch_size=1)
+    enc = processor(text=texts, **visual, padding=True, padding_side="left", return_tensors="pt", do_rescale=False,
+                    do_normalize=False)
     keep = enc["attention_mask"].bool()
     targets = [target_ids(tokenizer, y) for y in labels] if labels is not None else [[] for _ in texts]
     input_ids, attention_mask, label_ids = join([ids[k] for ids, k in zip(enc["input_ids"], keep)], targets,
@@ -94,32 +113,54 @@ def encode(processor, frames, captions, labels=None):
     return batch, (label_ids if labels is not None else None)
 
 
-def pixels(patches, image_processor):
+# The frame rate Qwen's processors assume when a video's is unknown.
+ASSUMED_FPS = 24
+
+
+def video_metadata(seconds, n_frames):
     """
-    The uint8 patches of `encode` -> the float32 pixel values the processor makes itself: its rescale and
-    normalization, fused as it fuses them ((x - mean / r) / (std / r), r the rescale factor, per channel), then each
-    still frame repeated over the vision tower's time steps (Qwen embeds tubelets of temporal_patch_size frames).
-    A patch is laid out (channel, time, row, column).
+    When the frames of a native video input are shown, as Qwen's processors read it: Qwen2.5-VL spaces its rotary
+    time positions by second_per_grid_ts (two frames / the clip's frame rate), Qwen3-VL writes "<t seconds>" before
+    each tubelet (frame index / frame rate). The N frames are evenly spaced from the first frame to the last
+    (data.frame_indices), so they are described as a clip of their own, N frames at N-1 intervals over their real
+    span: both models then get the real time between frames, up to the rounding of the frames' indices (< half a
+    source frame). Where the file tells no time (seconds None) or the frames span none (a one-frame video), the
+    processors' own assumption, 24 frames a second, stands in.
     """
-    ip = image_processor
-    mean = torch.tensor(ip.image_mean, device=patches.device) * (1.0 / ip.rescale_factor)
-    std = torch.tensor(ip.image_std, device=patches.device) * (1.0 / ip.rescale_factor)
+    span = seconds[-1] - seconds[0] if seconds else 0.0
+    fps = (n_frames - 1) / span if span > 0 else ASSUMED_FPS
+    return dict(total_num_frames=n_frames, fps=fps, frames_indices=list(range(n_frames)))
+
+
+def pixels(patches, processor, repeat=True):
+    """
+    The uint8 patches of `encode` -> the float32 pixel values the processor (its image or video processor) makes
+    itself: its rescale and normalization, fused as it fuses them ((x - mean / r) / (std / r), r the rescale factor,
+    per channel), then with `repeat` each still frame repeated over the vision tower's time steps (Qwen embeds
+    tubelets of temporal_patch_size frames). A patch is laid out (channel, time, row, column).
+    """
+    mean = torch.tensor(processor.image_mean, device=patches.device) * (1.0 / processor.rescale_factor)
+    std = torch.tensor(processor.image_std, device=patches.device) * (1.0 / processor.rescale_factor)
     x = patches.to(torch.float32).view(len(patches), len(mean), 1, -1)
     x = x.sub_(mean[:, None, None]).div_(std[:, None, None])
-    return x.expand(-1, -1, ip.temporal_patch_size, -1).reshape(len(patches), -1)
+    return x.expand(-1, -1, processor.temporal_patch_size if repeat else 1, -1).reshape(len(patches), -1)
 
 
-def to_model(batch, image_processor, device):
+def to_model(batch, processor, device):
     """A batch of `encode` on the model's device, its patches normalized there; copies from pinned memory overlap."""
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    batch["pixel_values"] = pixels(batch["pixel_values"], image_processor)
+    if "pixel_values" in batch:
+        batch["pixel_values"] = pixels(batch["pixel_values"], processor.image_processor)
+    if "pixel_values_videos" in batch:  # a tubelet's time steps are two different frames already: nothing to repeat
+        batch["pixel_values_videos"] = pixels(batch["pixel_values_videos"], processor.video_processor, repeat=False)
     return batch
 
 
 def token_counts(batch, tokenizer):
     """(visual, all) tokens of each row of an encoded batch, padding left out."""
     real = batch["attention_mask"].bool()
-    visual = ((batch["input_ids"] == tokenizer.convert_tokens_to_ids(IMAGE_PAD)) & real).sum(1)
+    pads = torch.tensor(tokenizer.convert_tokens_to_ids([IMAGE_PAD, VIDEO_PAD]))
+    visual = (torch.isin(batch["input_ids"], pads) & real).sum(1)
     return list(zip(visual.tolist(), real.sum(1).tolist()))
 
 

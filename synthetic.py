@@ -175,7 +175,7 @@ def teach_answer_format(model, processor, steps=120, batch_size=8, lr=1e-3, seed
         captions = [[synthetic_caption(rng) for _ in range(5)] for _ in range(batch_size)]
         batch, labels = prompt.encode(processor, frames, captions, rng.integers(40, 101, batch_size).tolist())
         k = int((labels != prompt.IGNORE).sum(1).max())
-        loss = train.score_loss(model, prompt.to_model(batch, processor.image_processor, "cpu"), labels[:, -k:])
+        loss = train.score_loss(model, prompt.to_model(batch, processor, "cpu"), labels[:, -k:])
         (loss / (labels != prompt.IGNORE).sum()).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

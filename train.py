@@ -6,6 +6,7 @@ Fine-tune a 4-bit Qwen VLM with LoRA to predict video memorability (Martin-Ferna
     python train.py --data data/memento10k --split trainval --out runs/final # the model for the test set
     python train.py --data data/memento10k --split trainval --fold 0 --folds 5 --out runs/fold0
     python train.py ... --max-pixels 401408                                  # frames of up to 896 x 448 pixels
+    python train.py ... --frames 8 --input video                             # 8 frames as one native video input
     python train.py ... --resume                                             # continue a killed run
     torchrun --nproc-per-node 4 train.py -- --r 128 --alpha 1024 --batch-size 1  # DDP on 4 GPUs, global batch 4
 
@@ -55,6 +56,10 @@ class Config:
     folds: int = 5  # number of cross-validation folds over trainval
     seed: int = 0  # seeds the folds, the data order, the LoRA init and dropout
     frames: int = 3  # frames per video, evenly spaced from first to last (3: first, middle, last)
+    # images: each frame an image, as the paper gives them; video: the same frames as one native video input
+    # (pairs of frames make one tubelet of visual tokens: ceil(N/2) frames' worth; Qwen2.5-VL and Qwen3-VL are told when
+    # each frame is shown)
+    input: str = "images"
     max_pixels: int = DEFAULT_MAX_PIXELS  # pixels a frame keeps at most (448 x 448: the paper's input size)
     min_pixels: int | None = None  # pixels a frame keeps at least; None: the processor's own
     r: int = qwen.DEFAULT_R  # LoRA rank
@@ -87,6 +92,9 @@ class Config:
             (self.folds >= 2, f"--folds must be at least 2, not {self.folds}"),
             (self.fold is None or 0 <= self.fold < self.folds, f"--fold {self.fold} is outside 0..{self.folds - 1}"),
             (self.frames >= 1, f"--frames must be at least 1, not {self.frames}"),
+            (self.input in ("images", "video"), f"--input must be images or video, not {self.input!r}"),
+            (self.input == "images" or self.frames >= 2,
+             "--input video needs --frames 2 or more (one frame is an image)"),
             (self.max_pixels >= 1, f"--max-pixels must be positive, not {self.max_pixels}"),
             (self.min_pixels is None or 1 <= self.min_pixels <= self.max_pixels,
              f"--min-pixels must be in 1..--max-pixels, not {self.min_pixels}"),
@@ -165,7 +173,7 @@ def score_loss(model, batch, targets):
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=prompt.IGNORE, reduction="sum")
 
 
-def train_step(net, opt, micro, image_processor, grad_clip, live=True):
+def train_step(net, opt, micro, processor, grad_clip, live=True):
     """
     One optimizer step over the micro-batches `micro`, a list of (inputs, labels) as the loader makes them, on the CPU.
     net: the model, or DDP around it; live=False: this rank has no videos in the step (the last, short step of an
@@ -186,7 +194,7 @@ def train_step(net, opt, micro, image_processor, grad_clip, live=True):
         if not live:
             labels = torch.full_like(labels, prompt.IGNORE)
         k = max(1, int((labels != prompt.IGNORE).sum(1).max()))  # on the CPU: no wait for the GPU
-        batch = prompt.to_model(batch, image_processor, device)
+        batch = prompt.to_model(batch, processor, device)
         targets = labels[:, -k:].to(device, non_blocking=True)
         # DDP averages gradients over ranks in the backward of the step's last micro-batch; the others skip it
         last = i == len(micro) - 1
@@ -349,7 +357,8 @@ def evaluate(cfg, model, processor, videos, cache, fill):
     """Predict the held-out videos, each rank every world-th one; returns (metrics dict, integer scores)."""
     rank, world = rank_world()
     mine = videos[rank::world]
-    answers = predict.generate(model, processor, mine, cache, cfg.eval_batch_size, cfg.workers, progress=False) if mine else []
+    answers = predict.generate(model, processor, mine, cache, cfg.eval_batch_size, cfg.workers, progress=False,
+                               video=cfg.input == "video") if mine else []
     shares = gather(answers)
     answers = [shares[i % world][i // world] for i in range(len(videos))]
     scores, invalid = predict.postprocess(answers, fill)
@@ -374,8 +383,8 @@ def fit(cfg, net, processor, opt, train_videos, heldout, cache, start_step=0, hi
     if rank == 0:
         write_atomic(loss_log, csv_text(history["loss"], LOSS_COLUMNS))
     plan = step_batches(len(train_videos), cfg, start_step, total, rank, world)
-    batches = iter(data.loader(data.Batches(train_videos, cache, processor), [m for micro, _ in plan for m in micro],
-                               cfg.workers))
+    batches = iter(data.loader(data.Batches(train_videos, cache, processor, video=cfg.input == "video"),
+                               [m for micro, _ in plan for m in micro], cfg.workers))
     pending = []  # steps whose loss is still on the device: reading it waits for the GPU, so it is read in bulk
     net.train()
     bar = tqdm(range(start_step, total), initial=start_step, total=total, desc="training", unit="step", disable=rank > 0)
@@ -390,7 +399,7 @@ def fit(cfg, net, processor, opt, train_videos, heldout, cache, start_step=0, hi
         # 2) this step's micro-batches, made ahead by the loader's workers in the epoch's order
         micro = [next(batches) for _ in step_plan]
         # 3) forward and backward one micro-batch at a time, clip, step
-        loss = train_step(net, opt, micro, processor.image_processor, cfg.grad_clip, live)
+        loss = train_step(net, opt, micro, processor, cfg.grad_clip, live)
         samples = min(per_step, len(train_videos) - k * per_step)
         pending.append(dict(step=step, epoch=epoch, loss=loss, lr=lr, samples=samples))
         # 4) log: every log_every steps, and before each checkpoint so that it holds every step's loss
@@ -454,8 +463,11 @@ def prepare_out(cfg, resume, overwrite, world=1):
     if resume and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
+        # a setting that a run's config.json lacks came later than the run: the run had its default
+        defaults = {f.name: f.default for f in fields(Config)}
         split = ("batch_size", "grad_accum")
-        changed = [k for k, v in asdict(cfg).items() if k not in FREE_SETTINGS + PATHS + split and saved.get(k) != v]
+        changed = [k for k, v in asdict(cfg).items()
+                   if k not in FREE_SETTINGS + PATHS + split and saved.get(k, defaults[k]) != v]
         if saved["model"] != cfg.model and saved.get("model_identity") != qwen.identity(cfg.model):
             changed.append("model (another configuration)")
         if saved.get("global_batch", saved["batch_size"] * saved["grad_accum"]) != global_batch(cfg, world):
@@ -486,9 +498,10 @@ def main(cfg, resume=False, overwrite=False):
 
     processor = qwen.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
     cache = data.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
+    video = cfg.input == "video"
     if world > 1:  # rank 0 decodes on every core; the others then read the cache
-        on_first_rank(cache.fill, train_videos + heldout, None if bad is None else [])
-    usable = {v.video_id for v in cache.fill(train_videos + heldout, bad)}
+        on_first_rank(cache.fill, train_videos + heldout, None if bad is None else [], None, video)
+    usable = {v.video_id for v in cache.fill(train_videos + heldout, bad, timed=video)}
     train_videos, heldout = [v for v in train_videos if v.video_id in usable], [v for v in heldout if v.video_id in usable]
     if rank == 0:
         data.report_skipped(bad, os.path.join(cfg.out, "skipped.csv"))
@@ -498,9 +511,10 @@ def main(cfg, resume=False, overwrite=False):
         folds = data.make_folds([v.video_id for v in train_videos + heldout], cfg.folds, cfg.seed)
         write_atomic(os.path.join(cfg.out, "folds.json"), json.dumps(dict(seed=cfg.seed, folds=folds)))
     say(f"training videos: {len(train_videos)} | held-out videos: {len(heldout)}")
-    visual, tokens = prompt.token_counts(data.Batches(train_videos, cache, processor)[[0]][0], processor.tokenizer)[0]
-    say(f"tokens per sample: {visual} visual ({cfg.frames} frames, at most {cfg.max_pixels:,} pixels each) "
-        f"+ {tokens - visual} text = {tokens}")
+    sample = data.Batches(train_videos, cache, processor, video=video)[[0]][0]
+    visual, tokens = prompt.token_counts(sample, processor.tokenizer)[0]
+    say(f"tokens per sample: {visual} visual ({cfg.frames} frames{' as one video' if video else ''}, at most "
+        f"{cfg.max_pixels:,} pixels each) + {tokens - visual} text = {tokens}")
     if world > 1:
         say(f"ranks: {world} | global batch: {global_batch(cfg, world)} videos ({cfg.batch_size} a rank x "
             f"{cfg.grad_accum} accumulated x {world} ranks)")
@@ -574,6 +588,8 @@ def parse_args(argv=None):
     parser.add_argument("--folds", type=int, default=d.folds, help="number of folds")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of folds, data order, LoRA init and dropout")
     parser.add_argument("--frames", type=int, default=d.frames, help="frames per video, evenly spaced")
+    parser.add_argument("--input", default=d.input, choices=["images", "video"],
+                        help="the frames as images (the paper's) or as one native video input")
     parser.add_argument("--max-pixels", type=int, default=d.max_pixels, help="pixels a frame keeps at most (448 x 448)")
     parser.add_argument("--min-pixels", type=int, default=d.min_pixels, help="pixels a frame keeps at least (default: the processor's)")
     parser.add_argument("--r", type=int, default=d.r, help="LoRA rank")

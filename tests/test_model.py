@@ -62,7 +62,7 @@ def test_cpu_repack_trap(tiny, synthetic, cache):
     videos = data.load_split(synthetic, "train")[:4]
     frames = [data.FrameCache(cache).get(v) for v in videos]
     batch, labels = prompt.encode(processor, frames, [v.captions for v in videos], [v.label for v in videos])
-    batch = prompt.to_model(batch, processor.image_processor, "cpu")
+    batch = prompt.to_model(batch, processor, "cpu")
 
     def fresh(fast_path):
         torch.manual_seed(0)

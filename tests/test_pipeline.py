@@ -140,7 +140,7 @@ def test_greedy_decoding_equals_generate(family, synthetic, cache, request):
     frames.fill(videos)
     batch, _ = data.Batches(videos, frames, processor, labelled=False)[list(range(6))]
     assert (batch["attention_mask"] == 0).any()  # padding is exercised
-    batch = prompt.to_model(batch, processor.image_processor, "cpu")
+    batch = prompt.to_model(batch, processor, "cpu")
     end, pad = processor.tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), processor.tokenizer.pad_token_id
     torch.manual_seed(0)
     base = qwen.load_model(folder)

@@ -23,6 +23,20 @@ def test_prompt_text_is_listing_1_in_the_chat_layout(tiny):
     assert text == expected
 
 
+def test_video_prompt_is_listing_1_around_one_video(tiny):
+    """--input video: the paper's text word for word around one video input, with no label."""
+    processor = qwen.load_processor(tiny)
+    text = processor.apply_chat_template(prompt.messages(CAPTIONS, 8, video=True), tokenize=False,
+                                         add_generation_prompt=True)
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n" + prompt.INSTRUCTION + "\n"
+        "<|vision_start|><|video_pad|><|vision_end|>\n" + "\n".join(CAPTIONS) + "\n" + prompt.ANSWER_CUE
+        + "<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt.video_metadata([0.0, 0.5, 1.0], 3) == dict(total_num_frames=3, fps=2.0, frames_indices=[0, 1, 2])
+    # no time known, or none between the frames (a one-frame video): the processors' own assumption
+    assert prompt.video_metadata(None, 3)["fps"] == prompt.video_metadata([0.0, 0.0, 0.0], 3)["fps"] == 24
+
+
 def test_frames_follow_the_count():
     content = prompt.messages(CAPTIONS, 8)[0]["content"]
     assert [c["type"] for c in content] == ["text"] + ["text", "image", "text"] * 8 + ["text"]
