@@ -361,7 +361,8 @@ def cmd_gpu(args, template):
     if not os.path.isfile(os.path.join(root, "data", "test_labels.csv")):
         synthetic.make_synthetic(os.path.join(root, "data"), n=300)
     cfg = train.Config(data=os.path.join(root, "data"), model=tiny(args), out=os.path.join(root, "run"),
-                       cache=os.path.join(root, "cache"), log_every=100, workers=template.workers, **train.TINY_RECIPE)
+                       cache=os.path.join(root, "cache"), log_every=100, workers=template.workers,
+                       **dict(train.TINY_RECIPE, epochs=args.learn_epochs))
     learned = train.main(cfg, overwrite=True)
     result["learn"] = dict(srcc=learned["srcc"], invalid=learned["invalid"], n=learned["n"], bar=0.6,
                            passed=learned["srcc"] >= 0.6, seconds=learned["seconds"])
@@ -454,6 +455,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU (default: by name)")
     parser.add_argument("--out", help="gpu: the JSON file to write")
+    parser.add_argument("--learn-epochs", type=int, default=train.TINY_RECIPE["epochs"],
+                        help="gpu: epochs of the tiny model's learning run (fewer: it runs through, without the bar)")
     parser.add_argument("--python", default="3.12", help="wheels: the GPU box's Python")
     parser.add_argument("--cuda", default="130", help="wheels: the GPU box's CUDA release, as bitsandbytes names it")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on a line")
