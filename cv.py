@@ -146,14 +146,23 @@ def stale(path):
             return time.time() - os.path.getmtime(path) > STALE
         except OSError:
             return False
-    if host == socket.gethostname():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, another user's
-            pass
+    if host == socket.gethostname() and not alive(int(pid)):
+        return True
     return age > STALE
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    try:  # a zombie has exited: it only waits for its parent to collect its status
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def acquire(path):
@@ -236,27 +245,32 @@ def landed(path):
 
 
 def cross_validate(cfgs, path):
-    """Run every (config, fold) that results.csv does not hold yet and no live worker has claimed, in grid order;
-    returns the rows landed so far, other workers' included."""
+    """Run every (config, fold) that results.csv does not hold yet and no live worker has claimed, in grid order, then
+    again what is left while a pass finds work (a worker that died meanwhile left its job); returns the rows landed
+    so far, other workers' included."""
     claims = os.path.join(os.path.dirname(path), "claims")
     os.makedirs(claims, exist_ok=True)
     todo = [c for c in cfgs if (qwen.config_name(c.r, c.alpha), c.fold) not in landed(path)]
     # smoothing=0: the ETA is the mean time of the folds run so far, steadier than a recent-rate estimate
     bar = tqdm(total=len(cfgs), initial=len(cfgs) - len(todo), desc="cross-validation", unit="fold", smoothing=0)
-    for cfg in todo:
-        job = (qwen.config_name(cfg.r, cfg.alpha), cfg.fold)
-        with claimed(os.path.join(claims, f"{job[0]}-fold{job[1]}")) as mine:
-            if not mine or job in landed(path):  # another worker's, running or just landed
-                continue
-            row = run_fold(cfg)
-            append_result(path, row)
-            # A fold's checkpoints (adapter + AdamW state, ~0.7 GB each at r=128 on a 7B model) are only for
-            # resuming it; once its row has landed, its adapter/ and predictions are what is kept.
-            for step_dir in train.checkpoints(cfg.out):
-                shutil.rmtree(step_dir)
-        bar.update(1)
-        tqdm.write(f"cv | {row['config']} fold {row['fold']} | SRCC {float(row['srcc']):.4f} | "
-                   f"Pearson {float(row['pearson']):.4f} | invalid {row['invalid']}/{row['n']} | {row['seconds']}s")
+    ran = True
+    while ran:
+        ran = False
+        for cfg in [c for c in todo if (qwen.config_name(c.r, c.alpha), c.fold) not in landed(path)]:
+            job = (qwen.config_name(cfg.r, cfg.alpha), cfg.fold)
+            with claimed(os.path.join(claims, f"{job[0]}-fold{job[1]}")) as mine:
+                if not mine or job in landed(path):  # another worker's, running or just landed
+                    continue
+                row = run_fold(cfg)
+                append_result(path, row)
+                # A fold's checkpoints (adapter + AdamW state, ~0.7 GB each at r=128 on a 7B model) are only for
+                # resuming it; once its row has landed, its adapter/ and predictions are what is kept.
+                for step_dir in train.checkpoints(cfg.out):
+                    shutil.rmtree(step_dir)
+            ran = True
+            bar.update(1)
+            tqdm.write(f"cv | {row['config']} fold {row['fold']} | SRCC {float(row['srcc']):.4f} | "
+                       f"Pearson {float(row['pearson']):.4f} | invalid {row['invalid']}/{row['n']} | {row['seconds']}s")
     bar.close()
     return read_results(path)
 
