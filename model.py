@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import tempfile
 
 import torch
 
@@ -116,10 +117,12 @@ def quantization(model_id, quant, dtype):
 
     config = AutoConfig.from_pretrained(model_id, **_local(model_id))
     prequantized = getattr(config, "quantization_config", None)
-    if prequantized is not None:
-        method = prequantized.get("quant_method") if isinstance(prequantized, dict) else prequantized.quant_method
-        raise InputError(f"{model_id}: pre-quantized checkpoints ({method}) are not supported yet; "
-                         "pass the bf16 checkpoint and --quant nf4")
+    if prequantized is not None:  # the checkpoint's own quantization, whatever --quant says: never a second one
+        saved = prequantized if isinstance(prequantized, dict) else prequantized.to_dict()
+        if saved.get("quant_method") != "gptq":
+            raise InputError(f"{model_id}: {saved.get('quant_method')} checkpoints are not supported (GPTQ ones are); "
+                             "pass the bf16 checkpoint and --quant nf4")
+        return gptq_config(model_id, saved)
     if quant == "none":
         return None
     assert quant == "nf4", quant
@@ -132,6 +135,58 @@ def quantization(model_id, quant, dtype):
         # prefix of the module path, so it must be "model.visual", not "visual".
         llm_int8_skip_modules=["model.visual", "lm_head"],
     )
+
+
+def gptq_config(model_id, saved):
+    """A GPTQ checkpoint (the format of the paper's Qwen-VL-Chat-Int4) loads as it is through gptqmodel, which
+    transformers 5 and peft use (auto-gptq is archived and does not import with them), with its "torch" kernel: the
+    faster default CPU kernels switch to an inference path after any no-grad forward and from then on pass no
+    gradient back through frozen quantized layers, so LoRA below them would learn from wrong gradients."""
+    gptq_environment()
+    try:
+        import gptqmodel  # noqa: F401
+        import optimum  # noqa: F401
+    except ImportError:
+        raise InputError(f"{model_id}: a GPTQ checkpoint needs gptqmodel and optimum: "
+                         "pip install gptqmodel==7.7.0 optimum==2.3.0 (both in requirements.txt)")
+    from transformers import GPTQConfig
+
+    return GPTQConfig(bits=saved["bits"], backend="torch")
+
+
+def gptq_environment():
+    # gptqmodel sizes its CPU thread pools from the machine and stops on a 2-core one unless told how many to use;
+    # on a CPU its torch kernel would compile the dequantization (torch.compile: ~20 s at the first forward, for a
+    # gain only large layers see).
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, os.cpu_count() or 1)))
+    if device() == "cpu":
+        import torch._dynamo
+
+        torch._dynamo.config.disable = True
+
+
+def quantize_gptq(src, dst, texts, group_size=128):
+    """A GPTQ 4-bit copy of the checkpoint `src` in `dst`, calibrated on `texts` (gptqmodel): the language model's
+    linear layers quantized; the vision tower, the embeddings and lm_head as they were."""
+    gptq_environment()
+    from gptqmodel import GPTQModel, QuantizeConfig
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(src)
+    # pack_impl "original": the same checkpoint without a C++ extension to compile first
+    config = QuantizeConfig(bits=4, group_size=group_size, desc_act=False, sym=True, device="cpu",
+                            pack_impl="original")
+    src, dst, here = os.path.abspath(src), os.path.abspath(dst), os.getcwd()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)  # gptqmodel writes its quantization logs to ./logs: not into the user's folder
+        try:
+            model = GPTQModel.load(src, config)
+            model.quantize(texts, tokenizer=processor.tokenizer)
+            model.save(dst)
+        finally:
+            os.chdir(here)
+    processor.save_pretrained(dst)
+    return dst
 
 
 def load_model(model_id, quant="nf4"):
@@ -361,16 +416,29 @@ def _config(family, text, vision, tokenizer=None, tied=False):
     return Config(text_config=text, vision_config=vision, tie_word_embeddings=tied, **special)
 
 
-def make_tiny(path, family="qwen2_5_vl", seed=0):
+def make_tiny(path, family="qwen2_5_vl", seed=0, gptq=False):
     """Write a tiny random checkpoint (model, tokenizer, processor) that loads like a real one and, like a real chat
-    model, answers the prompt with a number (synthetic.teach_answer_format), which says nothing yet."""
+    model, answers the prompt with a number (synthetic.teach_answer_format), which says nothing yet. gptq: then
+    quantized to a GPTQ 4-bit checkpoint, calibrated on prompts of the synthetic data."""
     if family not in TINY:
         raise InputError(f"unknown family {family!r} (qwen2_5_vl or qwen3_vl)")
     text, vision = TINY[family]
     # The stock processor, except that a frame may shrink to 4 visual tokens (2 x 2 merged patches; Qwen2.5-VL's
     # stock minimum already), which keeps tiny models on small synthetic frames fast.
     side = 2 * 2 * PROCESSORS[family]["patch_size"]
-    return _write_checkpoint(path, family, text, vision, seed, tiny=True, min_pixels=side * side)
+    if not gptq:
+        return _write_checkpoint(path, family, text, vision, seed, tiny=True, min_pixels=side * side)
+    import random
+
+    import prompt
+    import synthetic
+
+    with tempfile.TemporaryDirectory() as full:
+        _write_checkpoint(full, family, text, vision, seed, tiny=True, min_pixels=side * side)
+        rng = random.Random(seed)
+        texts = [f"{prompt.INSTRUCTION}\n{' '.join(rng.choices(synthetic.CAPTION_WORDS, k=12))}\n{prompt.ANSWER_CUE}"
+                 f" {rng.randint(40, 100)}" for _ in range(32)]
+        return quantize_gptq(full, path, texts)
 
 
 def make_random(path, arch, seed=0):
@@ -425,6 +493,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--make-tiny", metavar="DIR", help="write a tiny random checkpoint to DIR and exit")
     parser.add_argument("--family", default="qwen2_5_vl", choices=list(TINY), help="tiny model's architecture")
+    parser.add_argument("--gptq", action="store_true", help="with --make-tiny: a GPTQ 4-bit checkpoint")
     parser.add_argument("--make-random", metavar="DIR", help="write --arch with random weights to DIR and exit")
     parser.add_argument("--arch", default="qwen2.5-vl-7b", choices=list(ARCHS), help="published architecture")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder to load")
@@ -434,8 +503,8 @@ def main(argv=None):
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="language-model modules that get LoRA, comma-separated, or all")
     args = parser.parse_args(argv)
     if args.make_tiny:
-        make_tiny(args.make_tiny, args.family)
-        print(f"wrote a tiny {args.family} checkpoint to {args.make_tiny}")
+        make_tiny(args.make_tiny, args.family, gptq=args.gptq)
+        print(f"wrote a tiny {args.family} {'GPTQ 4-bit ' if args.gptq else ''}checkpoint to {args.make_tiny}")
     elif args.make_random:
         make_random(args.make_random, args.arch)
         print(f"wrote {args.arch} with random weights to {args.make_random}")

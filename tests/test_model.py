@@ -116,16 +116,3 @@ def test_adapter_round_trip(tiny, tmp_path):
     for n, p in loaded.named_parameters():
         if "lora_" in n:
             assert torch.equal(p, saved[n])
-
-
-def test_prequantized_checkpoint_gets_a_clear_error(tiny, tmp_path):
-    import json
-    import shutil
-
-    folder = tmp_path / "gptq"
-    shutil.copytree(tiny, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["quantization_config"] = {"quant_method": "gptq", "bits": 4}
-    (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(data.InputError, match="gptq"):
-        qwen.load_model(str(folder))
