@@ -361,16 +361,17 @@ def _config(family, text, vision, tokenizer=None, tied=False):
     return Config(text_config=text, vision_config=vision, tie_word_embeddings=tied, **special)
 
 
-def make_tiny(path, family="qwen2_5_vl", seed=0):
+def make_tiny(path, family="qwen2_5_vl", seed=0, teach=True):
     """Write a tiny random checkpoint (model, tokenizer, processor) that loads like a real one and, like a real chat
-    model, answers the prompt with a number (synthetic.teach_answer_format), which says nothing yet."""
+    model, answers the prompt with a number (synthetic.teach_answer_format), which says nothing yet. teach=False
+    leaves it untaught: its answers are random tokens (what decoding must survive)."""
     if family not in TINY:
         raise InputError(f"unknown family {family!r} (qwen2_5_vl or qwen3_vl)")
     text, vision = TINY[family]
     # The stock processor, except that a frame may shrink to 4 visual tokens (2 x 2 merged patches; Qwen2.5-VL's
     # stock minimum already), which keeps tiny models on small synthetic frames fast.
     side = 2 * 2 * PROCESSORS[family]["patch_size"]
-    return _write_checkpoint(path, family, text, vision, seed, tiny=True, min_pixels=side * side)
+    return _write_checkpoint(path, family, text, vision, seed, tiny=True, min_pixels=side * side, teach=teach)
 
 
 def make_random(path, arch, seed=0):
@@ -382,7 +383,7 @@ def make_random(path, arch, seed=0):
     return _write_checkpoint(path, family, text, vision, seed, tied=tied)
 
 
-def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, min_pixels=None):
+def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, min_pixels=None, teach=True):
     from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessor
 
     import prompt
@@ -407,7 +408,8 @@ def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, 
         model = AutoModelForImageTextToText.from_config(config)
         # A frozen random lm_head with the default std 0.02 caps logits near 2.6 and LoRA-only training stalls.
         torch.nn.init.normal_(model.lm_head.weight, std=0.1)
-        synthetic.teach_answer_format(model, processor, seed=seed)
+        if teach:
+            synthetic.teach_answer_format(model, processor, seed=seed)
     else:
         with torch.device(device()):
             model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
