@@ -19,7 +19,8 @@ train.py other than --split, --fold and --out passes through to it. OUT gets:
   summary.md       mean +- std SRCC per config over the folds, and the best config
   figure-4-heatmap.png, figure-5-scatter.png (best config, out-of-fold), figure-6-best-worst.png
   r{R}-a{ALPHA}/fold{K}/   train.py's run directory of each fold (its checkpoints are removed once it lands)
-With --zero-shot, OUT/zero-shot/ gets predictions.csv, answers.csv, metrics.json and figure-3-scatter.png.
+With --zero-shot, OUT/zero-shot/ gets predictions.csv, answers.csv (not with --decode expected: the predictions hold
+its whole answer), metrics.json and figure-3-scatter.png.
 """
 
 import argparse
@@ -440,16 +441,19 @@ def zero_shot(template):
         raise data.InputError(f"{template.data}: no usable videos in train+val")
     model = qwen.load_model(template.model, template.quant)
     answers = predict.generate(model, processor, videos, cache, template.eval_batch_size, template.workers,
-                               video=video)
+                               video=video, decode=template.decode)
     # The paper fills an invalid answer with the training mean, 80 (train+val mean score 0.801)
     scores, invalid = predict.postprocess(answers, predict.PAPER_TRAIN_MEAN)
     m = predict.metrics(scores, [v.score for v in videos])
 
-    predict.write_predictions(os.path.join(folder, "predictions.csv"), videos, scores)
-    write_rows(os.path.join(folder, "answers.csv"), ["video_id", "answer"], zip([v.video_id for v in videos], answers))
+    predict.write_predictions(os.path.join(folder, "predictions.csv"), videos, scores, answers)
+    if template.decode != "expected":  # with expected, predictions.csv holds the whole answer: score, argmax and std
+        write_rows(os.path.join(folder, "answers.csv"), ["video_id", "answer"],
+                   zip([v.video_id for v in videos], answers))
     rate = invalid / max(len(videos), 1)
-    result = dict(model=template.model, n=m["n"], invalid=invalid, invalid_rate=rate, fill=predict.PAPER_TRAIN_MEAN,
-                  srcc=m["srcc"], srcc_ci=list(m["srcc_ci"]), ci_method="Fisher z", pearson=m["pearson"], mse=m["mse"])
+    result = dict(model=template.model, decode=template.decode, n=m["n"], invalid=invalid, invalid_rate=rate,
+                  fill=predict.PAPER_TRAIN_MEAN, srcc=m["srcc"], srcc_ci=list(m["srcc_ci"]), ci_method="Fisher z",
+                  pearson=m["pearson"], mse=m["mse"])
     train.write_atomic(os.path.join(folder, "metrics.json"), json.dumps(result, indent=1))
     print(f"invalid answers: {invalid}/{len(videos)} ({100 * rate:.2f}%), replaced by {predict.PAPER_TRAIN_MEAN}")
     print(f"zero-shot {predict.describe(m)}")
@@ -467,7 +471,7 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Every other flag is train.py's and goes to each fold (python train.py --help), e.g. --targets, "
                "--batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --input, --quant, --no-grad-ckpt, "
-               "--cache.",
+               "--cache, --decode.",
         allow_abbrev=False)  # else --fold would silently abbreviate --folds
     # ---
     parser.add_argument("--data", default=d.data, help="Memento10k root (authors' JSON or MediaEval 2021 CSV layout)")

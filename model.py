@@ -416,10 +416,11 @@ def _config(family, text, vision, tokenizer=None, tied=False):
     return Config(text_config=text, vision_config=vision, tie_word_embeddings=tied, **special)
 
 
-def make_tiny(path, family="qwen2_5_vl", seed=0, gptq=False):
+def make_tiny(path, family="qwen2_5_vl", seed=0, teach=True, gptq=False):
     """Write a tiny random checkpoint (model, tokenizer, processor) that loads like a real one and, like a real chat
-    model, answers the prompt with a number (synthetic.teach_answer_format), which says nothing yet. gptq: then
-    quantized to a GPTQ 4-bit checkpoint, calibrated on prompts of the synthetic data."""
+    model, answers the prompt with a number (synthetic.teach_answer_format), which says nothing yet. teach=False
+    leaves it untaught: its answers are random tokens (what decoding must survive). gptq: then quantized to a GPTQ
+    4-bit checkpoint, calibrated on prompts of the synthetic data."""
     if family not in TINY:
         raise InputError(f"unknown family {family!r} (qwen2_5_vl or qwen3_vl)")
     text, vision = TINY[family]
@@ -427,14 +428,14 @@ def make_tiny(path, family="qwen2_5_vl", seed=0, gptq=False):
     # stock minimum already), which keeps tiny models on small synthetic frames fast.
     side = 2 * 2 * PROCESSORS[family]["patch_size"]
     if not gptq:
-        return _write_checkpoint(path, family, text, vision, seed, tiny=True, min_pixels=side * side)
+        return _write_checkpoint(path, family, text, vision, seed, tiny=True, min_pixels=side * side, teach=teach)
     import random
 
     import prompt
     import synthetic
 
     with tempfile.TemporaryDirectory() as full:
-        _write_checkpoint(full, family, text, vision, seed, tiny=True, min_pixels=side * side)
+        _write_checkpoint(full, family, text, vision, seed, tiny=True, min_pixels=side * side, teach=teach)
         rng = random.Random(seed)
         texts = [f"{prompt.INSTRUCTION}\n{' '.join(rng.choices(synthetic.CAPTION_WORDS, k=12))}\n{prompt.ANSWER_CUE}"
                  f" {rng.randint(40, 100)}" for _ in range(32)]
@@ -450,7 +451,7 @@ def make_random(path, arch, seed=0):
     return _write_checkpoint(path, family, text, vision, seed, tied=tied)
 
 
-def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, min_pixels=None):
+def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, min_pixels=None, teach=True):
     from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessor
 
     import prompt
@@ -475,7 +476,8 @@ def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, 
         model = AutoModelForImageTextToText.from_config(config)
         # A frozen random lm_head with the default std 0.02 caps logits near 2.6 and LoRA-only training stalls.
         torch.nn.init.normal_(model.lm_head.weight, std=0.1)
-        synthetic.teach_answer_format(model, processor, seed=seed)
+        if teach:
+            synthetic.teach_answer_format(model, processor, seed=seed)
     else:
         with torch.device(device()):
             model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)

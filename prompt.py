@@ -17,20 +17,23 @@ INSTRUCTION = (
     "memorable the following video is based on the following frames and textual captions that describe them."
 )
 ANSWER_CUE = "(Answer only with a number between 0 and 100). PREDICTED SCORE:"
+# What the base model is asked for the captions of a video that has none (predict.py --videos without --captions)
+CAPTION_REQUEST = "Describe what happens in this video in one short sentence."
 IMAGE_PAD = "<|image_pad|>"  # one visual token of a frame in Qwen's chat layout
 VIDEO_PAD = "<|video_pad|>"  # one visual token of a native video input (two frames' tubelets)
 END_OF_TURN = "<|im_end|>"  # Qwen's end of an assistant turn; the model must learn to stop after the score
 IGNORE = -100  # label of a position that carries no loss (torch's cross_entropy ignore_index)
 
 
-def messages(captions, n_frames, video=False):
+def messages(captions, n_frames, video=False, request=None):
     """
     The user turn of Listing 1 as chat messages; the frames are passed to the processor in the same order.
     Each frame is introduced as the paper's Qwen-VL-Chat introduces an image, "Picture k: <img>...</img>\n" (its
     tokenizer's from_list_format, and the format of its fine-tuning data): the layout the paper's model read.
     With `video`, the frames are one native video input instead, on its own line where the pictures stood.
+    With `request` (CAPTION_REQUEST), the same frames are followed by that request instead of the paper's question.
     """
-    content = [{"type": "text", "text": INSTRUCTION + "\n"}]
+    content = [] if request else [{"type": "text", "text": INSTRUCTION + "\n"}]
     if video:
         # No label: the paper's model read no video, so there is no format of the paper's to keep, and Qwen's own chat
         # templates write a video with nothing before it (they number inputs, "Video 1: ", only with add_vision_id,
@@ -40,7 +43,7 @@ def messages(captions, n_frames, video=False):
         for k in range(n_frames):
             content += [{"type": "text", "text": f"Picture {k + 1}: "}, {"type": "image"},
                         {"type": "text", "text": "\n"}]
-    content.append({"type": "text", "text": "\n".join(captions) + "\n" + ANSWER_CUE})
+    content.append({"type": "text", "text": request or "\n".join(captions) + "\n" + ANSWER_CUE})
     return [{"role": "user", "content": content}]
 
 
@@ -48,6 +51,13 @@ def target_ids(tokenizer, label):
     """Token ids the model is trained to answer: the integer's digits (Qwen splits numbers digit by digit) and end-of-turn."""
     assert 0 <= label <= 100, label
     return tokenizer.encode(str(label), add_special_tokens=False) + [tokenizer.convert_tokens_to_ids(END_OF_TURN)]
+
+
+def answer_ids(tokenizer):
+    """The token ids of every answer the method allows, scores 0..100 in order: each one's target_ids. They come from
+    the tokenizer's own encoding of each number, so they are the exact answers whatever it does with digits (Qwen's
+    split them one by one: 1-3 digit tokens, then end-of-turn; another may make "100" one token)."""
+    return [target_ids(tokenizer, s) for s in range(101)]
 
 
 def left_pad(rows, value):
@@ -75,20 +85,21 @@ def join(prompts, targets, pad_id):
     return input_ids, attention_mask, labels
 
 
-def encode(processor, frames, captions, labels=None, seconds=None):
+def encode(processor, frames, captions, labels=None, seconds=None, request=None):
     """
     A batch of videos -> model inputs (and labels when `labels`, the integer scores, are given).
     frames: per video its frames, (3, H, W) tensors or (H, W, 3) arrays; captions: per video its captions.
     seconds: None, the paper's way: each frame is an image. Else per video when each frame is shown (FrameCache.clip),
     and the frames of each go in as one native video input (Qwen's tubelets of two frames: half the visual tokens).
     The processor lays out the chat and expands each frame into its visual tokens; the targets are appended
-    as token ids, exactly as generation would produce them. The patches stay uint8 and an image is not yet repeated
+    as token ids, exactly as generation would produce them. With `request`, the frames are followed by it instead of
+    the paper's question (see messages), and captions may be empty. The patches stay uint8 and an image is not yet repeated
     over the vision tower's two time steps: `pixels` does both where the model is, and a batch moves 8x fewer bytes
     from the loader's workers to the GPU than the processor's own float32 patches (4x for a video).
     """
     tokenizer = processor.tokenizer
     video = seconds is not None
-    texts = [processor.apply_chat_template(messages(c, len(f), video), tokenize=False, add_generation_prompt=True)
+    texts = [processor.apply_chat_template(messages(c, len(f), video, request), tokenize=False, add_generation_prompt=True)
              for f, c in zip(frames, captions)]
     if video:
         # The frames come fitted to the pixel budget (the video processor's is set to let them through: model.py) and

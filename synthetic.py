@@ -43,15 +43,22 @@ def synthetic_frames(first, last, tint, n_frames, size):
     return frames
 
 
+# The codec each container is written with: what phones, cameras and the web commonly hold
+CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}
+OPTIONS = {"libx264": {"crf": "18"}, "libvpx-vp9": {"crf": "30", "b": "0"}}  # near-lossless H.264, VP9 by quality
+
+
 def write_video(path, frames, fps=24):
-    """Frames (N, H, W, 3) uint8 -> an H.264 mp4."""
+    """Frames (N, H, W, 3) uint8 -> a video in the container its extension names (CODECS; H.264 .mp4 for the
+    datasets)."""
     import av
 
+    codec = CODECS[os.path.splitext(path)[1].lower()]
     with av.open(path, "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream(codec, rate=fps)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
+        stream.options = OPTIONS.get(codec, {})
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())

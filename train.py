@@ -77,6 +77,9 @@ class Config:
     grad_clip: float = 1.0  # max gradient norm
     grad_ckpt: bool = True  # gradient checkpointing: recompute activations to save memory
     eval_batch_size: int = 8  # videos per generation batch when evaluating
+    # how the held-out score is read from the model (scoring.py): greedy, the paper's (text, then a regular expression);
+    # constrained (greedy among the valid answers 0-100); expected (the expectation over the 101 answers' probabilities)
+    decode: str = "greedy"
     log_every: int = 10  # steps between progress lines
     ckpt_every: int = 500  # steps between checkpoints (one is also written at each epoch's end)
     keep: int = 2  # checkpoints to keep
@@ -108,6 +111,8 @@ class Config:
             (self.lr > 0, f"--lr must be positive, not {self.lr}"),
             (0 <= self.warmup < 1, f"--warmup must be in [0, 1), not {self.warmup}"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, not {self.eval_batch_size}"),
+            (self.decode in predict.DECODES,
+             f"--decode must be one of {', '.join(predict.DECODES)}, not {self.decode!r}"),
             (self.log_every >= 1 and self.ckpt_every >= 1 and self.keep >= 1, "--log-every, --ckpt-every and --keep must be positive"),
         ]
         for ok, message in checks:
@@ -354,16 +359,17 @@ def csv_text(rows, keys, header=True):
 
 
 def evaluate(cfg, model, processor, videos, cache, fill):
-    """Predict the held-out videos, each rank every world-th one; returns (metrics dict, integer scores)."""
+    """Predict the held-out videos, each rank every world-th one, decoded as cfg.decode says; returns (metrics dict,
+    scores 0-100, answers)."""
     rank, world = rank_world()
     mine = videos[rank::world]
     answers = predict.generate(model, processor, mine, cache, cfg.eval_batch_size, cfg.workers, progress=False,
-                               video=cfg.input == "video") if mine else []
+                               video=cfg.input == "video", decode=cfg.decode) if mine else []
     shares = gather(answers)
     answers = [shares[i % world][i // world] for i in range(len(videos))]
     scores, invalid = predict.postprocess(answers, fill)
     m = predict.metrics(scores, [v.score for v in videos])
-    return dict(srcc=m["srcc"], pearson=m["pearson"], mse=m["mse"], invalid=invalid, n=m["n"]), scores
+    return dict(srcc=m["srcc"], pearson=m["pearson"], mse=m["mse"], invalid=invalid, n=m["n"]), scores, answers
 
 
 LOSS_COLUMNS = ("step", "epoch", "loss", "lr")
@@ -424,11 +430,11 @@ def fit(cfg, net, processor, opt, train_videos, heldout, cache, start_step=0, hi
             losses = [h["loss"] for h in history["loss"] if h["epoch"] == epoch]
             row = dict(epoch=epoch, step=step, loss=round(float(np.mean(losses)), 6))
             if heldout:
-                m, scores = evaluate(cfg, bare(net), processor, heldout, cache, fill)
+                m, scores, answers = evaluate(cfg, bare(net), processor, heldout, cache, fill)
                 row.update(m)
                 if rank == 0:
                     predict.write_predictions(os.path.join(cfg.out, f"predictions-{heldout_name(cfg)}.csv"), heldout,
-                                              scores)
+                                              scores, answers)
                     tqdm.write(f"epoch {epoch} | held-out SRCC {m['srcc']:.4f} | invalid {m['invalid']}/{m['n']}")
             history["epochs"].append(row)
             if rank == 0:
@@ -444,8 +450,8 @@ def heldout_name(cfg):
     return "val" if cfg.split == "train" else f"trainval-fold{cfg.fold}"
 
 
-# Settings that do not change what a run learns: a resumed run may change them.
-FREE_SETTINGS = ("log_every", "eval_batch_size", "ckpt_every", "keep", "cache", "workers")
+# Settings that do not change what a run learns: a resumed run may change them (decode: how it is evaluated).
+FREE_SETTINGS = ("log_every", "eval_batch_size", "ckpt_every", "keep", "cache", "workers", "decode")
 # Where things are, not what they are: a run copied to another machine or folder resumes there. The data is checked
 # by its ids and order (the checkpoint's), the model by its configuration (model.identity).
 PATHS = ("out", "data", "model")
@@ -606,6 +612,8 @@ def parse_args(argv=None):
     parser.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm")
     parser.add_argument("--no-grad-ckpt", dest="grad_ckpt", action="store_false", help="turn gradient checkpointing off")
     parser.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size, help="videos per generation batch")
+    parser.add_argument("--decode", default=d.decode, choices=predict.DECODES,
+                        help="how the held-out score is read: greedy (the paper's), constrained or expected (scoring.py)")
     parser.add_argument("--log-every", type=int, default=d.log_every, help="steps between progress lines")
     parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="steps between checkpoints")
     parser.add_argument("--keep", type=int, default=d.keep, help="checkpoints to keep")

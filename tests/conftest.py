@@ -2,6 +2,7 @@
 once per test run through the same commands a user runs (model.py --make-tiny, synthetic.py)."""
 
 import os
+import subprocess
 import sys
 import warnings
 
@@ -53,3 +54,14 @@ def synthetic_csv(tmp_path_factory):
 def cache(tmp_path_factory):
     """One frame cache for the session, as a user's runs share one."""
     return str(tmp_path_factory.mktemp("frame-cache"))
+
+
+@pytest.fixture(scope="session")
+def trained(tiny, synthetic, cache, tmp_path_factory):
+    """train.py with the tiny recipe on `synthetic` (the demo's rule), run once for every test of a trained model:
+    (run directory, exit code, log)."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--data", synthetic, "--model", tiny, "--out",
+                        str(out), "--cache", cache, *map(str, RECIPE), "--log-every", "50"], cwd=ROOT,
+                       capture_output=True, text=True)
+    return out, p.returncode, p.stdout + p.stderr

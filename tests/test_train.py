@@ -46,11 +46,10 @@ def test_lr_schedule():
 LEARNED, UNLEARNED, MSE = 0.6, 0.45, 0.02
 
 
-def test_learns_the_last_frame_rule_end_to_end(tiny, synthetic, cache, tmp_path):
-    """The demo's rule with the tiny recipe (train.TINY_RECIPE: LoRA on the paper's q/k/v)."""
-    out = tmp_path / "run"
-    code, log = run("train.py", "--data", synthetic, "--model", tiny, "--out", out, "--cache", cache, *RECIPE,
-                    "--log-every", 50)
+def test_learns_the_last_frame_rule_end_to_end(trained, tiny, synthetic, cache, tmp_path):
+    """The demo's rule with the tiny recipe (train.TINY_RECIPE: LoRA on the paper's q/k/v); the run is conftest's
+    `trained`, which tests of the decoding modes share."""
+    out, code, log = trained
     assert code == 0, log
     for name in ["config.json", "loss.csv", "metrics.csv", "metrics.json", "predictions-val.csv",
                  "adapter/adapter_config.json", "adapter/adapter_model.safetensors"]:
