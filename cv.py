@@ -52,8 +52,6 @@ import predict
 import train
 
 COLUMNS = ["config", "r", "alpha", "fold", "n", "srcc", "pearson", "mse", "invalid", "seconds"]
-# Settings that do not change what a fold learns: a resumed CV may change them, as train.py --resume may.
-FREE = train.FREE_SETTINGS
 DPI = 100
 HEATMAP_SIZE, SCATTER_SIZE, SHEET_SIZE = (640, 480), (600, 600), (960, 560)  # pixels of the PNGs
 
@@ -83,13 +81,8 @@ def check_settings(template, path):
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        # Paths are where things are, not settings: a CV may move or be shared by hosts that mount it elsewhere; the
-        # model is known by its configuration. A setting that cv.json lacks came later than the CV: it had its default.
-        defaults = {f.name: f.default for f in dataclasses.fields(train.Config)}
-        changed = [k for k, v in settings.items() if k not in FREE + train.PATHS + ("model_identity",)
-                   and saved.get(k, defaults.get(k)) != v]
-        if saved["model"] != template.model and saved.get("model_identity") != settings["model_identity"]:
-            changed.append("model")
+        # paths are where things are, not settings: a CV may move or be shared by hosts that mount it elsewhere
+        changed = train.changed_settings(saved, template, ignore=("r", "alpha", "fold"))
         if changed:
             raise data.InputError(f"{path}: this CV ran with other settings ({', '.join(changed)}); "
                                   "rerun with those or choose another --out")

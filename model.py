@@ -291,14 +291,8 @@ def identity(model_id):
 
 
 def same_model(a, b):
-    """The same hub id or folder, or two folders holding the same configuration (a checkpoint that moved)."""
-    if a == b or (os.path.isdir(a) and os.path.isdir(b) and os.path.samefile(a, b)):
-        return True
-    configs = [os.path.join(m, "config.json") for m in (a, b)]
-    if all(os.path.isfile(c) for c in configs):
-        with open(configs[0]) as f, open(configs[1]) as g:
-            return json.load(f) == json.load(g)
-    return False
+    """The same hub id, or two folders holding the same configuration (the same folder, or a checkpoint that moved)."""
+    return a == b or identity(a) == identity(b)
 
 
 # -----------------------------------------------------------------------------

@@ -469,13 +469,7 @@ def prepare_out(cfg, resume, overwrite, world=1):
     if resume and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
-        # a setting that a run's config.json lacks came later than the run: the run had its default
-        defaults = {f.name: f.default for f in fields(Config)}
-        split = ("batch_size", "grad_accum")
-        changed = [k for k, v in asdict(cfg).items()
-                   if k not in FREE_SETTINGS + PATHS + split and saved.get(k, defaults[k]) != v]
-        if saved["model"] != cfg.model and saved.get("model_identity") != qwen.identity(cfg.model):
-            changed.append("model (another configuration)")
+        changed = changed_settings(saved, cfg, ignore=("batch_size", "grad_accum"))
         if saved.get("global_batch", saved["batch_size"] * saved["grad_accum"]) != global_batch(cfg, world):
             changed.append("global batch (batch-size x grad-accum x ranks)")
         if changed:
@@ -483,6 +477,18 @@ def prepare_out(cfg, resume, overwrite, world=1):
     os.makedirs(cfg.out, exist_ok=True)
     for stale in (d for d in os.listdir(cfg.out) if d.startswith(".tmp-")):  # a checkpoint cut short by a kill
         shutil.rmtree(os.path.join(cfg.out, stale), ignore_errors=True)
+
+
+def changed_settings(saved, cfg, ignore=()):
+    """The settings of `cfg` that differ from a saved record (a run's config.json, cv.py's cv.json): the free ones and
+    the paths aside, the model compared by its configuration. A setting the record lacks came later than it: the
+    record had its default."""
+    defaults = {f.name: f.default for f in fields(Config)}
+    changed = [k for k, v in asdict(cfg).items()
+               if k not in FREE_SETTINGS + PATHS + tuple(ignore) and saved.get(k, defaults[k]) != v]
+    if saved["model"] != cfg.model and saved.get("model_identity") != qwen.identity(cfg.model):
+        changed.append("model (another configuration)")
+    return changed
 
 
 def global_batch(cfg, world):

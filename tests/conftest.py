@@ -26,6 +26,21 @@ RECIPE = [f for key, value in train.TINY_RECIPE.items() if key != "grad_ckpt" fo
 RECIPE += [] if train.TINY_RECIPE["grad_ckpt"] else ["--no-grad-ckpt"]
 
 
+def greedy_equals_generate(model, batch, end, pad):
+    """predict.greedy's tokens for a batch on the model, after checking they are model.generate's greedy ones."""
+    import torch
+
+    import predict
+
+    model.eval()
+    ours = predict.greedy(model, batch, end, pad, max_new_tokens=4)
+    with torch.no_grad():
+        theirs = model.generate(**batch, max_new_tokens=4, do_sample=False, eos_token_id=end, pad_token_id=pad)
+    theirs = theirs[:, batch["input_ids"].shape[1]:]
+    assert ours.tolist() == theirs[:, :ours.shape[1]].tolist() and ours.shape[1] == theirs.shape[1]
+    return ours
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A tiny random Qwen2.5-VL checkpoint folder (model, tokenizer, processor)."""

@@ -17,10 +17,9 @@ import torch
 import cv
 import data
 import model as qwen
-import predict
 import prompt
 import train
-from conftest import RECIPE
+from conftest import RECIPE, greedy_equals_generate
 from test_train import MSE, read_csv, run
 
 CAPTIONS = ["a man walks in a park", "a dog runs on the beach", "two people dance", "a child jumps", "a cat sits"]
@@ -135,12 +134,7 @@ def test_video_trains_and_decodes_as_generate(family, synthetic, cache, request)
     assert (batch["attention_mask"] == 0).any()
     batch = prompt.to_model(batch, processor, "cpu")
     end, pad = processor.tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), processor.tokenizer.pad_token_id
-    lora.eval()
-    ours = predict.greedy(lora, batch, end, pad, max_new_tokens=4)
-    with torch.no_grad():
-        theirs = lora.generate(**batch, max_new_tokens=4, do_sample=False, eos_token_id=end, pad_token_id=pad)
-    theirs = theirs[:, batch["input_ids"].shape[1]:]
-    assert ours.tolist() == theirs[:, :ours.shape[1]].tolist() and ours.shape[1] == theirs.shape[1]
+    greedy_equals_generate(lora, batch, end, pad)
 
 
 def test_video_run_end_to_end(tiny, synthetic, cache, tmp_path):
