@@ -10,7 +10,7 @@ Benchmarks of the real run, one figure per subcommand, each through the project'
     python bench.py wheels .whl                       # the wheels a GPU box without network needs (see README)
 
 Each prints a table; with --json, one JSON object as its last line. --arch builds a published architecture with
-random weights (model.make_random, no download), saves it and loads it through model.load_model in NF4, the path
+random weights (tiny.make_random, no download), saves it and loads it through model.load_model in NF4, the path
 a user's checkpoint takes. Inputs: 720p clips (synthetic.write_clips) at the pixel budget, five captions each.
 """
 
@@ -29,11 +29,14 @@ import numpy as np
 import torch
 
 import data
+import frames
 import model as qwen
 import predict
 import prompt
 import synthetic
 import train
+from errors import cli
+from tiny import TINY_RECIPE, make_random, make_tiny
 
 # Dense bf16 peak of the cards we expect, FLOP/s (NVIDIA's datasheets, without sparsity); --peak-tflops overrides.
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12}
@@ -75,7 +78,7 @@ def checkpoint(args):
     folder = os.path.join(args.work, args.arch)
     if not os.path.isfile(os.path.join(folder, "config.json")):
         t0 = time.time()
-        qwen.make_random(folder, args.arch)
+        make_random(folder, args.arch)
         print(f"built {args.arch} with random weights in {folder} ({time.time() - t0:.0f}s)")
     return folder
 
@@ -87,7 +90,7 @@ def setup(args, template):
     processor = qwen.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
     # a few short clips (12 frames: three are used) are enough to feed the timed steps
     videos = videos_of(clips(os.path.join(args.work, "clips-train"), 2 * max(cfg.batch_size, cfg.eval_batch_size), fps=4))
-    cache = data.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
+    cache = frames.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
     cache.fill(videos, timed=cfg.input == "video")
     t0 = time.time()
     model = train.build_model(cfg)
@@ -156,7 +159,7 @@ def bench_train(cfg, processor, videos, cache, model, steps, warmup, peak_tflops
     device = model.device
     opt = train.optimizer(model, cfg)
     plan = cycle(len(videos), cfg.batch_size, warmup + steps)
-    batches = iter(data.loader(data.Batches(videos, cache, processor, video=cfg.input == "video"), plan, cfg.workers))
+    batches = iter(frames.loader(frames.Batches(videos, cache, processor, video=cfg.input == "video"), plan, cfg.workers))
     model.train()
     timed = []
     for i in range(warmup + steps):
@@ -197,7 +200,7 @@ def bench_trainer(cfg, processor, videos, cache, model, steps, warmup):
         def __getitem__(self, i):
             return i % len(videos)
 
-    samples = data.Batches(videos, cache, processor, video=cfg.input == "video")
+    samples = frames.Batches(videos, cache, processor, video=cfg.input == "video")
 
     def collate(indices):
         batch, labels = samples[indices]
@@ -235,8 +238,8 @@ def bench_predict(cfg, processor, videos, cache, model, batch_size, rounds=2):
     device = model.device
     end, pad = processor.tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), processor.tokenizer.pad_token_id
     batches = [prompt.to_model(b, processor, device) for b, _ in
-               data.loader(data.Batches(videos, cache, processor, labelled=False, video=cfg.input == "video"),
-                           data.chunks(len(videos), batch_size), 0)]
+               frames.loader(frames.Batches(videos, cache, processor, labelled=False, video=cfg.input == "video"),
+                           frames.chunks(len(videos), batch_size), 0)]
     model.eval()
 
     def ours(batch):
@@ -282,9 +285,9 @@ def cmd_data(args, template):
     videos = videos_of(paths)
     cores = os.cpu_count()
 
-    # first-pass extraction: data.read_frames + Budget.fit + the JPEG, one process a core
+    # first-pass extraction: frames.read_frames + model.Budget.fit + the JPEG, one process a core
     with tempfile.TemporaryDirectory() as folder:
-        cache = data.FrameCache(folder, template.frames, qwen.budget_of(budget_processor))
+        cache = frames.FrameCache(folder, template.frames, qwen.budget_of(budget_processor))
         t0 = time.time()
         cache.fill(videos, workers=cores, timed=template.input == "video")
         decode = len(videos) / (time.time() - t0)
@@ -305,7 +308,7 @@ def cmd_data(args, template):
         # batches out of the cache, as training gets them: Batches through the loader's workers
         n_batches, batch_size = max(4, 2 * len(videos) // template.batch_size), template.batch_size
         plan = cycle(len(videos), batch_size, n_batches + 2)
-        it = iter(data.loader(data.Batches(videos, cache, budget_processor, video=template.input == "video"), plan,
+        it = iter(frames.loader(frames.Batches(videos, cache, budget_processor, video=template.input == "video"), plan,
                               template.workers))
         batches = [next(it), next(it)]  # warm-up: the workers start
         t0 = time.time()
@@ -322,7 +325,7 @@ def cmd_data(args, template):
 def tiny(args):
     folder = os.path.join(args.work, "tiny-qwen2_5_vl")
     if not os.path.isfile(os.path.join(folder, "config.json")):
-        qwen.make_tiny(folder)
+        make_tiny(folder)
     return folder
 
 
@@ -354,7 +357,7 @@ def cmd_gpu(args, template):
     at the default budget; (c) one JSON file. On a machine without a GPU it runs the same steps on the CPU, slowly."""
     result = dict(device=device_name(), torch=torch.__version__, transformers=__import__("transformers").__version__)
     t0 = time.time()
-    # (a) the tiny model's recipe (train.TINY_RECIPE) on the demo's rule. The bar, 0.6: with no signal, the SRCC of the
+    # (a) the tiny model's recipe (tiny.TINY_RECIPE) on the demo's rule. The bar, 0.6: with no signal, the SRCC of the
     # 45 held-out videos has a standard deviation of 1/sqrt(44) = 0.15, so 0.6 is 4 of them above chance; the CPU
     # reaches ~0.9. A model that ignored the frames or read them out of order stays near 0.
     root = os.path.join(args.work, "learn")
@@ -362,7 +365,7 @@ def cmd_gpu(args, template):
         synthetic.make_synthetic(os.path.join(root, "data"), n=300)
     cfg = train.Config(data=os.path.join(root, "data"), model=tiny(args), out=os.path.join(root, "run"),
                        cache=os.path.join(root, "cache"), log_every=100, workers=template.workers,
-                       **dict(train.TINY_RECIPE, epochs=args.learn_epochs))
+                       **dict(TINY_RECIPE, epochs=args.learn_epochs))
     learned = train.main(cfg, overwrite=True)
     result["learn"] = dict(srcc=learned["srcc"], invalid=learned["invalid"], n=learned["n"], bar=0.6,
                            passed=learned["srcc"] >= 0.6, seconds=learned["seconds"])
@@ -455,7 +458,7 @@ def parse_args(argv=None):
     parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU (default: by name)")
     parser.add_argument("--out", help="gpu: the JSON file to write")
-    parser.add_argument("--learn-epochs", type=int, default=train.TINY_RECIPE["epochs"],
+    parser.add_argument("--learn-epochs", type=int, default=TINY_RECIPE["epochs"],
                         help="gpu: epochs of the tiny model's learning run (fewer: it runs through, without the bar)")
     parser.add_argument("--python", default="3.12", help="wheels: the GPU box's Python")
     parser.add_argument("--cuda", default="130", help="wheels: the GPU box's CUDA release, as bitsandbytes names it")
@@ -485,4 +488,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    data.cli(main)
+    cli(main)

@@ -33,13 +33,9 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
-import uuid
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -50,6 +46,10 @@ import data
 import model as qwen
 import predict
 import train
+from checkpoint import checkpoints, write_atomic
+from claims import claimed, locked
+from errors import InputError, cli
+from frames import FrameCache
 
 COLUMNS = ["config", "r", "alpha", "fold", "n", "srcc", "pearson", "mse", "invalid", "seconds"]
 DPI = 100
@@ -84,9 +84,9 @@ def check_settings(template, path):
         # paths are where things are, not settings: a CV may move or be shared by hosts that mount it elsewhere
         changed = train.changed_settings(saved, template, ignore=("r", "alpha", "fold"))
         if changed:
-            raise data.InputError(f"{path}: this CV ran with other settings ({', '.join(changed)}); "
+            raise InputError(f"{path}: this CV ran with other settings ({', '.join(changed)}); "
                                   "rerun with those or choose another --out")
-    train.write_atomic(path, json.dumps(settings, indent=1))
+    write_atomic(path, json.dumps(settings, indent=1))
 
 
 def read_results(path):
@@ -95,13 +95,13 @@ def read_results(path):
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames != COLUMNS:
-            raise data.InputError(f"{path}: line 1: expected the columns {','.join(COLUMNS)}")
+            raise InputError(f"{path}: line 1: expected the columns {','.join(COLUMNS)}")
         rows = list(reader)
     for line, row in enumerate(rows, start=2):
         try:
             int(row["r"]), float(row["alpha"]), int(row["fold"]), float(row["srcc"])
         except (TypeError, ValueError):
-            raise data.InputError(f"{path}: line {line}: not a result row of cv.py")
+            raise InputError(f"{path}: line {line}: not a result row of cv.py")
     return rows
 
 
@@ -110,7 +110,7 @@ def write_rows(path, header, rows):
     old file or the new one, never half a row."""
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([header, *rows])
-    train.write_atomic(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def append_result(path, row):
@@ -122,96 +122,8 @@ def append_result(path, row):
 
 
 # -----------------------------------------------------------------------------
-# workers: any number of cv.py processes on one OUT, with no coordinator
-# A job is claimed by creating its folder under OUT/claims, atomic on local and network filesystems alike; so the same
-# command started N times (--gpus, a SLURM array, several hosts) splits the grid, and a dead worker's claim is taken.
-
-HEARTBEAT, STALE = 30, 600  # seconds between touches of a live claim; a claim untouched this long is a dead worker's
-
-
-def stale(path):
-    """A claim whose worker is gone: on this host, its process has exited; on any, its heartbeat stopped."""
-    try:
-        with open(os.path.join(path, "owner")) as f:
-            host, pid = f.read().split()
-        age = time.time() - os.path.getmtime(os.path.join(path, "owner"))
-    except (OSError, ValueError):  # a claim being made or removed right now: live unless long abandoned
-        try:
-            return time.time() - os.path.getmtime(path) > STALE
-        except OSError:
-            return False
-    if host == socket.gethostname() and not alive(int(pid)):
-        return True
-    return age > STALE
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    try:  # a zombie has exited: it only waits for its parent to collect its status
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def acquire(path):
-    """Make `path` this process's claim; False while a live worker holds it. A dead worker's is taken over: of two
-    workers that find it dead, one renames it away first and the other's rename fails."""
-    for _ in range(2):
-        try:
-            os.mkdir(path)
-        except FileExistsError:
-            if not stale(path):
-                return False
-            dead = f"{path}.dead-{uuid.uuid4().hex}"
-            try:
-                os.rename(path, dead)
-            except OSError:
-                return False
-            shutil.rmtree(dead, ignore_errors=True)
-            continue
-        train.write_atomic(os.path.join(path, "owner"), f"{socket.gethostname()} {os.getpid()}\n")
-        return True
-    return False
-
-
-@contextmanager
-def claimed(path):
-    """Hold the claim `path` while the block runs (yields True), touching it every HEARTBEAT seconds; yields False
-    when another live worker holds it."""
-    if not acquire(path):
-        yield False
-        return
-    stop = threading.Event()
-
-    def beat():
-        while not stop.wait(HEARTBEAT):
-            try:
-                os.utime(os.path.join(path, "owner"))
-            except OSError:
-                pass
-    threading.Thread(target=beat, daemon=True).start()
-    try:
-        yield True
-    finally:
-        stop.set()
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@contextmanager
-def locked(path):
-    """A claim held for the milliseconds of a read-modify-write of results.csv."""
-    while True:
-        with claimed(path) as mine:
-            if mine:
-                yield
-                return
-        time.sleep(0.05)
+# workers: any number of the same cv.py command on one OUT (--gpus, a SLURM array, several hosts) split the grid with no
+# coordinator, each (config, fold) claimed once under OUT/claims (claims.py), a dead worker's taken over
 
 
 def run_fold(cfg):
@@ -259,7 +171,7 @@ def cross_validate(cfgs, path):
                 append_result(path, row)
                 # A fold's checkpoints (adapter + AdamW state, ~0.7 GB each at r=128 on a 7B model) are only for
                 # resuming it; once its row has landed, its adapter/ and predictions are what is kept.
-                for step_dir in train.checkpoints(cfg.out):
+                for step_dir in checkpoints(cfg.out):
                     shutil.rmtree(step_dir)
             ran = True
             bar.update(1)
@@ -300,7 +212,7 @@ def start_workers(argv, gpus, out, n_jobs):
     failed = [(gpu, log, p.returncode) for gpu, log, p in procs if p.returncode != 0]
     if failed:
         gpu, log, code = failed[0]
-        raise data.InputError(f"{log}: the worker on GPU {gpu} stopped (exit {code}); rerun the same command to finish")
+        raise InputError(f"{log}: the worker on GPU {gpu} stopped (exit {code}); rerun the same command to finish")
 
 
 def summarize(rows, folds):
@@ -413,7 +325,7 @@ def figures(template, best):
             f"{best['config']}, out of fold: SRCC {m['srcc']:.3f} (n={m['n']})")
     processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
     sheet(os.path.join(out, "figure-6-best-worst.png"), videos, truth, {v: predicted[v] for v in ids},
-          data.FrameCache(template.cache, template.frames, qwen.budget_of(processor)))
+          FrameCache(template.cache, template.frames, qwen.budget_of(processor)))
 
 
 # -----------------------------------------------------------------------------
@@ -426,12 +338,12 @@ def zero_shot(template):
     videos = data.load_split(template.data, "trainval", bad)
     os.makedirs(folder, exist_ok=True)
     processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
-    cache = data.FrameCache(template.cache, template.frames, qwen.budget_of(processor))
+    cache = FrameCache(template.cache, template.frames, qwen.budget_of(processor))
     video = template.input == "video"
     videos = cache.fill(videos, bad, timed=video)
     data.report_skipped(bad, os.path.join(folder, "skipped.csv"))
     if not videos:
-        raise data.InputError(f"{template.data}: no usable videos in train+val")
+        raise InputError(f"{template.data}: no usable videos in train+val")
     model = qwen.load_model(template.model, template.quant)
     answers = predict.generate(model, processor, videos, cache, template.eval_batch_size, template.workers,
                                video=video, decode=template.decode)
@@ -447,7 +359,7 @@ def zero_shot(template):
     result = dict(model=template.model, decode=template.decode, n=m["n"], invalid=invalid, invalid_rate=rate,
                   fill=predict.PAPER_TRAIN_MEAN, srcc=m["srcc"], srcc_ci=list(m["srcc_ci"]), ci_method="Fisher z",
                   pearson=m["pearson"], mse=m["mse"])
-    train.write_atomic(os.path.join(folder, "metrics.json"), json.dumps(result, indent=1))
+    write_atomic(os.path.join(folder, "metrics.json"), json.dumps(result, indent=1))
     print(f"invalid answers: {invalid}/{len(videos)} ({100 * rate:.2f}%), replaced by {predict.PAPER_TRAIN_MEAN}")
     print(f"zero-shot {predict.describe(m)}")
     scatter(os.path.join(folder, "figure-3-scatter.png"), [v.score for v in videos], [s / 100 for s in scores],
@@ -480,14 +392,14 @@ def parse_args(argv=None):
                         "side, one a GPU (e.g. 0,1,2,3); default: this process's device")
     # ---
     args, rest = parser.parse_known_args(argv)
-    chosen_here = ("--split", "--fold", "--resume", "--overwrite", "--demo")
+    chosen_here = ("--split", "--fold", "--resume", "--overwrite")
     if any(a.split("=")[0] in chosen_here for a in rest):
-        raise data.InputError(f"cv.py chooses the split, the folds and the run directories and always resumes: "
+        raise InputError(f"cv.py chooses the split, the folds and the run directories and always resumes: "
                               f"drop {', '.join(a for a in rest if a.split('=')[0] in chosen_here)}")
     # The rest is read by train.py's own parser: its flags, help, defaults and checks, not a copy of them.
     train_args, _ = train.parse_args(rest)
     if train_args.split != d.split:  # an abbreviation (--spl) that got past the check above
-        raise data.InputError("cv.py chooses the split: drop --split")
+        raise InputError("cv.py chooses the split: drop --split")
     fold_flags = {f.name: getattr(train_args, f.name) for f in dataclasses.fields(train.Config)}
     template = train.Config(**dict(fold_flags, data=args.data, model=args.model, out=args.out, split="trainval",
                                    folds=args.folds, epochs=args.epochs, lr=args.lr))
@@ -519,7 +431,7 @@ def main(argv=None):
                   "to finish writes the whole summary")
         table, best = summarize(rows, template.folds)
         text = markdown(table, best, template.folds)
-        train.write_atomic(os.path.join(template.out, "summary.md"), text)
+        write_atomic(os.path.join(template.out, "summary.md"), text)
         print(text, end="")
         heatmap(os.path.join(template.out, "figure-4-heatmap.png"), table)
         if best:
@@ -528,4 +440,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    data.cli(main)
+    cli(main)

@@ -20,6 +20,8 @@ from tqdm import tqdm
 
 import data
 import prompt
+from errors import InputError
+from frames import chunks
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 CAPTIONS = 5  # captions a video, as Memento10k has
@@ -35,7 +37,7 @@ def find_videos(root, recursive=False):
     so two folders' videos never share one.
     """
     if not os.path.isdir(root):
-        raise data.InputError(f"{root}: no such folder of videos")
+        raise InputError(f"{root}: no such folder of videos")
     found = []
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(subfolders) if recursive else []
@@ -53,17 +55,17 @@ def read_captions(path, videos):
     known, captions = {v.video_id for v in videos}, {}
     reader = csv.DictReader(data._read_text(path).splitlines())
     if not {"video", "caption"} <= set(reader.fieldnames or []):
-        raise data.InputError(f"{path}: line 1: expected the columns video,caption")
+        raise InputError(f"{path}: line 1: expected the columns video,caption")
     for row in reader:
         where = f"{path}: line {reader.line_num}"
         video, caption = (row["video"] or "").strip(), " ".join((row["caption"] or "").split())
         if video not in known:
-            raise data.InputError(f"{where}: no video {video!r} in the folder (name it by its path relative to it)")
+            raise InputError(f"{where}: no video {video!r} in the folder (name it by its path relative to it)")
         if not caption:
-            raise data.InputError(f"{where}: the caption is empty")
+            raise InputError(f"{where}: the caption is empty")
         captions.setdefault(video, []).append(caption)
         if len(captions[video]) > CAPTIONS:
-            raise data.InputError(f"{where}: more than {CAPTIONS} captions for {video}")
+            raise InputError(f"{where}: more than {CAPTIONS} captions for {video}")
     return captions
 
 
@@ -83,7 +85,7 @@ def write_captions(model, processor, videos, cache, video=False, batch_size=8, s
     torch.manual_seed(seed)
     written = []
     with model.disable_adapter() if isinstance(model, PeftModel) else nullcontext():
-        for chunk in tqdm(data.chunks(len(videos), batch_size), desc="writing captions", unit="batch"):
+        for chunk in tqdm(chunks(len(videos), batch_size), desc="writing captions", unit="batch"):
             clips = [cache.clip(videos[i]) if video else (cache.get(videos[i]), None) for i in chunk]
             frames, seconds = [f for f, _ in clips], [s for _, s in clips] if video else None
             batch, _ = prompt.encode(processor, frames, [[] for _ in chunk], seconds=seconds,

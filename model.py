@@ -1,37 +1,44 @@
 """
-Build the model of the method: a native Qwen VLM in 4-bit NF4, its processor, and LoRA on the language model.
+Build the model of the method: a 4-bit Qwen VLM, its processor, and LoRA on the language model.
 This file builds and returns things; it never trains.
 
-    python model.py --make-tiny runs/tiny                      # a tiny random Qwen2.5-VL checkpoint
-    python model.py --make-tiny runs/tiny3 --family qwen3_vl   # the same for Qwen3-VL
-    python model.py --make-random runs/7b --arch qwen2.5-vl-7b # the real architecture, random weights (bench.py)
-    python model.py --model runs/tiny --r 128 --alpha 1024     # load in 4 bit, attach LoRA, print the count
+    python model.py --model runs/tiny --r 128 --alpha 1024      # load in 4 bit, attach LoRA, print the count
+    python model.py --arch qwen-vl-chat --r 128 --alpha 1024    # the count on a published configuration, no weights
+    python model.py --verify ../shared/qwen-vl                  # Qwen-VL-Chat here against the official code (verify.py)
 
-Any native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint loads through `from_pretrained`, a hub id or a local
-folder alike; a local folder never touches the network.
+The default is the paper's model, Qwen-VL-Chat-Int4 (GPTQ 4-bit, written here: qwen_vl.py), with LoRA on its fused
+c_attn. Qwen-VL-Chat (fp16) loads in NF4; any native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint, the modern choice,
+loads through transformers' `from_pretrained` with LoRA on q/k/v. A hub id or a local folder alike; a local folder
+never touches the network.
 """
 
 import argparse
 import json
 import logging
 import os
-import tempfile
+import sys
+from dataclasses import dataclass
 
 import torch
 
-import data
-from data import InputError, cli
+import qwen_vl
+import qwen_vl_processor
+from errors import InputError, cli
 
 # On AVX512-BF16 CPUs bitsandbytes looks for an optional hub-hosted kernel of the inference fast path, which
 # _keep_cpu_4bit_trainable turns off anyway; its warning that the kernel is absent is noise.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+DEFAULT_MODEL = "Qwen/Qwen-VL-Chat-Int4"  # the paper's model
 DEFAULT_R, DEFAULT_ALPHA = 128, 1024  # the paper's best LoRA configuration
-# The analogue of the paper's LoRA on Qwen-VL's fused `c_attn` (query, key, value) is q/k/v of the language model.
+# The paper's LoRA: Qwen-VL-Chat's fused c_attn (query, key, value) of every block of the language model.
+QWEN_VL_TARGETS = ("c_attn",)
+# Its analogue on a native Qwen VLM: q/k/v of the language model.
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj")
 # `--targets all`: every linear layer of the language model's blocks.
 ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Qwen-VL-Chat's module names as --targets takes them (c_proj is in both attention and MLP: say which)
+QWEN_VL_NAMES = {"c_attn": "attn.c_attn", "w1": "mlp.w1", "w2": "mlp.w2"}
 
 
 def device():
@@ -48,6 +55,24 @@ def _local(model_id):
 # processor and model
 
 
+def is_qwen_vl(model_id):
+    """Whether the checkpoint is Qwen-VL-Chat (config.json's model_type "qwen"), read from its config alone."""
+    if os.path.isdir(model_id):
+        path = os.path.join(model_id, "config.json")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = hf_hub_download(model_id, "config.json")
+        except Exception as e:
+            raise InputError(f"{model_id}: neither a folder nor a model the hub gives ({str(e).splitlines()[0]})")
+    try:
+        with open(path) as f:
+            return json.load(f).get("model_type") == "qwen"
+    except (OSError, json.JSONDecodeError):
+        return False  # the loader that follows names what is wrong with it
+
+
 def check_checkpoint(model_id):
     """A local folder must hold a config and safetensors weights; pickled weights (*.bin) are never read."""
     if not os.path.isdir(model_id):
@@ -58,11 +83,22 @@ def check_checkpoint(model_id):
         raise InputError(f"{model_id}: no weights (*.safetensors) in the model folder")
 
 
-def load_processor(model_id, max_pixels=None, min_pixels=None):
-    """The checkpoint's processor, with the pixel budget of a frame (None: the checkpoint's own)."""
+def load_processor(model_id, max_pixels=None, min_pixels=None, video=False):
+    """The checkpoint's processor, with the pixel budget of a frame (None: the checkpoint's own). Qwen-VL-Chat resizes
+    every frame to its one image size and reads no video: another budget or --input video is an error, not ignored."""
     from transformers import AutoProcessor
 
     check_checkpoint(model_id)
+    if is_qwen_vl(model_id):
+        processor = qwen_vl_processor.QWenVLProcessor.from_pretrained(qwen_vl.folder_of(model_id))
+        side = processor.image_processor.image_size
+        if video:
+            raise InputError(f"{model_id}: Qwen-VL-Chat reads images, not videos: --input video is for Qwen2-VL, "
+                             "Qwen2.5-VL and Qwen3-VL")
+        if max_pixels not in (None, side * side) or min_pixels is not None:
+            raise InputError(f"{model_id}: Qwen-VL-Chat resizes every frame to {side} x {side}: --max-pixels and "
+                             "--min-pixels are for Qwen2-VL, Qwen2.5-VL and Qwen3-VL")
+        return processor
     try:
         processor = AutoProcessor.from_pretrained(model_id, **_local(model_id))
     except (OSError, ValueError) as e:
@@ -81,9 +117,38 @@ def load_processor(model_id, max_pixels=None, min_pixels=None):
     return processor
 
 
+@dataclass(frozen=True)
+class Budget:
+    """
+    The pixels a frame keeps. Qwen's image processors resize a frame to sides that are multiples of `factor` (patch
+    size x merge size: one visual token per factor x factor square), with min_pixels <= height x width <= max_pixels
+    and the aspect ratio kept as well as that allows. The frame cache (frames.FrameCache) stores frames fitted to it.
+    """
+
+    max_pixels: int
+    min_pixels: int
+    factor: int
+
+    def size(self, height, width):
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        return smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
+
+    def fit(self, frames):
+        """(H, W, 3) uint8 frames -> an (N, 3, h, w) uint8 tensor, channels first as the processor takes them, at
+        `size`, resized as the processor resizes (bicubic with antialiasing, on uint8): given these, it computes
+        exactly what it computes from the originals."""
+        import torchvision.transforms.v2.functional as tvF
+
+        frames = [torch.from_numpy(f).permute(2, 0, 1) for f in frames]
+        size = list(self.size(*frames[0].shape[1:]))
+        return torch.stack([f if size == list(f.shape[1:]) else tvF.resize(
+            f, size, interpolation=tvF.InterpolationMode.BICUBIC, antialias=True) for f in frames])
+
+
 def fit_video_budget(video_processor, budget):
     """
-    The native video input (--input video) gets the frames the cache fitted to the image budget (data.Budget), and
+    The native video input (--input video) gets the frames the cache fitted to the image budget (Budget), and
     they must reach the model unchanged, as an image does. Qwen2-VL's and Qwen2.5-VL's video processor budgets a
     frame's pixels as the image processor does: the same budget. Qwen3-VL's budgets the whole clip's (frames x height
     x width, the frames rounded to whole tubelets: at most max_frames + 1): the image budget a frame. The per-frame
@@ -98,14 +163,19 @@ def fit_video_budget(video_processor, budget):
 
 
 def budget_of(processor):
-    """The processor's pixel budget of a frame, as the frame cache stores frames for it."""
+    """The processor's pixel budget of a frame, as the frame cache stores frames for it: Qwen-VL-Chat's fixed square
+    (its image transform), or a Budget."""
     ip = processor.image_processor
-    return data.Budget(max_pixels=ip.size["longest_edge"], min_pixels=ip.size["shortest_edge"],
+    if isinstance(ip, qwen_vl_processor.ImageTransform):
+        return ip
+    return Budget(max_pixels=ip.size["longest_edge"], min_pixels=ip.size["shortest_edge"],
                        factor=ip.patch_size * ip.merge_size)
 
 
 def visual_tokens(processor, height, width):
     """Visual tokens of one frame of height x width pixels under the processor's budget."""
+    if isinstance(processor, qwen_vl_processor.QWenVLProcessor):
+        return processor.tokenizer.image_span
     b = budget_of(processor)
     h, w = b.size(height, width)
     return (h // b.factor) * (w // b.factor)
@@ -165,30 +235,6 @@ def gptq_environment():
         torch._dynamo.config.disable = True
 
 
-def quantize_gptq(src, dst, texts, group_size=128):
-    """A GPTQ 4-bit copy of the checkpoint `src` in `dst`, calibrated on `texts` (gptqmodel): the language model's
-    linear layers quantized; the vision tower, the embeddings and lm_head as they were."""
-    gptq_environment()
-    from gptqmodel import GPTQModel, QuantizeConfig
-    from transformers import AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(src)
-    # pack_impl "original": the same checkpoint without a C++ extension to compile first
-    config = QuantizeConfig(bits=4, group_size=group_size, desc_act=False, sym=True, device="cpu",
-                            pack_impl="original")
-    src, dst, here = os.path.abspath(src), os.path.abspath(dst), os.getcwd()
-    with tempfile.TemporaryDirectory() as scratch:
-        os.chdir(scratch)  # gptqmodel writes its quantization logs to ./logs: not into the user's folder
-        try:
-            model = GPTQModel.load(src, config)
-            model.quantize(texts, tokenizer=processor.tokenizer)
-            model.save(dst)
-        finally:
-            os.chdir(here)
-    processor.save_pretrained(dst)
-    return dst
-
-
 def load_model(model_id, quant="nf4"):
     """The frozen base model on the local device: 4-bit NF4 language model, full-precision vision tower."""
     from transformers import AutoModelForImageTextToText
@@ -196,6 +242,8 @@ def load_model(model_id, quant="nf4"):
     check_checkpoint(model_id)
     dev = device()
     dtype = torch.float32 if dev == "cpu" else torch.bfloat16
+    if is_qwen_vl(model_id):
+        return load_qwen_vl(model_id, quant, dtype, dev)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             model_id, dtype=dtype, quantization_config=quantization(model_id, quant, dtype), attn_implementation="sdpa",
@@ -203,6 +251,20 @@ def load_model(model_id, quant="nf4"):
     except (OSError, ValueError) as e:
         raise InputError(f"{model_id}: cannot load the model ({str(e).splitlines()[0]})")
     model.requires_grad_(False)
+    if quant == "nf4" and dev == "cpu":
+        _keep_cpu_4bit_trainable(model)
+    return model
+
+
+def load_qwen_vl(model_id, quant, dtype, dev):
+    """Qwen-VL-Chat written here (qwen_vl.py): the Int4 release as it is (GPTQ, gptqmodel's torch kernel), the fp16
+    one in NF4 (or as it is with --quant none); the vision tower in full precision either way."""
+    folder = qwen_vl.folder_of(model_id)
+    with open(os.path.join(folder, "config.json")) as f:
+        if "quantization_config" in json.load(f):
+            gptq_config(model_id, {"bits": 4})  # gptqmodel's environment, or how to install it
+    model = qwen_vl.from_pretrained(folder, dtype, dev, quant)
+    model.name_or_path = model_id
     if quant == "nf4" and dev == "cpu":
         _keep_cpu_4bit_trainable(model)
     return model
@@ -223,19 +285,34 @@ def _keep_cpu_4bit_trainable(model):
 # LoRA
 
 
-def lora_config(r, alpha, dropout=0.05, targets=DEFAULT_TARGETS):
+def lora_config(r, alpha, dropout=0.05, targets=None, qwen=False):
+    """LoRA on the language model's `targets` (None: the paper's, c_attn on Qwen-VL-Chat (`qwen`), q/k/v on the
+    others; ["all"]: every linear layer of its blocks). The pattern is anchored in the language model: names alone
+    would also match the vision tower's (gate/up/down_proj, Qwen-VL's mlp.c_proj)."""
     from peft import LoraConfig
 
-    targets = ALL_TARGETS if list(targets) == ["all"] else targets
-    # Target names alone would also match the vision tower's MLP (gate/up/down_proj): anchor them in the LM.
-    pattern = r".*language_model.*\.(" + "|".join(targets) + r")"
+    if qwen:
+        targets = qwen_vl.QUANTIZED if list(targets or []) == ["all"] else targets or QWEN_VL_TARGETS
+        pattern = r"transformer\.h\.\d+\.(" + "|".join(QWEN_VL_NAMES.get(t, t).replace(".", r"\.") for t in targets) + ")"
+    else:
+        targets = ALL_TARGETS if list(targets or []) == ["all"] else targets or DEFAULT_TARGETS
+        pattern = r".*language_model.*\.(" + "|".join(targets) + r")"
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
 
 
-def add_lora(model, r, alpha, dropout=0.05, targets=DEFAULT_TARGETS):
+def add_lora(model, r, alpha, dropout=0.05, targets=None):
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(r, alpha, dropout, targets))
+    qwen = isinstance(model, qwen_vl.QWenLMHeadModel)
+    try:
+        return get_peft_model(model, lora_config(r, alpha, dropout, targets, qwen))
+    except ValueError as e:  # peft: no module matched
+        raise InputError(f"--targets {','.join(targets or [])}: {str(e).splitlines()[0]}")
+
+
+def paper_targets(model_id):
+    """The paper's LoRA targets for this checkpoint, as --targets writes them: c_attn on Qwen-VL-Chat, q/k/v else."""
+    return ",".join(QWEN_VL_TARGETS if is_qwen_vl(model_id) else DEFAULT_TARGETS)
 
 
 def config_name(r, alpha):
@@ -296,53 +373,11 @@ def same_model(a, b):
 
 
 # -----------------------------------------------------------------------------
-# tiny random checkpoints of the real architectures, for the demo and the tests
+# published configurations
 
-# The chat template Qwen2-VL and Qwen2.5-VL checkpoints ship (system turn, then the user's images and text).
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|image_pad|>", "<|video_pad|>"]
-# Qwen2's pre-tokenizer: words, then every digit on its own, punctuation, newlines, spaces.
-QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-              r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-
-
-def tiny_tokenizer(corpus, vocab_size=1000):
-    """A byte-level BPE with Qwen's split rule and special tokens, trained on `corpus`."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import Qwen2TokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.normalizer = normalizers.NFC()
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return Qwen2TokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                              unk_token=None, bos_token=None, chat_template=CHAT_TEMPLATE)
-
-
-# The published configurations of real checkpoints (their config.json and preprocessor_config.json), to build them
-# with random weights: the same architecture, shapes and cost, no download. Vocabularies stay at full size; the
-# tokenizer is the tiny one (its ids are a subset).
+# The published configurations of real checkpoints (their config.json): the architecture, shapes and cost of each, no
+# download, to count its LoRA parameters (python model.py --arch) or to benchmark it with random weights (tiny.py
+# --arch, bench.py --arch).
 ARCHS = {
     "qwen2.5-vl-7b": ("qwen2_5_vl", dict(
         vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
@@ -350,6 +385,13 @@ ARCHS = {
         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}), dict(
         depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584, window_size=112,
         fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2), False),
+    # the paper's model: Qwen-VL-Chat's config.json (its Int4 release: the same with a quantization_config)
+    "qwen-vl-chat": ("qwen_vl", dict(
+        model_type="qwen", vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
+        num_attention_heads=32, kv_channels=128, seq_length=2048, rotary_emb_base=10000, layer_norm_epsilon=1e-6,
+        use_dynamic_ntk=True, use_logn_attn=True, no_bias=True, tie_word_embeddings=False), dict(
+        heads=16, image_size=448, image_start_id=151857, layers=48, mlp_ratio=4.9231, output_dim=4096, patch_size=14,
+        width=1664), False),
     "qwen2.5-vl-3b": ("qwen2_5_vl", dict(
         vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
         num_key_value_heads=2, max_position_embeddings=128000,
@@ -364,122 +406,26 @@ ARCHS = {
         depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
         num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]), False),
 }
-# Tiny models of the same families: 2 layers, a 128-wide language model, a 2-block vision tower.
-TINY = {
-    "qwen2_5_vl": (dict(vocab_size=None, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]}),
-                   dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
-                        fullatt_block_indexes=[1], window_size=56)),
-    "qwen3_vl": (dict(vocab_size=None, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=4096,
-                      rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": [4, 6, 6],
-                                       "mrope_interleaved": True}),
-                 dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
-                      num_position_embeddings=64, deepstack_visual_indexes=[1])),
-}
-# The stock image processors: patch size, the mean and std they normalize with, and the pixel range of a frame.
-PROCESSORS = {
-    "qwen2_5_vl": dict(patch_size=14, image_mean=[0.48145466, 0.4578275, 0.40821073],
-                       image_std=[0.26862954, 0.26130258, 0.27577711], min_pixels=56 * 56, max_pixels=28 * 28 * 16384),
-    "qwen3_vl": dict(patch_size=16, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], min_pixels=256 * 256,
-                     max_pixels=4096 * 4096),
-}
 
 
-def published_config(arch, tokenizer=None):
-    """The configuration of a real checkpoint (see ARCHS), with the special token ids of `tokenizer` if given."""
+def published_config(arch):
+    """The configuration of a real checkpoint (see ARCHS): its architecture, shapes and cost, with no weights."""
     family, text, vision, tied = ARCHS[arch]
-    return _config(family, text, vision, tokenizer, tied)
+    if family == "qwen_vl":
+        return qwen_vl.QWenConfig.from_dict(dict(text, visual=vision), arch)
+    return family_config(family, text, vision, tied)
 
 
-def _config(family, text, vision, tokenizer=None, tied=False):
+def family_config(family, text, vision, tied=False, **special):
+    """The configuration of a `family` model (qwen2_5_vl or qwen3_vl) with these text and vision settings; `special`:
+    its special token ids."""
     if family == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig as Config
     elif family == "qwen3_vl":
         from transformers import Qwen3VLConfig as Config
     else:
         raise InputError(f"unknown family {family!r} (qwen2_5_vl or qwen3_vl)")
-    special = {}
-    if tokenizer is not None:
-        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-        text = dict(text, vocab_size=text["vocab_size"] or len(tokenizer), eos_token_id=ids["<|im_end|>"],
-                    pad_token_id=ids["<|endoftext|>"], bos_token_id=None)
-        special = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-                       vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     return Config(text_config=text, vision_config=vision, tie_word_embeddings=tied, **special)
-
-
-def make_tiny(path, family="qwen2_5_vl", seed=0, teach=True, gptq=False):
-    """Write a tiny random checkpoint (model, tokenizer, processor) that loads like a real one and, like a real chat
-    model, answers the prompt with a number (synthetic.teach_answer_format), which says nothing yet. teach=False
-    leaves it untaught: its answers are random tokens (what decoding must survive). gptq: then quantized to a GPTQ
-    4-bit checkpoint, calibrated on prompts of the synthetic data."""
-    if family not in TINY:
-        raise InputError(f"unknown family {family!r} (qwen2_5_vl or qwen3_vl)")
-    text, vision = TINY[family]
-    # The stock processor, except that a frame may shrink to 4 visual tokens (2 x 2 merged patches; Qwen2.5-VL's
-    # stock minimum already), which keeps tiny models on small synthetic frames fast.
-    side = 2 * 2 * PROCESSORS[family]["patch_size"]
-    if not gptq:
-        return _write_checkpoint(path, family, text, vision, seed, tiny=True, min_pixels=side * side, teach=teach)
-    import random
-
-    import prompt
-    import synthetic
-
-    with tempfile.TemporaryDirectory() as full:
-        _write_checkpoint(full, family, text, vision, seed, tiny=True, min_pixels=side * side, teach=teach)
-        rng = random.Random(seed)
-        texts = [f"{prompt.INSTRUCTION}\n{' '.join(rng.choices(synthetic.CAPTION_WORDS, k=12))}\n{prompt.ANSWER_CUE}"
-                 f" {rng.randint(40, 100)}" for _ in range(32)]
-        return quantize_gptq(full, path, texts)
-
-
-def make_random(path, arch, seed=0):
-    """Write a real architecture (see ARCHS) with random weights, its stock processor and the tiny tokenizer, in
-    bf16, built on the GPU when there is one (seconds instead of minutes for 8 B parameters)."""
-    if arch not in ARCHS:
-        raise InputError(f"unknown architecture {arch!r}: expected one of {', '.join(ARCHS)}")
-    family, text, vision, tied = ARCHS[arch]
-    return _write_checkpoint(path, family, text, vision, seed, tied=tied)
-
-
-def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, min_pixels=None, teach=True):
-    from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessor
-
-    import prompt
-    import synthetic
-
-    if family == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLProcessor as Processor, Qwen2VLVideoProcessor as VideoProcessor
-    else:
-        from transformers import Qwen3VLProcessor as Processor, Qwen3VLVideoProcessor as VideoProcessor
-    torch.manual_seed(seed)
-    corpus = [prompt.INSTRUCTION, prompt.ANSWER_CUE, *synthetic.CAPTION_WORDS, "You are a helpful assistant.",
-              "system user assistant", *(f"Picture {k}:" for k in range(1, 17))] * 4
-    tok = tiny_tokenizer(corpus)
-    p = PROCESSORS[family]
-    size = {"shortest_edge": min_pixels or p["min_pixels"], "longest_edge": p["max_pixels"]}
-    image_processor = Qwen2VLImageProcessor(size=size, patch_size=p["patch_size"], merge_size=2, temporal_patch_size=2,
-                                            image_mean=p["image_mean"], image_std=p["image_std"])
-    processor = Processor(image_processor=image_processor, tokenizer=tok,
-                          video_processor=VideoProcessor(patch_size=p["patch_size"]), chat_template=CHAT_TEMPLATE)
-    config = _config(family, text, vision, tok, tied)
-    if tiny:
-        model = AutoModelForImageTextToText.from_config(config)
-        # A frozen random lm_head with the default std 0.02 caps logits near 2.6 and LoRA-only training stalls.
-        torch.nn.init.normal_(model.lm_head.weight, std=0.1)
-        if teach:
-            synthetic.teach_answer_format(model, processor, seed=seed)
-    else:
-        with torch.device(device()):
-            model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
 
 
 # -----------------------------------------------------------------------------
@@ -487,27 +433,34 @@ def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--make-tiny", metavar="DIR", help="write a tiny random checkpoint to DIR and exit")
-    parser.add_argument("--family", default="qwen2_5_vl", choices=list(TINY), help="tiny model's architecture")
-    parser.add_argument("--gptq", action="store_true", help="with --make-tiny: a GPTQ 4-bit checkpoint")
-    parser.add_argument("--make-random", metavar="DIR", help="write --arch with random weights to DIR and exit")
-    parser.add_argument("--arch", default="qwen2.5-vl-7b", choices=list(ARCHS), help="published architecture")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder to load")
+    parser.add_argument("--arch", choices=list(ARCHS), help="instead: a published configuration, built with no weights")
     parser.add_argument("--quant", default="nf4", choices=["nf4", "none"], help="4-bit NF4 or full precision")
-    parser.add_argument("--r", type=int, default=128, help="LoRA rank")
-    parser.add_argument("--alpha", type=float, default=1024, help="LoRA alpha")
-    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="language-model modules that get LoRA, comma-separated, or all")
+    parser.add_argument("--r", type=int, default=DEFAULT_R, help="LoRA rank")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="LoRA alpha")
+    parser.add_argument("--targets", help="language-model modules that get LoRA, comma-separated, or all (default: the "
+                        "paper's: c_attn on Qwen-VL-Chat, q_proj,k_proj,v_proj on the others)")
+    parser.add_argument("--verify", metavar="DIR", help="instead: check Qwen-VL-Chat here against the official code's "
+                        "reference outputs in DIR (verify.py); exit 1 past tolerance")
     args = parser.parse_args(argv)
-    if args.make_tiny:
-        make_tiny(args.make_tiny, args.family, gptq=args.gptq)
-        print(f"wrote a tiny {args.family} {'GPTQ 4-bit ' if args.gptq else ''}checkpoint to {args.make_tiny}")
-    elif args.make_random:
-        make_random(args.make_random, args.arch)
-        print(f"wrote {args.arch} with random weights to {args.make_random}")
+    if args.verify:
+        import verify
+
+        sys.exit(verify.main(args.verify))
+    if args.arch:
+        from transformers import AutoModelForImageTextToText
+
+        config = published_config(args.arch)
+        with torch.device("meta"):  # shapes only: the count of a 7B model without its 15 GB of weights
+            if isinstance(config, qwen_vl.QWenConfig):
+                base = qwen_vl.QWenLMHeadModel(config).requires_grad_(False)
+            else:
+                base = AutoModelForImageTextToText.from_config(config).requires_grad_(False)
     else:
-        model = add_lora(load_model(args.model, args.quant), args.r, args.alpha, targets=args.targets.split(","))
-        trainable, total = count_parameters(model)
-        print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+        base = load_model(args.model, args.quant)
+    model = add_lora(base, args.r, args.alpha, targets=args.targets.split(",") if args.targets else None)
+    trainable, total = count_parameters(model)
+    print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
 
 
 if __name__ == "__main__":

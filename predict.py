@@ -34,9 +34,12 @@ from tqdm import tqdm
 
 import data
 import folder
+import frames
 import model as qwen
 import prompt
+import qwen_vl
 import scoring
+from errors import InputError, cli
 
 # where `python train.py` writes its run with the default LoRA configuration (train.default_run)
 DEFAULT_RUN = os.path.join("runs", qwen.config_name(qwen.DEFAULT_R, qwen.DEFAULT_ALPHA))
@@ -63,8 +66,8 @@ def generate(model, processor, videos, cache, batch_size=8, workers=0, max_new_t
     steps = max_new_tokens if allowed is None else max(map(len, answers_ids))  # constrained: to the longest answer
     was_training = model.training
     model.eval()
-    batches = data.loader(data.Batches(videos, cache, processor, labelled=False, video=video),
-                          data.chunks(len(videos), batch_size), workers)
+    batches = frames.loader(frames.Batches(videos, cache, processor, labelled=False, video=video),
+                          frames.chunks(len(videos), batch_size), workers)
     answers = []
     for batch, _ in tqdm(batches, desc="predicting", unit="batch", disable=not progress):
         batch = prompt.to_model(batch, processor, model.device)
@@ -98,8 +101,8 @@ def greedy(model, batch, end, pad, max_new_tokens=4, allowed=None):
     for _ in range(max_new_tokens - 1):
         if done.all():
             break
+        position = _positions(base, mask, 1)  # the new token's: right after the tokens so far
         mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
-        position = _positions(base, mask.sum(1, keepdim=True) - 1)  # the new token's: the count of tokens before it
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, **cache, use_cache=True)
         token = torch.where(done, pad, _pick(out.logits[:, -1], tokens, allowed))
         tokens.append(token)
@@ -119,11 +122,16 @@ def _pick(logits, tokens, allowed):
     return logits.masked_fill(barred.to(logits.device), float("-inf")).argmax(-1)
 
 
-def _positions(base, before):
-    """The rope positions of new tokens that have `before` (B, L) real tokens before them, in all three of Qwen's (time,
-    height, width) sections: their count, shifted as the prefill shifted the text after the frames (rope_deltas, kept
-    by the model)."""
-    return (before + base.model.rope_deltas).expand(3, -1, -1)
+def _positions(base, mask, depth):
+    """
+    The rope positions of new tokens `depth` (1: the next; (1, K) for several) places after the tokens `mask` (B, L)
+    covers. Qwen2-VL and its successors: in all three (time, height, width) sections, the count of real tokens before
+    them, shifted as the prefill shifted the text after the frames (rope_deltas, kept by the model). Qwen-VL-Chat:
+    the index in the padded row, as its official code counts every position (and as its prefill did here).
+    """
+    if isinstance(base, qwen_vl.QWenLMHeadModel):
+        return (mask.shape[1] + depth - 1) * torch.ones_like(mask[:, :1])
+    return (mask.sum(1, keepdim=True) + depth - 1 + base.model.rope_deltas).expand(3, -1, -1)
 
 
 @torch.no_grad()
@@ -149,7 +157,7 @@ def answer_logprobs(model, batch, answers):
     # a 4-d mask (video, 1, node, prompt + nodes), True where a node may look; the model takes it as it is
     seen = torch.cat([mask.bool()[:, None, None, :].expand(-1, 1, len(nodes), -1),
                       scoring.tree_mask(nodes).to(device).expand(n, 1, -1, -1)], dim=-1)
-    position = _positions(base, mask.sum(1, keepdim=True) + depth - 1)  # a node's: the prompt's, then its ancestors
+    position = _positions(base, mask, depth[None])  # a node's: after the prompt and its ancestors
     rest = model(input_ids=tokens, attention_mask=seen, position_ids=position, **cache, use_cache=True).logits
     return scoring.score_logprobs(torch.cat([first, rest], 1).float().log_softmax(-1), answers, nodes)
 
@@ -260,7 +268,7 @@ def resolve_run(path):
     elif os.path.isfile(os.path.join(path, "adapter", "adapter_config.json")):
         adapter, run = os.path.join(path, "adapter"), path
     else:
-        raise data.InputError(f"{path}: neither a run directory (with adapter/) nor an adapter directory")
+        raise InputError(f"{path}: neither a run directory (with adapter/) nor an adapter directory")
     config_path = os.path.join(run, "config.json")
     config = json.load(open(config_path)) if os.path.isfile(config_path) else None
     return adapter, config
@@ -294,9 +302,9 @@ def main(argv=None):
     parser.add_argument("--min-pixels", type=int, default=None,
                         help="pixels a frame keeps at least (default: the run's, or the processor's)")
     parser.add_argument("--batch-size", type=int, default=8, help="videos per generation batch")
-    parser.add_argument("--workers", type=int, default=data.default_workers(), help="processes that make batches ahead")
+    parser.add_argument("--workers", type=int, default=frames.default_workers(), help="processes that make batches ahead")
     parser.add_argument("--labels", help="a video_id,mem_score CSV to score the predictions against")
-    parser.add_argument("--cache", default=data.default_cache(), help="folder of decoded frames")
+    parser.add_argument("--cache", default=frames.default_cache(), help="folder of decoded frames")
     parser.add_argument("--out", help="CSV to write (default: RUN/predictions-SPLIT[-foldK].csv; with --videos "
                         "RUN/scores-FOLDER.csv)")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable videos and bad records, listing them "
@@ -309,7 +317,7 @@ def main(argv=None):
         parser.error("--recursive, --captions and --sheet go with --videos")
     if not args.zero_shot and not args.adapter:
         if not os.path.exists(DEFAULT_RUN):
-            raise data.InputError(f"{DEFAULT_RUN}: no trained run yet: train one first (python train.py), "
+            raise InputError(f"{DEFAULT_RUN}: no trained run yet: train one first (python train.py), "
                                   "or pass --adapter RUN or --zero-shot")
         args.adapter = DEFAULT_RUN
 
@@ -322,8 +330,8 @@ def main(argv=None):
     n_frames = args.frames or run.get("frames", 3)
     video = (args.input or run.get("input", "images")) == "video"
     if video and n_frames < 2:
-        raise data.InputError("--input video needs --frames 2 or more (one frame is an image)")
-    max_pixels = args.max_pixels or run.get("max_pixels", data.DEFAULT_MAX_PIXELS)
+        raise InputError("--input video needs --frames 2 or more (one frame is an image)")
+    max_pixels = args.max_pixels or run.get("max_pixels", frames.DEFAULT_MAX_PIXELS)
     min_pixels = args.min_pixels or run.get("min_pixels")
     fill = round(run["train_mean"]) if "train_mean" in run else PAPER_TRAIN_MEAN
     if args.videos:
@@ -340,19 +348,19 @@ def main(argv=None):
         bad, videos = [], folder.find_videos(args.videos, args.recursive)
         given = folder.read_captions(args.captions, videos) if args.captions else {}
         if not videos:
-            raise data.InputError(f"{args.videos}: no video files ({', '.join(folder.VIDEO_EXTENSIONS)})"
+            raise InputError(f"{args.videos}: no video files ({', '.join(folder.VIDEO_EXTENSIONS)})"
                                   + ("" if args.recursive else "; --recursive looks in its subfolders too"))
     else:
         bad = [] if args.skip_bad else None
         videos = data.heldout(args.data, args.split, args.fold, folds, seed, bad)
-    processor = qwen.load_processor(model_id, max_pixels, min_pixels)
-    cache = data.FrameCache(args.cache, n_frames, qwen.budget_of(processor))
+    processor = qwen.load_processor(model_id, max_pixels, min_pixels, video)
+    cache = frames.FrameCache(args.cache, n_frames, qwen.budget_of(processor))
     videos = cache.fill(videos, bad, timed=video)
     data.report_skipped(bad, os.path.join(os.path.dirname(os.path.abspath(out)), f"skipped-{suffix}.csv"))
     if args.videos:
         print(f"{args.videos}: {len(videos)} readable videos, {len(bad)} skipped")
     if not videos:
-        raise data.InputError(f"{args.videos or args.data}: no usable videos to predict"
+        raise InputError(f"{args.videos or args.data}: no usable videos to predict"
                               + ("" if args.videos else f" in split {args.split}"))
     model = qwen.load_model(model_id, quant)
     if adapter:
@@ -392,4 +400,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    data.cli(main)
+    cli(main)

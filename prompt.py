@@ -12,6 +12,8 @@ import re
 
 import torch
 
+from qwen_vl_processor import ImageTransform
+
 INSTRUCTION = (
     "You are an expert in multimedia perception and memorability. On a scale from 0 to 100, predict how "
     "memorable the following video is based on the following frames and textual captions that describe them."
@@ -28,8 +30,9 @@ IGNORE = -100  # label of a position that carries no loss (torch's cross_entropy
 def messages(captions, n_frames, video=False, request=None):
     """
     The user turn of Listing 1 as chat messages; the frames are passed to the processor in the same order.
-    Each frame is introduced as the paper's Qwen-VL-Chat introduces an image, "Picture k: <img>...</img>\n" (its
-    tokenizer's from_list_format, and the format of its fine-tuning data): the layout the paper's model read.
+    Each frame is introduced as the paper's Qwen-VL-Chat introduces an image, "Picture k:<img>...</img>\n", with no
+    space before the image (its tokenizer's from_list_format, and the format of its fine-tuning data): the layout the
+    paper's model read, for every family.
     With `video`, the frames are one native video input instead, on its own line where the pictures stood.
     With `request` (CAPTION_REQUEST), the same frames are followed by that request instead of the paper's question.
     """
@@ -41,7 +44,7 @@ def messages(captions, n_frames, video=False, request=None):
         content += [{"type": "video"}, {"type": "text", "text": "\n"}]
     else:
         for k in range(n_frames):
-            content += [{"type": "text", "text": f"Picture {k + 1}: "}, {"type": "image"},
+            content += [{"type": "text", "text": f"Picture {k + 1}:"}, {"type": "image"},
                         {"type": "text", "text": "\n"}]
     content.append({"type": "text", "text": request or "\n".join(captions) + "\n" + ANSWER_CUE})
     return [{"role": "user", "content": content}]
@@ -133,7 +136,7 @@ def video_metadata(seconds, n_frames):
     When the frames of a native video input are shown, as Qwen's processors read it: Qwen2.5-VL spaces its rotary
     time positions by second_per_grid_ts (two frames / the clip's frame rate), Qwen3-VL writes "<t seconds>" before
     each tubelet (frame index / frame rate). The N frames are evenly spaced from the first frame to the last
-    (data.frame_indices), so they are described as a clip of their own, N frames at N-1 intervals over their real
+    (frames.frame_indices), so they are described as a clip of their own, N frames at N-1 intervals over their real
     span: both models then get the real time between frames, up to the rounding of the frames' indices (< half a
     source frame). Where the file tells no time (seconds None) or the frames span none (a one-frame video), the
     processors' own assumption, 24 frames a second, stands in.
@@ -160,7 +163,9 @@ def pixels(patches, processor, repeat=True):
 def to_model(batch, processor, device):
     """A batch of `encode` on the model's device, its patches normalized there; copies from pinned memory overlap."""
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    if "pixel_values" in batch:
+    if "pixel_values" in batch and isinstance(processor.image_processor, ImageTransform):  # Qwen-VL-Chat's own
+        batch["pixel_values"] = processor.image_processor.normalize(batch["pixel_values"])
+    elif "pixel_values" in batch:
         batch["pixel_values"] = pixels(batch["pixel_values"], processor.image_processor)
     if "pixel_values_videos" in batch:  # a tubelet's time steps are two different frames already: nothing to repeat
         batch["pixel_values_videos"] = pixels(batch["pixel_values_videos"], processor.video_processor, repeat=False)
@@ -170,6 +175,9 @@ def to_model(batch, processor, device):
 def token_counts(batch, tokenizer):
     """(visual, all) tokens of each row of an encoded batch, padding left out."""
     real = batch["attention_mask"].bool()
+    if hasattr(tokenizer, "img_start_id"):  # Qwen-VL-Chat: the positions between <img> and </img>
+        starts = (batch["input_ids"] == tokenizer.img_start_id).sum(1)
+        return list(zip((starts * tokenizer.image_span).tolist(), real.sum(1).tolist()))
     pads = torch.tensor(tokenizer.convert_tokens_to_ids([IMAGE_PAD, VIDEO_PAD]))
     visual = (torch.isin(batch["input_ids"], pads) & real).sum(1)
     return list(zip(visual.tolist(), real.sum(1).tolist()))

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 import data
+from errors import cli
 
 
 CAPTION_PARTS = (
@@ -161,35 +162,6 @@ def _write_csv(root, records):
                          r["mem_score"], r["alpha"]] for r in rows)
 
 
-def teach_answer_format(model, processor, steps=120, batch_size=8, lr=1e-3, seed=0):
-    """
-    Teach a tiny random model what a pretrained chat model knows before any fine-tuning: to answer the prompt with a
-    number and end its turn. All its weights train for a few seconds on noise frames and random captions toward
-    random scores 40-100 (Memento10k's range), so it learns the answer's format and nothing about any rule:
-    zero-shot, its answers are valid and uninformative, as the real base model's mostly are. Without this, LoRA on
-    q/k/v alone (the paper's targets) must also build the format, which takes a tiny random model thousands of steps.
-    """
-    import torch
-
-    import prompt
-    import train
-
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(steps):
-        frames = [torch.from_numpy(rng.integers(0, 256, (3, 3, 64, 64), dtype=np.uint8)) for _ in range(batch_size)]
-        captions = [[synthetic_caption(rng) for _ in range(5)] for _ in range(batch_size)]
-        batch, labels = prompt.encode(processor, frames, captions, rng.integers(40, 101, batch_size).tolist())
-        k = int((labels != prompt.IGNORE).sum(1).max())
-        loss = train.score_loss(model, prompt.to_model(batch, processor, "cpu"), labels[:, -k:])
-        (loss / (labels != prompt.IGNORE).sum()).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    model.eval()
-    return model
-
-
 def write_clips(folder, n=16, seconds=3, fps=30, height=720, width=1280, seed=0, part=(0, 1)):
     """n H.264 clips (x264's defaults: B-frames, CRF 23) of a textured background panning under a moving disc, with
     a little sensor noise: about the bitrate and decoding cost of real 720p footage, unlike flat synthetic frames.
@@ -244,4 +216,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    data.cli(main)
+    cli(main)

@@ -1,7 +1,6 @@
 """
 Fine-tune a 4-bit Qwen VLM with LoRA to predict video memorability (Martin-Fernandez et al., Sensors 2025).
 
-    python train.py --demo                                                   # synthetic data + tiny model, CPU
     python train.py --data data/memento10k --r 128 --alpha 1024              # train on train, SRCC on val
     python train.py --data data/memento10k --split trainval --out runs/final # the model for the test set
     python train.py --data data/memento10k --split trainval --fold 0 --folds 5 --out runs/fold0
@@ -23,7 +22,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
@@ -36,13 +34,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import data
+import frames
 import model as qwen
 import predict
 import prompt
-import synthetic
+from checkpoint import checkpoints, csv_text, load_checkpoint, save_checkpoint, write_atomic
+from distributed import bare, gather, init_distributed, on_first_rank, rank_world
+from errors import InputError, cli
 
 
-DEFAULT_CACHE, DEFAULT_MAX_PIXELS, DEFAULT_WORKERS = data.default_cache(), data.DEFAULT_MAX_PIXELS, data.default_workers()
+DEFAULT_CACHE, DEFAULT_MAX_PIXELS, DEFAULT_WORKERS = frames.default_cache(), frames.DEFAULT_MAX_PIXELS, frames.default_workers()
 
 
 @dataclass
@@ -65,7 +66,9 @@ class Config:
     r: int = qwen.DEFAULT_R  # LoRA rank
     alpha: float = qwen.DEFAULT_ALPHA  # LoRA alpha; the update is scaled by alpha / r
     dropout: float = 0.05  # LoRA dropout
-    targets: str = ",".join(qwen.DEFAULT_TARGETS)  # language-model modules that get LoRA
+    # language-model modules that get LoRA; None: the paper's (c_attn on Qwen-VL-Chat, q/k/v on the others), resolved
+    # and saved when the run starts
+    targets: str | None = None
     epochs: int = 4  # passes over the training videos
     batch_size: int = 4  # videos per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -117,7 +120,7 @@ class Config:
         ]
         for ok, message in checks:
             if not ok:
-                raise data.InputError(message)
+                raise InputError(message)
         if self.out is None:
             self.out = default_run(self.r, self.alpha)
 
@@ -133,19 +136,13 @@ def build_model(cfg):
     if cfg.grad_ckpt:
         # non-reentrant checkpointing needs no input that requires grad: the frozen embeddings can stay frozen
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return qwen.add_lora(model, cfg.r, cfg.alpha, cfg.dropout, cfg.targets.split(","))
+    return qwen.add_lora(model, cfg.r, cfg.alpha, cfg.dropout, cfg.targets.split(",") if cfg.targets else None)
 
 
 def optimizer(model, cfg):
     """AdamW over the LoRA parameters; on a GPU its fused kernel, one launch for all of them."""
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, cfg.beta2),
                              weight_decay=cfg.weight_decay, fused=model.device.type == "cuda")
-
-
-# The recipe that teaches a tiny model (model.make_tiny) a synthetic rule in ~500 steps with LoRA on the paper's q/k/v:
-# the demo, the tests and bench.py's GPU check use it. A pretrained 7B model takes the defaults (lr 1e-5).
-TINY_RECIPE = dict(r=16, alpha=32, targets=",".join(qwen.DEFAULT_TARGETS), lr=1e-3, epochs=10, warmup=0.05,
-                   grad_ckpt=False)
 
 
 def get_lr(step, total, cfg):
@@ -238,123 +235,6 @@ def step_batches(n_videos, cfg, start_step, total, rank=0, world=1):
 
 
 # -----------------------------------------------------------------------------
-# more than one process: torchrun and accelerate launch start one a GPU, each with RANK, LOCAL_RANK and WORLD_SIZE
-
-
-def init_distributed():
-    """(rank, world size). Under a launcher, joins the process group (NCCL on GPUs, gloo on CPUs) with this rank's
-    model on cuda:LOCAL_RANK; alone, (0, 1) and nothing to join."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return rank_world()
-
-
-def rank_world():
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def gather(obj):
-    """Every rank's `obj`, in rank order; alone, [obj]. Every rank must call it: it is also a barrier."""
-    if not dist.is_initialized():
-        return [obj]
-    objs = [None] * dist.get_world_size()
-    dist.all_gather_object(objs, obj)
-    return objs
-
-
-def on_first_rank(fn, *args):
-    """fn(*args) on rank 0 while the others wait; an InputError there stops every rank with its message."""
-    error = None
-    if rank_world()[0] == 0:
-        try:
-            fn(*args)
-        except data.InputError as e:
-            error = str(e)
-    error = gather(error)[0]
-    if error is not None:
-        raise data.InputError(error)
-
-
-def bare(net):
-    """The model inside DDP."""
-    return net.module if isinstance(net, DDP) else net
-
-
-# -----------------------------------------------------------------------------
-# checkpoints
-
-
-def rng_state():
-    return dict(python=list(random.getstate()[1]), numpy=np.random.get_state()[1].tolist(), torch=torch.get_rng_state(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
-
-
-def set_rng_state(state):
-    random.setstate((3, tuple(state["python"]), None))
-    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), 624, 0, 0.0))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(cfg, step, model, opt, history, position):
-    """out/step-NNNNNN/: adapter, optimizer, every rank's RNG states and meta.json (step, data order and position,
-    config, history), written by rank 0 under a temporary name and renamed into place: a kill at any moment leaves
-    either the whole checkpoint or none. Every rank calls it; the optimizer's state is the same on all."""
-    states = gather(rng_state())
-    if rank_world()[0] != 0:
-        return
-    final = os.path.join(cfg.out, f"step-{step:06d}")
-    tmp = tempfile.mkdtemp(dir=cfg.out, prefix=".tmp-")
-    qwen.save_adapter(model, os.path.join(tmp, "adapter"))
-    torch.save(opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
-    torch.save(dict(ranks=states), os.path.join(tmp, "rng.pt"))
-    with open(os.path.join(tmp, "meta.json"), "w") as f:
-        json.dump(dict(step=step, **position, config=asdict(cfg), history=history), f, indent=1)
-    os.replace(tmp, final)
-    for old in checkpoints(cfg.out)[:-cfg.keep]:
-        shutil.rmtree(old)
-
-
-def checkpoints(out):
-    return sorted(os.path.join(out, d) for d in os.listdir(out) if d.startswith("step-")) if os.path.isdir(out) else []
-
-
-def load_checkpoint(path, model, opt):
-    """Restore what save_checkpoint wrote; returns (meta.json's content, next step). On another number of ranks than
-    the run had, a rank without a saved RNG state draws its dropout from a fresh seed."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(os.path.join(path, "adapter", "adapter_model.safetensors")))
-    # weights_only: a checkpoint is read as tensors and plain containers, never as arbitrary pickled objects
-    opt.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=True))
-    states = torch.load(os.path.join(path, "rng.pt"), weights_only=True)["ranks"]
-    rank, _ = rank_world()
-    set_rng_state(states[min(rank, len(states) - 1)])
-    with open(os.path.join(path, "meta.json")) as f:
-        meta = json.load(f)
-    if rank >= len(states):
-        torch.manual_seed(meta["config"]["seed"] + meta["step"] + rank)
-    return meta, meta["step"] + 1
-
-
-def write_atomic(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def csv_text(rows, keys, header=True):
-    """CSV lines of dict rows whose values are numbers."""
-    lines = ([list(keys)] if header else []) + [[r[k] for k in keys] for r in rows]
-    return "".join(",".join(map(str, line)) + "\n" for line in lines)
-
-
-# -----------------------------------------------------------------------------
 # training
 
 
@@ -389,7 +269,7 @@ def fit(cfg, net, processor, opt, train_videos, heldout, cache, start_step=0, hi
     if rank == 0:
         write_atomic(loss_log, csv_text(history["loss"], LOSS_COLUMNS))
     plan = step_batches(len(train_videos), cfg, start_step, total, rank, world)
-    batches = iter(data.loader(data.Batches(train_videos, cache, processor, video=cfg.input == "video"),
+    batches = iter(frames.loader(frames.Batches(train_videos, cache, processor, video=cfg.input == "video"),
                                [m for micro, _ in plan for m in micro], cfg.workers))
     pending = []  # steps whose loss is still on the device: reading it waits for the GPU, so it is read in bulk
     net.train()
@@ -464,7 +344,7 @@ def prepare_out(cfg, resume, overwrite, world=1):
     config_path = os.path.join(cfg.out, "config.json")
     if os.path.exists(config_path) and not resume:
         if not overwrite:
-            raise data.InputError(f"{cfg.out}: holds a run already; pass --resume to continue it or --overwrite")
+            raise InputError(f"{cfg.out}: holds a run already; pass --resume to continue it or --overwrite")
         shutil.rmtree(cfg.out)
     if resume and os.path.exists(config_path):
         with open(config_path) as f:
@@ -473,7 +353,7 @@ def prepare_out(cfg, resume, overwrite, world=1):
         if saved.get("global_batch", saved["batch_size"] * saved["grad_accum"]) != global_batch(cfg, world):
             changed.append("global batch (batch-size x grad-accum x ranks)")
         if changed:
-            raise data.InputError(f"{cfg.out}: --resume with settings that differ from the run's: {', '.join(changed)}")
+            raise InputError(f"{cfg.out}: --resume with settings that differ from the run's: {', '.join(changed)}")
     os.makedirs(cfg.out, exist_ok=True)
     for stale in (d for d in os.listdir(cfg.out) if d.startswith(".tmp-")):  # a checkpoint cut short by a kill
         shutil.rmtree(os.path.join(cfg.out, stale), ignore_errors=True)
@@ -502,14 +382,16 @@ def main(cfg, resume=False, overwrite=False):
     # Bad records stop the run before anything is written, a run being replaced included.
     bad = [] if cfg.skip_bad else None
     train_videos, heldout = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad)
+    if cfg.targets is None:  # the paper's, for this model: recorded as such, so a resume compares like with like
+        cfg.targets = qwen.paper_targets(cfg.model)
     on_first_rank(prepare_out, cfg, resume, overwrite, world)
     say(json.dumps(asdict(cfg), indent=1))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    processor = qwen.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
-    cache = data.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
+    processor = qwen.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels, cfg.input == "video")
+    cache = frames.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
     video = cfg.input == "video"
     if world > 1:  # rank 0 decodes on every core; the others then read the cache
         on_first_rank(cache.fill, train_videos + heldout, None if bad is None else [], None, video)
@@ -518,12 +400,12 @@ def main(cfg, resume=False, overwrite=False):
     if rank == 0:
         data.report_skipped(bad, os.path.join(cfg.out, "skipped.csv"))
     if not train_videos:
-        raise data.InputError(f"{cfg.data}: no usable training videos in split {cfg.split}")
+        raise InputError(f"{cfg.data}: no usable training videos in split {cfg.split}")
     if cfg.fold is not None and rank == 0:
         folds = data.make_folds([v.video_id for v in train_videos + heldout], cfg.folds, cfg.seed)
         write_atomic(os.path.join(cfg.out, "folds.json"), json.dumps(dict(seed=cfg.seed, folds=folds)))
     say(f"training videos: {len(train_videos)} | held-out videos: {len(heldout)}")
-    sample = data.Batches(train_videos, cache, processor, video=video)[[0]][0]
+    sample = frames.Batches(train_videos, cache, processor, video=video)[[0]][0]
     visual, tokens = prompt.token_counts(sample, processor.tokenizer)[0]
     say(f"tokens per sample: {visual} visual ({cfg.frames} frames{' as one video' if video else ''}, at most "
         f"{cfg.max_pixels:,} pixels each) + {tokens - visual} text = {tokens}")
@@ -547,7 +429,7 @@ def main(cfg, resume=False, overwrite=False):
         meta, start_step = load_checkpoint(newest[0], model, opt)
         history = meta["history"]
         if meta["order"] != epoch_ids(train_videos, cfg.seed, meta["epoch"]):
-            raise data.InputError(f"{newest[0]}: the training videos changed since this checkpoint")
+            raise InputError(f"{newest[0]}: the training videos changed since this checkpoint")
         say(f"resumed from {newest[0]} at step {start_step}")
     elif rank > 0:
         torch.manual_seed(cfg.seed + rank)  # the ranks' dropout draws differ; rank 0's are a single process's
@@ -572,25 +454,12 @@ def main(cfg, resume=False, overwrite=False):
 
 
 # -----------------------------------------------------------------------------
-# the demo: the whole method on synthetic data and a tiny random model, in minutes on a CPU
-
-
-def demo(root="demo"):
-    data_dir, tiny = os.path.join(root, "data"), os.path.join(root, "tiny-qwen2_5_vl")
-    if not os.path.exists(os.path.join(data_dir, "test_labels.csv")):
-        synthetic.make_synthetic(data_dir, n=300)
-    if not os.path.exists(os.path.join(tiny, "config.json")):
-        qwen.make_tiny(tiny)
-    cfg = Config(data=data_dir, model=tiny, out=os.path.join(root, "run"), cache=os.path.join(root, "cache"),
-                 log_every=50, **TINY_RECIPE)
-    return main(cfg, overwrite=True)
 
 
 def parse_args(argv=None):
     d = Config()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # ---
-    parser.add_argument("--demo", action="store_true", help="synthetic data + tiny model in ./demo; ignores the rest")
     parser.add_argument("--data", default=d.data, help="Memento10k root (authors' JSON or MediaEval 2021 CSV layout)")
     parser.add_argument("--model", default=d.model, help="hub id or local folder of a native Qwen VLM")
     parser.add_argument("--quant", default=d.quant, choices=["nf4", "none"], help="4-bit NF4 or the checkpoint's precision")
@@ -633,18 +502,18 @@ def parse_args(argv=None):
     # torchrun and accelerate launch read an option after the script that abbreviates one of theirs (--r: --rdzv-*,
     # --role) as theirs (pytorch#120601): `torchrun ... train.py -- --r 128` passes everything after "--" here.
     args = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)
-    cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config)}) if not args.demo else None
+    cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
     return args, cfg
 
 
 def cli_main(argv=None):
     args, cfg = parse_args(argv)
     try:
-        return demo() if args.demo else main(cfg, args.resume, args.overwrite)
+        return main(cfg, args.resume, args.overwrite)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    data.cli(cli_main)
+    cli(cli_main)

@@ -1,5 +1,5 @@
 """Shared fixtures: tiny random checkpoints of the real architectures and synthetic Memento10k datasets, built
-once per test run through the same commands a user runs (model.py --make-tiny, synthetic.py)."""
+once per test run through the same code a user's commands run (tiny.py, synthetic.py)."""
 
 import os
 import subprocess
@@ -15,15 +15,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 warnings.filterwarnings("ignore")
 
-import data  # noqa: E402
-import train  # noqa: E402
-import model as qwen  # noqa: E402
 from synthetic import make_synthetic  # noqa: E402
+from tiny import TINY_RECIPE, make_tiny  # noqa: E402
 
 
-# train.TINY_RECIPE as train.py's flags: how the tests train a tiny model
-RECIPE = [f for key, value in train.TINY_RECIPE.items() if key != "grad_ckpt" for f in (f"--{key.replace('_', '-')}", value)]
-RECIPE += [] if train.TINY_RECIPE["grad_ckpt"] else ["--no-grad-ckpt"]
+# tiny.TINY_RECIPE as train.py's flags: how the tests train a tiny model
+RECIPE = [f for key, value in TINY_RECIPE.items() if key != "grad_ckpt" for f in (f"--{key.replace('_', '-')}", value)]
+RECIPE += [] if TINY_RECIPE["grad_ckpt"] else ["--no-grad-ckpt"]
 
 
 def greedy_equals_generate(model, batch, end, pad):
@@ -44,13 +42,13 @@ def greedy_equals_generate(model, batch, end, pad):
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A tiny random Qwen2.5-VL checkpoint folder (model, tokenizer, processor)."""
-    return qwen.make_tiny(str(tmp_path_factory.mktemp("tiny-qwen2_5_vl")), "qwen2_5_vl")
+    return make_tiny(str(tmp_path_factory.mktemp("tiny-qwen2_5_vl")), "qwen2_5_vl")
 
 
 @pytest.fixture(scope="session")
 def tiny3(tmp_path_factory):
     """A tiny random Qwen3-VL checkpoint folder."""
-    return qwen.make_tiny(str(tmp_path_factory.mktemp("tiny-qwen3_vl")), "qwen3_vl")
+    return make_tiny(str(tmp_path_factory.mktemp("tiny-qwen3_vl")), "qwen3_vl")
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +78,19 @@ def trained(tiny, synthetic, cache, tmp_path_factory):
                         str(out), "--cache", cache, *map(str, RECIPE), "--log-every", "50"], cwd=ROOT,
                        capture_output=True, text=True)
     return out, p.returncode, p.stdout + p.stderr
+
+
+@pytest.fixture(scope="session")
+def tiny_qvl(tmp_path_factory):
+    """A tiny random Qwen-VL-Chat (the paper's model) in the official fp16 layout."""
+    return make_tiny(str(tmp_path_factory.mktemp("tiny-qwen_vl")), "qwen_vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_qvl_gptq(tmp_path_factory):
+    """The same tiny Qwen-VL-Chat in the Int4 release's GPTQ v1 layout, written by the command a user runs."""
+    folder = str(tmp_path_factory.mktemp("tiny-qwen_vl-gptq"))
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tiny.py"), folder, "--family", "qwen_vl", "--gptq"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return folder

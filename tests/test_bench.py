@@ -59,14 +59,15 @@ def test_the_gpu_check_runs_through(tiny, work, tmp_path):
 
 
 def test_random_weights_of_a_published_architecture_load_in_4_bit(tmp_path, monkeypatch):
-    """bench.py --arch: model.make_random writes the architecture with random weights (bf16) and its stock processor,
+    """bench.py --arch: tiny.make_random writes the architecture with random weights (bf16) and its stock processor,
     and model.load_model reads it back in NF4, as a user's checkpoint. (A tiny stand-in for the 7B's shapes.)"""
     import bitsandbytes as bnb
 
     import model as qwen
+    from tiny import TINY, make_random
 
-    monkeypatch.setitem(qwen.ARCHS, "tiny-test", ("qwen2_5_vl", *qwen.TINY["qwen2_5_vl"], False))
-    folder = qwen.make_random(str(tmp_path / "random"), "tiny-test")
+    monkeypatch.setitem(qwen.ARCHS, "tiny-test", ("qwen2_5_vl", *TINY["qwen2_5_vl"], False))
+    folder = make_random(str(tmp_path / "random"), "tiny-test")
     processor = qwen.load_processor(folder)
     assert processor.image_processor.size["shortest_edge"] == 56 * 56  # the stock Qwen2.5-VL processor
     assert processor.image_processor.size["longest_edge"] == 28 * 28 * 16384

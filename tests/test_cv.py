@@ -21,18 +21,19 @@ import cv
 import data
 import predict
 import prompt
-import train
+from errors import InputError
+from tiny import TINY_RECIPE
 from conftest import ROOT
 
 CV = os.path.join(ROOT, "cv.py")
 CONFIGS = ("r16-a32", "r16-a4")
 FOLDS = 3
 # 3 folds of the 255 labelled synthetic videos: each trains on 170 and predicts 85. r16-a32 is the tiny recipe's
-# setting (train.TINY_RECIPE, LoRA on q/k/v), here for 5 epochs (~215 steps); the second config scales the same
+# setting (TINY_RECIPE, LoRA on q/k/v), here for 5 epochs (~215 steps); the second config scales the same
 # LoRA update by alpha/r = 1/4 instead of 2.
 GRID = ["--folds", FOLDS, "--r", 16, "--alpha", 32, 4, "--epochs", 5, "--eval-batch-size", 85]
-RECIPE = ["--targets", train.TINY_RECIPE["targets"], "--lr", train.TINY_RECIPE["lr"], "--warmup",
-          train.TINY_RECIPE["warmup"], "--no-grad-ckpt"]
+RECIPE = ["--targets", TINY_RECIPE["targets"], "--lr", TINY_RECIPE["lr"], "--warmup",
+          TINY_RECIPE["warmup"], "--no-grad-ckpt"]
 # The tiny model's matrices gain nothing from threads, and on a machine shared with other runs, threads that
 # spin against each other made a step ~40x slower. One thread a run also lets two CVs run side by side.
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
@@ -121,7 +122,7 @@ def test_srcc_ci_agrees_with_references():
     (["--folds", 1], "--folds must be at least 2"),
 ])
 def test_bad_settings(flags, message, tmp_path):
-    with pytest.raises(data.InputError, match=re.escape(message)):
+    with pytest.raises(InputError, match=re.escape(message)):
         cv.main(list(map(str, ["--data", tmp_path, "--out", tmp_path / "run", "--r", 8, "--alpha", 16, *flags])))
     assert not (tmp_path / "run" / "results.csv").exists()
 

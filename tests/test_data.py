@@ -1,4 +1,5 @@
-"""data.py: both Memento10k releases, frame selection by content, the frame cache, folds, the synthetic set."""
+"""data.py and frames.py: both Memento10k releases, frame selection by content, the frame cache (filled ahead by
+data.py's command line), folds, the synthetic set."""
 
 import json
 import os
@@ -9,6 +10,9 @@ import numpy as np
 import pytest
 
 import data
+import model as qwen
+from errors import InputError
+from frames import DEFAULT_MAX_PIXELS, FrameCache, frame_indices, read_frames
 from synthetic import synthetic_frames, write_video
 from conftest import ROOT
 
@@ -44,7 +48,7 @@ def test_csv_captions_one_row_per_caption(synthetic_csv, tmp_path):
 
 
 def test_unknown_root_says_what_was_expected(tmp_path):
-    with pytest.raises(data.InputError, match="memento_train_data.json.*train_scores.csv"):
+    with pytest.raises(InputError, match="memento_train_data.json.*train_scores.csv"):
         data.load_split(str(tmp_path), "train")
 
 
@@ -57,18 +61,18 @@ def test_first_middle_last_frames_by_content(tmp_path):
     n_frames, size = 25, 64
     path = str(tmp_path / "clip.mp4")
     write_video(path, synthetic_frames(0.2, 0.8, np.ones(3), n_frames, size))
-    frames = data.read_frames(path, 3)
+    frames = read_frames(path, 3)
     assert frames.shape == (3, size, size, 3)
     widths = [bar_width(f) for f in frames]
     assert widths[0] <= 1 and abs(widths[1] - size / 2) <= 2 and widths[2] >= size - 1
     assert frames[0][10:].mean() < frames[1][10:].mean() < frames[2][10:].mean()  # the fade to brighter
-    assert data.frame_indices(25, 3) == [0, 12, 24] and data.frame_indices(90, 5) == [0, 22, 44, 67, 89]
-    assert [bar_width(f) for f in data.read_frames(path, 5)] == pytest.approx([0, 16, 32, 48, 64], abs=2)
+    assert frame_indices(25, 3) == [0, 12, 24] and frame_indices(90, 5) == [0, 22, 44, 67, 89]
+    assert [bar_width(f) for f in read_frames(path, 5)] == pytest.approx([0, 16, 32, 48, 64], abs=2)
 
 
 def test_cache_decodes_once(synthetic, tmp_path, monkeypatch):
     videos = data.load_split(synthetic, "val")[:5]
-    cache = data.FrameCache(str(tmp_path / "cache"))
+    cache = FrameCache(str(tmp_path / "cache"))
     cache.fill(videos)
     first = [cache.get(v) for v in videos]
     assert len(os.listdir(tmp_path / "cache")) == 5
@@ -76,12 +80,12 @@ def test_cache_decodes_once(synthetic, tmp_path, monkeypatch):
     def no_decoding(*args):
         raise AssertionError("decoded a cached video")
 
-    monkeypatch.setattr(data, "_decode", no_decoding)
+    monkeypatch.setattr("frames._decode", no_decoding)
     cache.fill(videos)
     assert all(np.array_equal(a, cache.get(v)) for a, v in zip(first, videos))
     # a different frame count is a different key
     with pytest.raises(AssertionError, match="decoded a cached video"):
-        data.FrameCache(str(tmp_path / "cache"), n_frames=5).get(videos[0])
+        FrameCache(str(tmp_path / "cache"), n_frames=5).get(videos[0])
 
 
 def test_folds_disjoint_cover_and_stable(synthetic):
@@ -100,5 +104,20 @@ def test_folds_disjoint_cover_and_stable(synthetic):
     rest, held = data.train_heldout(synthetic, "trainval", fold=2, folds=5, seed=0)
     assert {v.video_id for v in held} == set(folds[2]) and not {v.video_id for v in rest} & set(folds[2])
     assert [v.video_id for v in data.heldout(synthetic, "trainval", 2, 5, 0)] == [v.video_id for v in held]
-    with pytest.raises(data.InputError, match="fold 5 is outside 0..4"):
+    with pytest.raises(InputError, match="fold 5 is outside 0..4"):
         data.fold_split(data.load_split(synthetic, "trainval"), 5, 5, 0)
+
+
+def test_the_command_line_fills_the_cache_ahead(synthetic, tiny, tmp_path):
+    """README's `python data.py --data DIR --model MODEL`: every train+val video's frames land in the cache under the
+    key a run with that model at the default budget reads (train.py then decodes nothing), and the split is summed up."""
+    cache = tmp_path / "cache"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), "--data", synthetic, "--model", tiny,
+                        "--cache", str(cache)], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    videos = data.load_split(synthetic, "trainval")
+    assert len(os.listdir(cache)) == len(videos) == 255  # one JPEG a video
+    budget = qwen.budget_of(qwen.load_processor(tiny, DEFAULT_MAX_PIXELS))
+    assert all(os.path.isfile(FrameCache(str(cache), 3, budget).path(v)) for v in videos)
+    mean = np.mean([v.score for v in videos])
+    assert p.stdout.strip().splitlines()[-1] == f"trainval: 255 videos, 255 labelled, mean score {mean:.3f}"

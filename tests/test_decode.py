@@ -22,8 +22,11 @@ import predict
 import prompt
 import scoring
 import train
-from conftest import ROOT
+from errors import InputError
+from frames import FrameCache
 from synthetic import fade, write_video
+from tiny import make_tiny
+from conftest import ROOT
 
 # A toy vocabulary for the pure functions: digit d is token d, end-of-turn 10, a word 11.
 END, WORD, V = 10, 11, 12
@@ -117,7 +120,7 @@ def test_expected_is_an_expectation():
 
 def batch_of(folder_, videos, cache, video=False, labels=None):
     processor = qwen.load_processor(folder_)
-    frames = data.FrameCache(cache, 3, qwen.budget_of(processor))
+    frames = FrameCache(cache, 3, qwen.budget_of(processor))
     frames.fill(videos, timed=video)
     clips = [frames.clip(v) if video else (frames.get(v), None) for v in videos]
     batch, label_ids = prompt.encode(processor, [f for f, _ in clips], [v.captions for v in videos], labels,
@@ -166,7 +169,7 @@ def zero_shot(model_dir, synthetic, cache, decode, capsys):
 @pytest.fixture(scope="module")
 def untaught(tmp_path_factory):
     """A tiny random Qwen2.5-VL never taught the answer's format: greedy reads random tokens."""
-    return qwen.make_tiny(str(tmp_path_factory.mktemp("untaught") / "model"), teach=False)
+    return make_tiny(str(tmp_path_factory.mktemp("untaught") / "model"), teach=False)
 
 
 def test_constrained_and_expected_are_never_invalid(untaught, tiny, synthetic, cache, capsys):
@@ -204,7 +207,7 @@ def test_expected_ranks_at_least_as_well_after_training(trained, synthetic, cach
     settings = {f.name: config[f.name] for f in dataclasses.fields(train.Config)}
     cfg = train.Config(**dict(settings, eval_batch_size=16, workers=0))
     processor = qwen.load_processor(cfg.model)
-    frames = data.FrameCache(cache, cfg.frames, qwen.budget_of(processor))
+    frames = FrameCache(cache, cfg.frames, qwen.budget_of(processor))
     labels = predict.read_labels(os.path.join(synthetic, "test_labels.csv"))
     videos = data.load_split(synthetic, "val") + data.load_split(synthetic, "test")
     for v in videos:
@@ -239,13 +242,13 @@ def test_decode_is_a_setting_of_train_and_cv(tmp_path):
 
     assert train.parse_args(["--decode", "expected"])[1].decode == "expected"
     assert cv.parse_args(["--decode", "constrained"])[1].decode == "constrained"
-    with pytest.raises(data.InputError, match="--decode must be one of"):
+    with pytest.raises(InputError, match="--decode must be one of"):
         train.Config(decode="sampled")
     cfg = train.Config(out=str(tmp_path / "run"))
     train.prepare_out(cfg, resume=False, overwrite=False)
     (tmp_path / "run" / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))  # as train.main saves it
     train.prepare_out(train.Config(out=cfg.out, decode="expected"), resume=True, overwrite=False)
-    with pytest.raises(data.InputError, match="settings that differ"):
+    with pytest.raises(InputError, match="settings that differ"):
         train.prepare_out(train.Config(out=cfg.out, r=8), resume=True, overwrite=False)
 
 
@@ -299,5 +302,5 @@ def test_scores_a_folder_of_your_own_videos(trained, own_videos, cache, tmp_path
     videos = folder.find_videos(str(own_videos), recursive=True)
     with open(captions, "a") as f:
         f.write("holiday.mp4,a video that is not there\n")
-    with pytest.raises(data.InputError, match=r"line 5: no video 'holiday.mp4'"):
+    with pytest.raises(InputError, match=r"line 5: no video 'holiday.mp4'"):
         folder.read_captions(str(captions), videos)

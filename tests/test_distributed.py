@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT
 from synthetic import make_synthetic
+from conftest import ROOT
 
 TRAIN = os.path.join(ROOT, "train.py")
 ENV = dict(os.environ, OMP_NUM_THREADS="1")

@@ -16,6 +16,9 @@ import data
 import model as qwen
 import prompt
 import train
+from checkpoint import checkpoints
+from errors import InputError
+from frames import Batches, FrameCache
 from conftest import RECIPE, ROOT
 from test_train import LEARNED, MSE, read_csv, run
 
@@ -25,7 +28,7 @@ from test_train import LEARNED, MSE, read_csv, run
 def tiny_gptq(tmp_path_factory):
     """A tiny Qwen2.5-VL quantized to GPTQ 4-bit by the command a user runs."""
     folder = str(tmp_path_factory.mktemp("tiny-gptq"))
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "model.py"), "--make-tiny", folder, "--gptq"], cwd=ROOT,
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tiny.py"), folder, "--gptq"], cwd=ROOT,
                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.load(open(os.path.join(folder, "config.json")))["quantization_config"]["quant_method"] == "gptq"
@@ -67,9 +70,9 @@ def lora_gradients(model, batch, labels, processor, eval_first):
 def test_lora_gradients_are_those_of_the_dequantized_model(eval_first, tiny_gptq, synthetic, cache):
     processor = qwen.load_processor(tiny_gptq)
     videos = data.load_split(synthetic, "train")[:4]
-    frames = data.FrameCache(cache)
+    frames = FrameCache(cache)
     frames.fill(videos)
-    batch, labels = data.Batches(videos, frames, processor)[[0, 1, 2, 3]]
+    batch, labels = Batches(videos, frames, processor)[[0, 1, 2, 3]]
     gptq = lora_gradients(qwen.load_model(tiny_gptq), batch, labels, processor, eval_first)
     dense = lora_gradients(dense_copy(qwen.load_model(tiny_gptq)), batch, labels, processor, eval_first)
     assert gptq.keys() == dense.keys() and len(gptq) == 2 * 3 * 2  # A and B of q/k/v in both layers
@@ -84,7 +87,7 @@ def test_lora_gradients_are_those_of_the_dequantized_model(eval_first, tiny_gptq
 def test_quantized_weights_get_no_gradient_and_do_not_change(tiny_gptq, synthetic, cache, tmp_path):
     """train.py's model and loop: only LoRA trains; the packed 4-bit weights, scales and zeros are as loaded."""
     videos = data.load_split(synthetic, "train")[:8]
-    frames = data.FrameCache(cache)
+    frames = FrameCache(cache)
     frames.fill(videos)
     cfg = train.Config(data=synthetic, model=tiny_gptq, out=str(tmp_path), r=8, alpha=16, epochs=1, lr=1e-2, warmup=0,
                        grad_ckpt=False, workers=0)
@@ -120,7 +123,7 @@ def test_trains_learns_and_resumes_on_gptq(tiny_gptq, synthetic, cache, tmp_path
     cut = tmp_path / "cut"
     shutil.copytree(out, cut)
     shutil.rmtree(cut / "adapter")
-    for step in train.checkpoints(str(cut)):
+    for step in checkpoints(str(cut)):
         if int(step.rsplit("-", 1)[1]) > 499:
             shutil.rmtree(step)
     code, log = run("train.py", "--data", synthetic, "--model", tiny_gptq, "--out", cut, "--cache", cache, *RECIPE,
@@ -138,8 +141,8 @@ def test_what_cannot_load_says_so_in_one_line(tiny, tiny_gptq, tmp_path, monkeyp
     config = json.loads((awq / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "awq", "bits": 4}
     (awq / "config.json").write_text(json.dumps(config))
-    with pytest.raises(data.InputError, match="awq checkpoints are not supported"):
+    with pytest.raises(InputError, match="awq checkpoints are not supported"):
         qwen.load_model(str(awq))
     monkeypatch.setitem(sys.modules, "gptqmodel", None)  # as if it were not installed
-    with pytest.raises(data.InputError, match="needs gptqmodel and optimum: pip install"):
+    with pytest.raises(InputError, match="needs gptqmodel and optimum: pip install"):
         qwen.load_model(tiny_gptq)

@@ -9,6 +9,7 @@ import data
 import model as qwen
 import prompt
 import train
+from frames import FrameCache
 
 
 def lora_modules(model):
@@ -50,6 +51,12 @@ def test_paper_parameter_count_on_the_real_7b_configuration():
     assert all(".visual." not in n for n in lora_modules(m))
 
 
+def test_the_count_from_the_command_line(capsys):
+    """README's `python model.py --arch qwen2.5-vl-7b --r 128 --alpha 1024`: the same count, with no weights."""
+    qwen.main(["--arch", "qwen2.5-vl-7b", "--r", "128", "--alpha", "1024"])
+    assert capsys.readouterr().out.startswith("trainable parameters: 55,050,240 of ")
+
+
 def lora_grads(m, batch, labels):
     m.zero_grad(set_to_none=True)
     (train.score_loss(m, batch, labels[:, -4:]) / (labels != prompt.IGNORE).sum()).backward()
@@ -60,7 +67,7 @@ def test_cpu_repack_trap(tiny, synthetic, cache):
     """Gradients after a no-grad eval pass (as in per-epoch evaluation) equal gradients without one."""
     processor = qwen.load_processor(tiny)
     videos = data.load_split(synthetic, "train")[:4]
-    frames = [data.FrameCache(cache).get(v) for v in videos]
+    frames = [FrameCache(cache).get(v) for v in videos]
     batch, labels = prompt.encode(processor, frames, [v.captions for v in videos], [v.label for v in videos])
     batch = prompt.to_model(batch, processor, "cpu")
 

@@ -12,8 +12,9 @@ import torch
 import data
 import model as qwen
 import prompt
-from conftest import greedy_equals_generate
+from frames import DEFAULT_MAX_PIXELS, Batches, FrameCache, frame_indices, loader, read_frames
 from synthetic import synthetic_frames
+from conftest import greedy_equals_generate
 
 CAPTIONS = ["a man walks in a park", "a dog runs on the beach", "two people dance", "a child jumps", "a cat sits"]
 
@@ -56,9 +57,9 @@ def test_frames_are_exactly_those_of_a_full_decode(codec, tmp_path):
         every = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(every) == 61 and not np.array_equal(every[0], every[1])
     for n in (1, 2, 3, 5, 8, 61, 70):
-        frames = data.read_frames(path, n)
+        frames = read_frames(path, n)
         assert frames.shape[0] == n
-        for frame, i in zip(frames, data.frame_indices(61, n)):
+        for frame, i in zip(frames, frame_indices(61, n)):
             assert np.array_equal(frame, every[i]), (codec, n, i)
 
 
@@ -75,9 +76,9 @@ def test_pixel_budget_is_the_processors(family, clip720, request):
     """At the default budget a 720p frame keeps <= 448 x 448 pixels: the processor makes the same patches from the
     frame fitted by Budget.fit as from the full frame, and prompt.pixels turns encode's uint8 patches into exactly
     the floats the processor computes itself."""
-    processor = qwen.load_processor(request.getfixturevalue(family), data.DEFAULT_MAX_PIXELS)
+    processor = qwen.load_processor(request.getfixturevalue(family), DEFAULT_MAX_PIXELS)
     budget = qwen.budget_of(processor)
-    frames = data.read_frames(clip720, 3)
+    frames = read_frames(clip720, 3)
     assert frames.shape == (3, 720, 1280, 3)
     fitted = budget.fit(frames)
     height, width = fitted.shape[2:]
@@ -97,17 +98,17 @@ def test_pixel_budget_is_the_processors(family, clip720, request):
 
 
 def test_cache_keeps_frames_at_the_budget(tiny, clip720, tmp_path):
-    processor = qwen.load_processor(tiny, data.DEFAULT_MAX_PIXELS)
-    cache = data.FrameCache(str(tmp_path), 3, qwen.budget_of(processor))
+    processor = qwen.load_processor(tiny, DEFAULT_MAX_PIXELS)
+    cache = FrameCache(str(tmp_path), 3, qwen.budget_of(processor))
     video = data.Video("clip", clip720, ["a caption"] * 5, 0.5)
     assert cache.fill([video]) == [video]
     stored = cache.get(video)
-    exact = qwen.budget_of(processor).fit(data.read_frames(clip720, 3))
+    exact = qwen.budget_of(processor).fit(read_frames(clip720, 3))
     assert stored.shape == exact.shape == (3, 3, 336, 588) and stored.dtype == torch.uint8
     assert (stored.int() - exact.int()).abs().float().mean() < 3  # JPEG at quality 95
     assert os.path.getsize(cache.path(video)) < 1_000_000
     # another budget is another entry; the first stays
-    other = data.FrameCache(str(tmp_path), 3, qwen.budget_of(qwen.load_processor(tiny, 100_000)))
+    other = FrameCache(str(tmp_path), 3, qwen.budget_of(qwen.load_processor(tiny, 100_000)))
     assert other.path(video) != cache.path(video) and other.get(video)[0, 0].numel() <= 100_000
     assert len(os.listdir(tmp_path)) == 2
 
@@ -115,12 +116,12 @@ def test_cache_keeps_frames_at_the_budget(tiny, clip720, tmp_path):
 def test_loader_keeps_the_plan_and_the_global_rng(tiny, synthetic, cache):
     processor = qwen.load_processor(tiny)
     videos = data.load_split(synthetic, "val")[:10]
-    frames = data.FrameCache(cache, 3, qwen.budget_of(processor))
+    frames = FrameCache(cache, 3, qwen.budget_of(processor))
     frames.fill(videos)
     plan = [[3, 1, 4], [1, 5], [9, 2, 6], [5]]
-    dataset = data.Batches(videos, frames, processor)
+    dataset = Batches(videos, frames, processor)
     state = torch.get_rng_state()
-    made = list(data.loader(dataset, plan, workers=2))
+    made = list(loader(dataset, plan, workers=2))
     assert torch.equal(torch.get_rng_state(), state)  # LoRA dropout draws from it: resume must see the same
     assert len(made) == len(plan)
     for (batch, labels), indices in zip(made, plan):
@@ -136,9 +137,9 @@ def test_greedy_decoding_equals_generate(family, synthetic, cache, request):
     folder = request.getfixturevalue(family)
     processor = qwen.load_processor(folder)
     videos = data.load_split(synthetic, "val")[:6]
-    frames = data.FrameCache(cache, 3, qwen.budget_of(processor))
+    frames = FrameCache(cache, 3, qwen.budget_of(processor))
     frames.fill(videos)
-    batch, _ = data.Batches(videos, frames, processor, labelled=False)[list(range(6))]
+    batch, _ = Batches(videos, frames, processor, labelled=False)[list(range(6))]
     assert (batch["attention_mask"] == 0).any()  # padding is exercised
     batch = prompt.to_model(batch, processor, "cpu")
     end, pad = processor.tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), processor.tokenizer.pad_token_id

@@ -16,7 +16,7 @@ def test_prompt_text_is_listing_1_in_the_chat_layout(tiny):
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
         "You are an expert in multimedia perception and memorability. On a scale from 0 to 100, predict how "
         "memorable the following video is based on the following frames and textual captions that describe them.\n"
-        f"Picture 1: {frame}\nPicture 2: {frame}\nPicture 3: {frame}\n"
+        f"Picture 1:{frame}\nPicture 2:{frame}\nPicture 3:{frame}\n"
         "a man walks in a park\na dog runs on the beach\ntwo people dance\na child jumps\na cat sits\n"
         "(Answer only with a number between 0 and 100). PREDICTED SCORE:<|im_end|>\n<|im_start|>assistant\n"
     )
@@ -40,7 +40,7 @@ def test_video_prompt_is_listing_1_around_one_video(tiny):
 def test_frames_follow_the_count():
     content = prompt.messages(CAPTIONS, 8)[0]["content"]
     assert [c["type"] for c in content] == ["text"] + ["text", "image", "text"] * 8 + ["text"]
-    assert [c["text"] for c in content[1::3][:8]] == [f"Picture {k}: " for k in range(1, 9)]  # as Qwen-VL-Chat numbers images
+    assert [c["text"] for c in content[1::3][:8]] == [f"Picture {k}:" for k in range(1, 9)]  # as Qwen-VL-Chat numbers images
 
 
 def test_target_is_digits_then_end_of_turn(tiny):
@@ -63,10 +63,11 @@ def test_label_mask_supervises_exactly_the_target():
 
 def test_encode_appends_targets_after_the_processed_prompt(tiny, synthetic, cache):
     import data
+    from frames import FrameCache
 
     processor = qwen.load_processor(tiny)
     videos = data.load_split(synthetic, "train")[:3]
-    frames = [data.FrameCache(cache).get(v) for v in videos]
+    frames = [FrameCache(cache).get(v) for v in videos]
     with_targets, labels = prompt.encode(processor, frames, [v.captions for v in videos], [v.label for v in videos])
     without, none = prompt.encode(processor, frames, [v.captions for v in videos])
     assert none is None

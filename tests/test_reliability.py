@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 import data
 import model as qwen
+from errors import InputError, cli
+from frames import read_frames
 from synthetic import make_synthetic, write_video
 from conftest import ROOT
 
@@ -139,9 +141,9 @@ def test_odd_videos_just_work(small, tiny, tmp_path):
         c.mux(s.encode())
     edit_json(root, "train", set_field(1, "filename", "synthetic_00001.mkv"))
 
-    frames = data.read_frames(video(root, 0), 3)
+    frames = read_frames(video(root, 0), 3)
     assert frames.shape == (3, 64, 64, 3) and (frames[0] == frames[2]).all()
-    frames = data.read_frames(os.path.join(root, "videos", "synthetic_00001.mkv"), 3)
+    frames = read_frames(os.path.join(root, "videos", "synthetic_00001.mkv"), 3)
     assert frames.shape == (3, 45, 67, 3) and [int(f.mean()) for f in frames] == [0, 80, 180]  # frames 0, 4, 9
 
     code, out, err = train_cli("--data", root, "--model", tiny, "--out", tmp_path / "run", "--cache", tmp_path / "cache",
@@ -223,15 +225,15 @@ def test_out_of_memory_and_ctrl_c_say_what_to_do(capsys):
 
     for raised, code, says in [(OutOfMemoryError("CUDA out of memory"), 3, "lower --batch-size (raise --grad-accum"),
                                (KeyboardInterrupt(), 130, "with --resume"),
-                               (data.InputError("x.json: line 3: malformed JSON"), 2, "error: x.json: line 3")]:
+                               (InputError("x.json: line 3: malformed JSON"), 2, "error: x.json: line 3")]:
         def main():
             raise raised
 
         with pytest.raises(SystemExit) as e:
-            data.cli(main)
+            cli(main)
         assert e.value.code == code and says in capsys.readouterr().err
     with pytest.raises(ValueError):  # anything else is a bug: its traceback is kept
-        data.cli(lambda: int("x"))
+        cli(lambda: int("x"))
 
 
 def run_script(script, *args):

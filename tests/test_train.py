@@ -2,6 +2,7 @@
 frame, the run directory holds what the README promises, and a reloaded adapter predicts the same."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -12,10 +13,14 @@ import pytest
 import torch
 
 import data
+import demo
 import model as qwen
+import prompt
 import train
-from conftest import RECIPE, ROOT
+from frames import Batches, FrameCache
 from synthetic import make_synthetic
+from tiny import TINY_RECIPE
+from conftest import RECIPE, ROOT
 
 
 def run(script, *args):
@@ -47,7 +52,7 @@ LEARNED, UNLEARNED, MSE = 0.6, 0.45, 0.02
 
 
 def test_learns_the_last_frame_rule_end_to_end(trained, tiny, synthetic, cache, tmp_path):
-    """The demo's rule with the tiny recipe (train.TINY_RECIPE: LoRA on the paper's q/k/v); the run is conftest's
+    """The demo's rule with the tiny recipe (TINY_RECIPE: LoRA on the paper's q/k/v); the run is conftest's
     `trained`, which tests of the decoding modes share."""
     out, code, log = trained
     assert code == 0, log
@@ -60,7 +65,7 @@ def test_learns_the_last_frame_rule_end_to_end(trained, tiny, synthetic, cache, 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["srcc"] >= LEARNED and metrics["mse"] < MSE, metrics
     assert metrics["invalid"] == 0
-    assert len(read_csv(out / "metrics.csv")) == train.TINY_RECIPE["epochs"]  # one row per epoch, with its SRCC
+    assert len(read_csv(out / "metrics.csv")) == TINY_RECIPE["epochs"]  # one row per epoch, with its SRCC
     config = json.loads((out / "config.json").read_text())
     assert config["r"] == 16 and config["model"] == tiny and 45 < config["train_mean"] < 95
 
@@ -70,6 +75,7 @@ def test_learns_the_last_frame_rule_end_to_end(trained, tiny, synthetic, cache, 
     assert code == 0, log
     assert read_csv(tmp_path / "val.csv") == read_csv(out / "predictions-val.csv")
     assert "SRCC" in log and "invalid answers: 0/45" in log
+
     ids = [v.video_id for v in data.load_split(synthetic, "val")]
     assert [r["video_id"] for r in read_csv(tmp_path / "val.csv")] == ids
 
@@ -81,6 +87,17 @@ def test_learns_the_last_frame_rule_end_to_end(trained, tiny, synthetic, cache, 
     assert len(rows) == 45 and all(0 <= float(r["mem_score"]) <= 1 for r in rows)
     srcc = float(log.split("SRCC ")[1].split()[0])
     assert srcc >= LEARNED, log
+
+
+def test_the_demo_is_the_run_these_tests_train(trained, tmp_path):
+    """`python demo.py` trains what conftest's `trained` trains, the same 300 synthetic videos (seed 0) and tiny
+    Qwen2.5-VL with the same settings, so the test above holds for the demo: only the paths differ."""
+    out, code, log = trained
+    assert code == 0, log
+    saved = json.loads((out / "config.json").read_text())
+    ours = {k: v for k, v in dataclasses.asdict(demo.config(str(tmp_path))).items()
+            if k not in ("data", "model", "out", "cache")}
+    assert ours == {k: saved[k] for k in ours}
 
 
 @pytest.fixture(scope="module")
@@ -120,24 +137,49 @@ def test_more_frames_see_what_three_cannot(tiny, rules, cache, tmp_path):
     assert math.isnan(three["srcc"]) or abs(three["srcc"]) < UNLEARNED, three
 
 
-def test_gradient_accumulation_equals_one_large_batch(tiny, synthetic, cache, tmp_path):
+# Float32 rounds each operation to 24 bits (eps 1.2e-7). A LoRA gradient element sums ~10^4 products (score tokens x
+# hidden units x layers); another split of the step, or another CPU's SIMD width, sums them in another order, which
+# moves the result by up to ~sqrt(10^4) x eps = 1e-5 of the magnitudes summed, i.e. of the tensor's largest gradient
+# (measured here: 1.4e-6). GRADIENTS leaves a margin for other CPUs above that; a wrong normalisation (each
+# micro-batch divided by its own count of score tokens, or none divided) is off by 100% and more. The loss, one sum
+# of a dozen token losses, differs by ~1e-7 of itself (measured: 8e-8).
+GRADIENTS, LOSS = 1e-4, 1e-5
+
+
+def test_gradient_accumulation_equals_one_large_batch(tiny, synthetic, cache):
+    """One step over the same 4 videos as 1 x 4, 2 x 2 and 4 x 1 micro-batches: train_step accumulates the same LoRA
+    gradients and the same loss, the mean over the step's score tokens of one forward pass of all 4. The gradients
+    are compared, not the weights after an AdamW step: AdamW divides each gradient by its own magnitude, so the
+    rounding of a near-zero gradient would show in the weights on one CPU and not on another."""
     videos = data.load_split(synthetic, "train")[:4]
     processor = qwen.load_processor(tiny)
-    frame_cache = data.FrameCache(cache)
-    weights = []
-    for batch_size, accum in [(4, 1), (2, 2), (1, 4)]:
-        cfg = train.Config(data=synthetic, model=tiny, out=str(tmp_path / f"b{batch_size}"), r=8, alpha=16,
-                           dropout=0.0, epochs=1, batch_size=batch_size, grad_accum=accum, lr=1e-2, warmup=0)
-        os.makedirs(cfg.out)
-        torch.manual_seed(0)
-        m = qwen.add_lora(qwen.load_model(tiny), cfg.r, cfg.alpha, cfg.dropout)
-        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=cfg.lr)
-        train.fit(cfg, m, processor, opt, videos, [], frame_cache)  # one optimizer step over the same 4 videos
-        weights.append({n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad})
-    for other in weights[1:]:
-        for n in weights[0]:
-            torch.testing.assert_close(other[n], weights[0][n], rtol=1e-4, atol=1e-6)
-    assert any(w.abs().sum() > 0 for n, w in weights[0].items() if "lora_B" in n)  # the step did move B
+    batches = Batches(videos, FrameCache(cache), processor)
+    torch.manual_seed(0)
+    m = qwen.add_lora(qwen.load_model(tiny), 8, 16, dropout=0.0)
+    params = [p for p in m.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "lora_B" in name:  # B starts at zero, which would make every A gradient zero
+                torch.nn.init.normal_(p, std=0.02)
+
+    # the reference: one pass over the 4 videos, the summed loss over their score tokens divided by their count
+    batch, labels = batches[[0, 1, 2, 3]]
+    n_targets = int((labels != prompt.IGNORE).sum())
+    k = int((labels != prompt.IGNORE).sum(1).max())
+    loss = train.score_loss(m, prompt.to_model(batch, processor, "cpu"), labels[:, -k:]) / n_targets
+    reference = torch.autograd.grad(loss, params)
+
+    for batch_size in (4, 2, 1):
+        opt = torch.optim.SGD(params, lr=0.0)  # lr 0: the weights stay as they are for the next split
+        seen = []  # the gradients the optimizer step is given
+        opt.register_step_pre_hook(lambda *_: seen.append([p.grad.clone() for p in params]))
+        micro = [batches[list(range(i, i + batch_size))] for i in range(0, 4, batch_size)]
+        # no clipping: it would scale a gradient of the wrong size back to the right norm
+        step_loss = train.train_step(m, opt, micro, processor, grad_clip=float("inf"))
+        torch.testing.assert_close(step_loss, loss.detach(), rtol=LOSS, atol=0)
+        for grad, ref in zip(seen[0], reference):
+            torch.testing.assert_close(grad, ref, rtol=0, atol=GRADIENTS * float(ref.abs().max()))
+    assert all(ref.abs().max() > 0 for ref in reference)  # A and B both have gradients to compare
 
 
 def test_qwen3_vl_trains_and_predicts(tiny3, synthetic, cache, tmp_path):

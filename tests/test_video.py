@@ -19,6 +19,8 @@ import data
 import model as qwen
 import prompt
 import train
+from errors import InputError
+from frames import DEFAULT_MAX_PIXELS, Batches, FrameCache
 from conftest import RECIPE, greedy_equals_generate
 from test_train import MSE, read_csv, run
 
@@ -28,7 +30,7 @@ SHORT = ["a cat", "a dog", "a man", "a child", "two people"]
 
 @pytest.mark.parametrize("family", ["tiny", "tiny3"])
 def test_video_inputs_are_the_processors_own(family, request):
-    processor = qwen.load_processor(request.getfixturevalue(family), data.DEFAULT_MAX_PIXELS)
+    processor = qwen.load_processor(request.getfixturevalue(family), DEFAULT_MAX_PIXELS)
     vp, budget = processor.video_processor, qwen.budget_of(processor)
     rng = np.random.default_rng(0)
     for n, seconds, stamps in [(3, [0.0, 0.6, 1.2], ["<0.3 seconds>", "<1.2 seconds>"]),
@@ -88,7 +90,7 @@ def without_comment(path):
 
 def test_cache_records_when_frames_are_shown(synthetic, tmp_path, monkeypatch):
     videos = data.load_split(synthetic, "val")[:3]
-    cache = data.FrameCache(str(tmp_path))
+    cache = FrameCache(str(tmp_path))
     cache.fill(videos)
     frames, seconds = cache.clip(videos[0])
     assert seconds == pytest.approx([0, 12 / 24, 23 / 24])  # frames 0, 12 and 23 of 24 at 24 frames a second
@@ -96,8 +98,9 @@ def test_cache_records_when_frames_are_shown(synthetic, tmp_path, monkeypatch):
 
     without_comment(cache.path(videos[0]))  # an entry stored before the cache recorded times
     decoded = []
-    real_decode = data._decode
-    monkeypatch.setattr(data, "_decode", lambda *a: decoded.append(a) or real_decode(*a))
+    from frames import _decode as real_decode
+
+    monkeypatch.setattr("frames._decode", lambda *a: decoded.append(a) or real_decode(*a))
     assert torch.equal(cache.get(videos[0]), frames)  # runs of images read it as they did
     cache.fill(videos)
     assert decoded == []
@@ -114,7 +117,7 @@ def test_video_trains_and_decodes_as_generate(family, synthetic, cache, request)
     folder = request.getfixturevalue(family)
     processor = qwen.load_processor(folder)
     videos = data.load_split(synthetic, "val")[:6]
-    frames = data.FrameCache(cache, 3, qwen.budget_of(processor))
+    frames = FrameCache(cache, 3, qwen.budget_of(processor))
     frames.fill(videos, timed=True)
     torch.manual_seed(0)
     lora = qwen.add_lora(qwen.load_model(folder), 8, 16, dropout=0.0)
@@ -123,14 +126,14 @@ def test_video_trains_and_decodes_as_generate(family, synthetic, cache, request)
             torch.nn.init.normal_(p, std=0.5)  # an adapter that changes the answers
     before = {n: p.detach().clone() for n, p in lora.named_parameters() if p.requires_grad}
     opt = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-3)
-    micro = [data.Batches(videos, frames, processor, video=True)[[0, 1, 2, 3]]]
+    micro = [Batches(videos, frames, processor, video=True)[[0, 1, 2, 3]]]
     assert "pixel_values_videos" in micro[0][0] and "pixel_values" not in micro[0][0]
     lora.train()
     loss = train.train_step(lora, opt, micro, processor, grad_clip=1.0)
     assert torch.isfinite(loss) and all(not torch.equal(p, before[n]) for n, p in lora.named_parameters()
                                         if p.requires_grad)
 
-    batch, _ = data.Batches(videos, frames, processor, labelled=False, video=True)[list(range(6))]
+    batch, _ = Batches(videos, frames, processor, labelled=False, video=True)[list(range(6))]
     assert (batch["attention_mask"] == 0).any()
     batch = prompt.to_model(batch, processor, "cpu")
     end, pad = processor.tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), processor.tokenizer.pad_token_id
@@ -160,9 +163,9 @@ def test_video_run_end_to_end(tiny, synthetic, cache, tmp_path):
 
 
 def test_video_settings(tmp_path):
-    with pytest.raises(data.InputError, match="--input video needs --frames 2 or more"):
+    with pytest.raises(InputError, match="--input video needs --frames 2 or more"):
         train.Config(input="video", frames=1)
-    with pytest.raises(data.InputError, match="--input must be images or video"):
+    with pytest.raises(InputError, match="--input must be images or video"):
         train.Config(input="clip")
     # a run saved before --input existed had images: it resumes as such, and not as a video run
     cfg = train.Config(data=str(tmp_path), out=str(tmp_path / "run"))
@@ -170,7 +173,7 @@ def test_video_settings(tmp_path):
     saved = {k: v for k, v in asdict(cfg).items() if k != "input"}
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     train.prepare_out(cfg, resume=True, overwrite=False)
-    with pytest.raises(data.InputError, match="differ from the run's: input"):
+    with pytest.raises(InputError, match="differ from the run's: input"):
         train.prepare_out(train.Config(data=str(tmp_path), out=cfg.out, input="video"), resume=True, overwrite=False)
     # and a CV whose cv.json predates it goes on with images
     template = train.Config(data=str(tmp_path), out=str(tmp_path / "cv"), split="trainval")
@@ -178,5 +181,5 @@ def test_video_settings(tmp_path):
     cv.check_settings(template, str(path))
     path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "input"}))
     cv.check_settings(template, str(path))
-    with pytest.raises(data.InputError, match=r"other settings \(input\)"):
+    with pytest.raises(InputError, match=r"other settings \(input\)"):
         cv.check_settings(replace(template, input="video"), str(path))
