@@ -95,7 +95,8 @@ def load_processor(model_id, max_pixels=None, min_pixels=None, video=False):
         if video:
             raise InputError(f"{model_id}: Qwen-VL-Chat reads images, not videos: --input video is for Qwen2-VL, "
                              "Qwen2.5-VL and Qwen3-VL")
-        if max_pixels not in (None, side * side) or min_pixels is not None:
+        # 448 x 448 is every script's default (the paper's input size): only another value is a request to refuse
+        if max_pixels not in (None, side * side, 448 * 448) or min_pixels is not None:
             raise InputError(f"{model_id}: Qwen-VL-Chat resizes every frame to {side} x {side}: --max-pixels and "
                              "--min-pixels are for Qwen2-VL, Qwen2.5-VL and Qwen3-VL")
         return processor

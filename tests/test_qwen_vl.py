@@ -152,14 +152,15 @@ def test_gptq_lora_gradients_are_those_of_the_dequantized_model(eval_first, tiny
             dense.weight.copy_(layer.dequantize_weight().T.float())
             dense.bias.copy_(layer.bias.float())
         qwen_vl.replace(dense_model, name, dense.requires_grad_(False))
-    before = {k: v.clone() for k, v in gptq_model.state_dict().items() if k.endswith(("qweight", "scales", "qzeros"))}
+    before = {k: v.clone() for k, v in gptq_model.state_dict().items() if k.endswith(("qweight", "scales"))}
+    # (qzeros left out: gptqmodel re-encodes them between its v1 and v2 forms when the layer switches train/eval)
     gptq = lora_gradients(gptq_model, inputs, labels, eval_first)
     dense = lora_gradients(dense_model, inputs, labels, eval_first)
     assert gptq.keys() == dense.keys() and len(gptq) == 2 * 2 * len(qwen_vl.QUANTIZED)
     for name in gptq:  # float32 both ways, the same dequantized weights: rounding only
         scale = dense[name].abs().max()
         assert scale > 0 and (gptq[name] - dense[name]).abs().max() <= 1e-4 * scale, name
-    after = {k.split("base_model.model.")[-1]: v for k, v in gptq_model.state_dict().items()}
+    after = {k.split("base_model.model.")[-1].replace(".base_layer", ""): v for k, v in gptq_model.state_dict().items()}
     assert all(torch.equal(before[k], after[k]) for k in before)  # the quantized weights never move
 
 
@@ -221,7 +222,6 @@ def test_options_this_family_cannot_honour_are_refused(flags, message, tiny_qvl,
     assert not os.path.exists(tmp_path / "run" / "config.json")
 
 
-@pytest.mark.xfail(reason="open: train.py exits 2 on the tiny Qwen-VL; see the stop's note", strict=False)
 def test_the_tiny_qwen_vl_learns_through_train_and_predict(tiny_qvl, synthetic, cache, tmp_path):
     out = tmp_path / "run"
     p = run(["--data", synthetic, "--model", tiny_qvl, "--out", str(out), "--cache", cache, *map(str, RECIPE),
