@@ -74,13 +74,17 @@ def is_qwen_vl(model_id):
 
 
 def check_checkpoint(model_id):
-    """A local folder must hold a config and safetensors weights; pickled weights (*.bin) are never read."""
+    """A local folder must hold a config and safetensors weights (pickled weights, *.bin, are never read here), and a
+    Qwen-VL-Chat folder its tokenizer: a run that would stop at the tokenizer stops before anything loads."""
     if not os.path.isdir(model_id):
         return
     if not os.path.isfile(os.path.join(model_id, "config.json")):
         raise InputError(f"{model_id}: no config.json: not a model folder")
     if not any(f.endswith(".safetensors") for f in os.listdir(model_id)):
         raise InputError(f"{model_id}: no weights (*.safetensors) in the model folder")
+    vocabulary = os.path.join(model_id, "qwen.tiktoken")
+    if is_qwen_vl(model_id) and not os.path.isfile(vocabulary):
+        raise InputError(f"{vocabulary}: missing (a Qwen-VL-Chat checkpoint carries its tokenizer)")
 
 
 def load_processor(model_id, max_pixels=None, min_pixels=None, video=False):

@@ -104,6 +104,11 @@ class QWenConfig:
         except json.JSONDecodeError as e:
             raise InputError(f"{path}: line {e.lineno}: malformed JSON ({e.msg})")
 
+    @classmethod
+    def from_pretrained(cls, model_id):
+        """The configuration of a folder or hub id (peft reads the base model's this way when it saves an adapter)."""
+        return cls.from_file(os.path.join(folder_of(model_id), "config.json"))
+
     def to_dict(self):
         d = asdict(self)
         return {**d.pop("extra"), **d}
@@ -414,9 +419,11 @@ class QWenLMHeadModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, pixel_values=None, max_new_tokens=20, do_sample=False,
-                 temperature=1.0, top_p=1.0, num_return_sequences=1, eos_token_id=None, pad_token_id=None, **unused):
+                 temperature=1.0, top_p=1.0, num_return_sequences=1, eos_token_id=None, pad_token_id=None,
+                 output_scores=False, **unused):
         """Greedy or nucleus sampling with the KV cache, for writing captions (folder.py); returns the prompt ids
-        followed by the new ones, as transformers' generate does."""
+        followed by the new ones, as transformers' generate does, and with output_scores each step's logits (B, steps,
+        vocabulary) beside them."""
         from transformers import DynamicCache
 
         if num_return_sequences > 1:  # each prompt repeated, with its images
@@ -427,9 +434,11 @@ class QWenLMHeadModel(nn.Module):
                 images = list(torch.split(pixel_values, per_row))
                 pixel_values = torch.cat([x for x in images for _ in range(num_return_sequences)])
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        cache, out, done = DynamicCache(), [], torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+        cache, out, scores = DynamicCache(), [], []
+        done = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
         logits = self(input_ids, mask, pixel_values, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         for _ in range(max_new_tokens):
+            scores.append(logits)
             if do_sample:
                 probs = (logits.float() / temperature).softmax(-1)
                 sorted_p, order = probs.sort(-1, descending=True)
@@ -446,7 +455,8 @@ class QWenLMHeadModel(nn.Module):
                 break
             mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
             logits = self(token[:, None], mask, past_key_values=cache, use_cache=True).logits[:, -1]
-        return torch.cat([input_ids, torch.stack(out, 1)], dim=1)
+        ids = torch.cat([input_ids, torch.stack(out, 1)], dim=1)
+        return (ids, torch.stack(scores, 1)) if output_scores else ids
 
 
 # -----------------------------------------------------------------------------
@@ -498,8 +508,7 @@ def check_weights(model, state, folder):
             raise InputError(f"{folder}: tensor {name} has shape {tuple(state[name].shape)}, expected {tuple(p.shape)}")
     unknown = sorted(set(state) - set(expected))
     if unknown:
-        raise InputError(f"{folder}: unexpected tensor {unknown[0]} (and {len(unknown) - 1} more)" if len(unknown) > 1
-                         else f"{folder}: unexpected tensor {unknown[0]}")
+        raise InputError(f"{folder}: unexpected tensor {unknown[0]}" + (f" and {len(unknown) - 1} more" if unknown[1:] else ""))
 
 
 def language_linears(model, names=QUANTIZED):
@@ -551,7 +560,7 @@ def from_pretrained(model_id, dtype=torch.float32, device="cpu", quant="none"):
     (Qwen-VL-Chat-Int4) loads as it is; otherwise quant "nf4" puts the language model's linear layers in NF4.
     """
     folder = folder_of(model_id)
-    config = QWenConfig.from_file(os.path.join(folder, "config.json"))
+    config = QWenConfig.from_pretrained(folder)
     state = read_weights(folder)
     with torch.device("meta"):
         model = QWenLMHeadModel(config)

@@ -345,9 +345,8 @@ def make_tiny_qwen_vl(path, seed=0, teach=True, gptq=False):
     model = qwen_vl.QWenLMHeadModel(qwen_vl.QWenConfig.from_dict(config))
     init_qwen_vl(model, seed)
     if teach:
-        with open(os.path.join(path, "config.json"), "w") as f:  # the processor reads the image size from it
-            json.dump(config, f)
-        teach_answer_format(model, qwen_vl_processor.QWenVLProcessor.from_pretrained(path), seed=seed)
+        transform = qwen_vl_processor.ImageTransform(TINY_QWEN_VL["visual"]["image_size"])
+        teach_answer_format(model, qwen_vl_processor.QWenVLProcessor(tokenizer, transform), seed=seed)
     state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
     if gptq:
         for prefix, linear in qwen_vl.language_linears(model):

@@ -31,20 +31,9 @@ TOLERANCE = 2e-3
 
 
 def greedy(model, input_ids, attention_mask, pixel_values, steps):
-    """Greedy tokens and each step's logits, one prefill then one cached step per token: the model's KV cache path."""
-    from transformers import DynamicCache
-
-    cache, mask = DynamicCache(), attention_mask
-    logits = model(input_ids, mask, pixel_values, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-    tokens, scores = [], []
-    for step in range(steps):
-        token = logits.argmax(-1)
-        tokens.append(token)
-        scores.append(logits)
-        if step < steps - 1:
-            mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
-            logits = model(token[:, None], mask, past_key_values=cache, use_cache=True).logits[:, -1]
-    return torch.stack(tokens, 1), torch.stack(scores, 1)
+    """Greedy tokens and each step's logits through the model's own generate: one prefill, then its KV cache."""
+    ids, scores = model.generate(input_ids, attention_mask, pixel_values, max_new_tokens=steps, output_scores=True)
+    return ids[:, input_ids.shape[1]:], scores
 
 
 def messages(list_format):

@@ -48,9 +48,9 @@ def dense_copy(model):
     return model
 
 
-def lora_gradients(model, batch, labels, processor, eval_first):
+def lora_gradients(model, batch, labels, processor, eval_first, targets=None):
     torch.manual_seed(0)
-    lora = qwen.add_lora(model, 8, 16, dropout=0.0)
+    lora = qwen.add_lora(model, 8, 16, dropout=0.0, targets=targets)
     with torch.no_grad():  # B starts at zero, which would leave A without a gradient: give it values
         for name, p in lora.named_parameters():
             if "lora_B" in name:
