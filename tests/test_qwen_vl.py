@@ -208,7 +208,7 @@ def test_the_tiny_qwen_vl_learns_through_train_and_predict(tiny_qvl, synthetic, 
     p = run(["--data", synthetic, "--model", tiny_qvl, "--out", str(out), "--cache", cache, *map(str, RECIPE),
              "--log-every", "100"])
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "trainable parameters:" in p.stdout and "tokens per sample: 12 visual (3 frames" in p.stdout
+    assert "trainable parameters:" in p.stdout and "tokens per sample: 48 visual (3 frames" in p.stdout
     last = read_csv(out / "metrics.csv")[-1]
     assert float(last["srcc"]) > LEARNED and int(last["invalid"]) == 0, last
     config = json.load(open(out / "config.json"))
