@@ -217,7 +217,7 @@ def gptq_config(model_id, saved):
     transformers 5 and peft use (auto-gptq is archived and does not import with them), with its "torch" kernel: the
     faster default CPU kernels switch to an inference path after any no-grad forward and from then on pass no
     gradient back through frozen quantized layers, so LoRA below them would learn from wrong gradients."""
-    gptq_environment()
+    qwen_vl.gptq_environment(device())
     try:
         import gptqmodel  # noqa: F401
         import optimum  # noqa: F401
@@ -227,17 +227,6 @@ def gptq_config(model_id, saved):
     from transformers import GPTQConfig
 
     return GPTQConfig(bits=saved["bits"], backend="torch")
-
-
-def gptq_environment():
-    # gptqmodel sizes its CPU thread pools from the machine and stops on a 2-core one unless told how many to use;
-    # on a CPU its torch kernel would compile the dequantization (torch.compile: ~20 s at the first forward, for a
-    # gain only large layers see).
-    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, os.cpu_count() or 1)))
-    if device() == "cpu":
-        import torch._dynamo
-
-        torch._dynamo.config.disable = True
 
 
 def load_model(model_id, quant="nf4"):

@@ -523,6 +523,17 @@ def replace(model, name, module):
     setattr(model.get_submodule(parent), child, module)
 
 
+def gptq_environment(device):
+    """What gptqmodel needs here, set before it loads: it sizes its CPU thread pools from the machine and stops on a
+    2-core one unless told how many to use; on a CPU its torch kernel would compile the dequantization (torch.compile:
+    ~20 s at the first forward, for a gain only large layers see)."""
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, os.cpu_count() or 1)))
+    if str(device).startswith("cpu"):
+        import torch._dynamo
+
+        torch._dynamo.config.disable = True
+
+
 def gptq_layers(model, config):
     """The GPTQ release's quantized layers as gptqmodel's TorchLinear, whose gradients are right after an eval pass
     (the faster CPU kernels switch to an inference path and pass none back through frozen layers)."""
@@ -566,6 +577,7 @@ def from_pretrained(model_id, dtype=torch.float32, device="cpu", quant="none"):
         model = QWenLMHeadModel(config)
     gptq = config.quantization_config is not None
     if gptq:
+        gptq_environment(device)
         gptq_layers(model, config)
     check_weights(model, state, folder)
     # Floating tensors in the compute dtype, except GPTQ's scales: in float32, a weight dequantizes exactly

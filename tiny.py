@@ -21,6 +21,7 @@ import torch
 
 import model as qwen
 import prompt
+import qwen_vl
 import synthetic
 import train
 from errors import InputError, cli
@@ -175,7 +176,7 @@ def _config(family, text, vision, tokenizer, tied=False):
 def quantize_gptq(src, dst, texts, group_size=128):
     """A GPTQ 4-bit copy of the checkpoint `src` in `dst`, calibrated on `texts` (gptqmodel): the language model's
     linear layers quantized; the vision tower, the embeddings and lm_head as they were."""
-    qwen.gptq_environment()
+    qwen_vl.gptq_environment(qwen.device())
     from gptqmodel import GPTQModel, QuantizeConfig
     from transformers import AutoProcessor
 
@@ -288,8 +289,6 @@ def qwen_vl_config(tokenizer, dims):
 def init_qwen_vl(model, seed):
     """Random weights: normal std 0.02, norms at 1, the Resampler's fixed sin-cos table; lm_head at std 0.1 (a frozen
     lm_head at 0.02 caps the logits near 2.6 and LoRA-only training stalls)."""
-    import qwen_vl
-
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         if name.endswith("attn_pool.pos_embed"):
@@ -331,7 +330,6 @@ def make_tiny_qwen_vl(path, seed=0, teach=True, gptq=False):
     from safetensors.torch import save_file
 
     import prompt
-    import qwen_vl
     import qwen_vl_processor
     import synthetic
 

@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ from distributed import bare, gather, init_distributed, on_first_rank, rank_worl
 from errors import InputError, cli
 
 
-DEFAULT_CACHE, DEFAULT_MAX_PIXELS, DEFAULT_WORKERS = frames.default_cache(), frames.DEFAULT_MAX_PIXELS, frames.default_workers()
+DEFAULT_MAX_PIXELS, DEFAULT_WORKERS = frames.DEFAULT_MAX_PIXELS, frames.default_workers()
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Config:
     log_every: int = 10  # steps between progress lines
     ckpt_every: int = 500  # steps between checkpoints (one is also written at each epoch's end)
     keep: int = 2  # checkpoints to keep
-    cache: str = DEFAULT_CACHE  # folder of decoded frames
+    cache: str = field(default_factory=lambda: frames.default_cache())  # folder of decoded frames (read when made)
     workers: int = DEFAULT_WORKERS  # processes that make batches ahead of the training step
     skip_bad: bool = False  # skip unreadable videos and bad records (listed in skipped.csv) instead of stopping
 

@@ -1,15 +1,25 @@
 """Shared fixtures: tiny random checkpoints of the real architectures and synthetic Memento10k datasets, built
-once per test run through the same code a user's commands run (tiny.py, synthetic.py)."""
+once per test run through the same code a user's commands run (tiny.py, synthetic.py), and `script`, which runs a
+script's command line.
 
+The suite runs on both cores (README: `pytest -n 2`, pytest-xdist): a session fixture that takes time to build is
+built once for all workers (`build_once`: the first to need it builds it, the others wait for it and read it)."""
+
+import contextlib
+import io
 import os
-import subprocess
+import runpy
 import sys
+import traceback
 import warnings
+from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
-# One thread a process: the tiny models gain nothing from more, and the CV test runs a training process beside
-# the others, where threads spinning against each other cost far more than they give.
+# One thread a process: the tiny models gain nothing from more, and the suite runs two workers on two cores, and
+# beside them the processes of the tests that start more (ranks, CV workers), where threads spinning against each
+# other cost far more than they give.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -17,6 +27,49 @@ warnings.filterwarnings("ignore")
 
 from synthetic import make_synthetic  # noqa: E402
 from tiny import TINY_RECIPE, make_tiny  # noqa: E402
+
+
+def script(name, *args, cwd=ROOT, env=None):
+    """`python NAME ARGS` run in this process, as the interpreter runs it (`__main__`, sys.argv, the working
+    directory, the environment): (exit code, stdout, stderr), with a traceback on stderr and exit code 1 where the
+    script raises. What a new interpreter would add is its start and ~10 s of imports (torch, transformers, peft),
+    which this process has done once. Tests that kill a run, or launch ranks, start real processes instead."""
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
+    code = 0
+    try:
+        sys.argv = [os.path.join(ROOT, name), *map(str, args)]
+        os.environ.update(env or {})
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(sys.argv[0], run_name="__main__")
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return code, out.getvalue(), err.getvalue()
+
+
+def build_once(tmp_path_factory, name, build):
+    """The folder `name`, written by `build(folder)` once for the whole run: under pytest-xdist, the first worker that
+    needs it builds it and the others wait for it and then read it. Returns the folder's path."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder all workers' temporary folders share
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            folder.mkdir(exist_ok=True)
+            build(str(folder))
+            done.touch()
+    return str(folder)
 
 
 # tiny.TINY_RECIPE as train.py's flags: how the tests train a tiny model
@@ -42,55 +95,67 @@ def greedy_equals_generate(model, batch, end, pad):
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A tiny random Qwen2.5-VL checkpoint folder (model, tokenizer, processor)."""
-    return make_tiny(str(tmp_path_factory.mktemp("tiny-qwen2_5_vl")), "qwen2_5_vl")
+    return build_once(tmp_path_factory, "tiny-qwen2_5_vl", lambda folder: make_tiny(folder, "qwen2_5_vl"))
 
 
 @pytest.fixture(scope="session")
 def tiny3(tmp_path_factory):
     """A tiny random Qwen3-VL checkpoint folder."""
-    return make_tiny(str(tmp_path_factory.mktemp("tiny-qwen3_vl")), "qwen3_vl")
+    return build_once(tmp_path_factory, "tiny-qwen3_vl", lambda folder: make_tiny(folder, "qwen3_vl"))
 
 
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory):
     """300 synthetic videos in the authors' JSON layout; the score is a function of the last frame."""
-    return make_synthetic(str(tmp_path_factory.mktemp("synthetic")), n=300, seed=0)
+    return build_once(tmp_path_factory, "synthetic", lambda folder: make_synthetic(folder, n=300, seed=0))
 
 
 @pytest.fixture(scope="session")
 def synthetic_csv(tmp_path_factory):
     """The same generator, 40 videos, in the MediaEval 2021 CSV layout."""
-    return make_synthetic(str(tmp_path_factory.mktemp("synthetic-csv")), n=40, seed=1, layout="csv")
+    return build_once(tmp_path_factory, "synthetic-csv", lambda folder: make_synthetic(folder, n=40, seed=1, layout="csv"))
 
 
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory):
-    """One frame cache for the session, as a user's runs share one."""
-    return str(tmp_path_factory.mktemp("frame-cache"))
+    """One frame cache for the session, as a user's runs share one (entries are written whole: workers may share it)."""
+    return build_once(tmp_path_factory, "frame-cache", lambda folder: None)
+
+
+def train_tiny(data, tiny, cache, out, *flags):
+    """`python train.py` with the tiny recipe: (exit code, stdout + stderr)."""
+    code, out, err = script("train.py", "--data", data, "--model", tiny, "--out", out, "--cache", cache, *RECIPE, *flags)
+    return code, out + err
 
 
 @pytest.fixture(scope="session")
 def trained(tiny, synthetic, cache, tmp_path_factory):
     """train.py with the tiny recipe on `synthetic` (the demo's rule), run once for every test of a trained model:
     (run directory, exit code, log)."""
-    out = tmp_path_factory.mktemp("trained") / "run"
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--data", synthetic, "--model", tiny, "--out",
-                        str(out), "--cache", cache, *map(str, RECIPE), "--log-every", "50"], cwd=ROOT,
-                       capture_output=True, text=True)
-    return out, p.returncode, p.stdout + p.stderr
+    def build(folder):
+        code, log = train_tiny(synthetic, tiny, cache, os.path.join(folder, "run"), "--log-every", 50)
+        with open(os.path.join(folder, "log.txt"), "w") as f:
+            f.write(f"{code}\n{log}")
+
+    folder = build_once(tmp_path_factory, "trained", build)
+    code, log = open(os.path.join(folder, "log.txt")).read().split("\n", 1)
+    return Path(folder) / "run", int(code), log
 
 
 @pytest.fixture(scope="session")
 def tiny_qvl(tmp_path_factory):
     """A tiny random Qwen-VL-Chat (the paper's model) in the official fp16 layout."""
-    return make_tiny(str(tmp_path_factory.mktemp("tiny-qwen_vl")), "qwen_vl")
+    return build_once(tmp_path_factory, "tiny-qwen_vl", lambda folder: make_tiny(folder, "qwen_vl"))
+
+
+def tiny_command(folder, *flags):
+    """`python tiny.py FOLDER FLAGS`, the command a user runs, which must succeed."""
+    code, out, err = script("tiny.py", folder, *flags)
+    assert code == 0, (out + err)[-3000:]
 
 
 @pytest.fixture(scope="session")
 def tiny_qvl_gptq(tmp_path_factory):
     """The same tiny Qwen-VL-Chat in the Int4 release's GPTQ v1 layout, written by the command a user runs."""
-    folder = str(tmp_path_factory.mktemp("tiny-qwen_vl-gptq"))
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "tiny.py"), folder, "--family", "qwen_vl", "--gptq"],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return folder
+    return build_once(tmp_path_factory, "tiny-qwen_vl-gptq", lambda folder: tiny_command(folder, "--family", "qwen_vl",
+                                                                                          "--gptq"))

@@ -2,13 +2,10 @@
 the keys the README's performance section reports. Speeds are never asserted: they are figures, not tests."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import script
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +15,9 @@ def work(tmp_path_factory):
 
 
 def bench(*args):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), *map(str, args), "--json"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=900)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    lines = p.stdout.strip().splitlines()
+    code, out, err = script("bench.py", *args, "--json")
+    assert code == 0, out[-3000:] + err[-3000:]
+    lines = out.strip().splitlines()
     assert any(line.startswith("bench.py ") for line in lines)  # the table's title
     return json.loads(lines[-1])
 

@@ -1,16 +1,13 @@
 """cv.py: k-fold cross-validation over (rank, alpha) through train.py's own code on disjoint folds, one row per
-(config, fold) that survives a kill and is never duplicated on resume, the summary and Figures 3-6 as PNGs of a
-fixed size, the zero-shot baseline, and the Fisher z interval of the paper's Table 1."""
+(config, fold), the summary and Figures 3-6 as PNGs of a fixed size, the zero-shot baseline, and the Fisher z
+interval of the paper's Table 1. (A CV killed and resumed, and workers sharing a grid: test_distributed.py.)"""
 
 import csv
 import json
 import math
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,9 +20,8 @@ import predict
 import prompt
 from errors import InputError
 from tiny import TINY_RECIPE
-from conftest import ROOT
+from conftest import build_once, script
 
-CV = os.path.join(ROOT, "cv.py")
 CONFIGS = ("r16-a32", "r16-a4")
 FOLDS = 3
 # 3 folds of the 255 labelled synthetic videos: each trains on 170 and predicts 85. r16-a32 is the tiny recipe's
@@ -34,19 +30,12 @@ FOLDS = 3
 # ranged from 0.25 to 0.60 with the seed, too close to the bar below; at 7, from 0.74 to 0.78.)
 GRID = ["--folds", FOLDS, "--r", 16, "--alpha", 32, 4, "--epochs", 7, "--eval-batch-size", 85]
 RECIPE = ["--lr", TINY_RECIPE["lr"], "--warmup", TINY_RECIPE["warmup"], "--no-grad-ckpt"]  # targets: the paper's
-# The tiny model's matrices gain nothing from threads, and on a machine shared with other runs, threads that
-# spin against each other made a step ~40x slower. One thread a run also lets two CVs run side by side.
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
-def command(dataset, tiny, cache, out):
-    return [sys.executable, CV, "--data", dataset, "--model", tiny, "--cache", cache, "--out", out, *GRID, *RECIPE,
-            "--log-every", 1000]
-
-
-def run(args):
-    out = subprocess.run(list(map(str, args)), cwd=ROOT, env=ENV, capture_output=True, text=True)
-    return out.returncode, out.stdout + out.stderr
+def run(*args):
+    """`python cv.py ARGS`: (exit code, stdout + stderr)."""
+    code, out, err = script("cv.py", *args)
+    return code, out + err
 
 
 def read_csv(path):
@@ -54,35 +43,19 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def row_set(path):
-    """The results without the timing column, which is all a rerun may change."""
-    return {tuple(v for k, v in row.items() if k != "seconds") for row in read_csv(path)}
+@pytest.fixture(scope="session")
+def grid(tiny, synthetic, cache, tmp_path_factory):
+    """The CV of README's CPU example (2 configs x 3 folds, minutes), run once: (its --out, its log). A CV killed
+    and resumed is test_distributed.py's, on a smaller grid."""
+    def build(folder):
+        code, log = run("--data", synthetic, "--model", tiny, "--cache", cache, "--out", os.path.join(folder, "run"),
+                        *GRID, *RECIPE, "--log-every", 1000)
+        with open(os.path.join(folder, "log.txt"), "w") as f:
+            f.write(log)
+        assert code == 0, log[-5000:]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def grid_run(tiny, synthetic, cache, tmp_path_factory):
-    """The uninterrupted CV (2 configs x 3 folds, minutes on one core) starts with the module's first test and
-    runs on its own core while the other tests, the interrupted CV among them, run on the other."""
-    folder = tmp_path_factory.mktemp("cv-grid")
-    with open(folder / "log.txt", "w") as log:
-        proc = subprocess.Popen(list(map(str, command(synthetic, tiny, cache, folder / "run"))), cwd=ROOT, env=ENV,
-                                stdout=log, stderr=subprocess.STDOUT)
-        yield proc, folder
-        proc.kill()  # when a test failed before waiting for it
-        proc.wait()
-
-
-def finished(grid_run):
-    proc, folder = grid_run
-    code = proc.wait()
-    log = (folder / "log.txt").read_text()
-    assert code == 0, log[-5000:]
-    return folder / "run", log
-
-
-@pytest.fixture(scope="module")
-def grid(grid_run):
-    return finished(grid_run)
+    folder = build_once(tmp_path_factory, "cv-grid", build)
+    return Path(folder) / "run", (Path(folder) / "log.txt").read_text()
 
 
 @pytest.mark.parametrize("rho, low, high", [(0.744, 0.721, 0.766), (0.713, 0.687, 0.737), (0.670, 0.641, 0.697),
@@ -130,7 +103,7 @@ def test_bad_settings(flags, message, tmp_path):
 def test_bad_results_file_gets_one_line(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.csv").write_text("config,fold\nr8-a16,0\n")
-    code, log = run([sys.executable, CV, "--data", tmp_path, "--out", tmp_path / "run", "--r", 8, "--alpha", 16])
+    code, log = run("--data", tmp_path, "--out", tmp_path / "run", "--r", 8, "--alpha", 16)
     assert code == 2, log
     assert log.strip().splitlines()[-1] == (f"error: {tmp_path / 'run' / 'results.csv'}: line 1: expected the columns "
                                             "config,r,alpha,fold,n,srcc,pearson,mse,invalid,seconds"), log
@@ -139,8 +112,8 @@ def test_bad_results_file_gets_one_line(tmp_path):
 
 def test_zero_shot(tiny, synthetic, cache, tmp_path):
     out = tmp_path / "run"
-    code, log = run([sys.executable, CV, "--zero-shot", "--data", synthetic, "--model", tiny, "--cache", cache,
-                     "--out", out, "--eval-batch-size", 85])
+    code, log = run("--zero-shot", "--data", synthetic, "--model", tiny, "--cache", cache, "--out", out,
+                    "--eval-batch-size", 85)
     assert code == 0, log
     folder = out / "zero-shot"
     answers = [r["answer"] for r in read_csv(folder / "answers.csv")]
@@ -156,38 +129,6 @@ def test_zero_shot(tiny, synthetic, cache, tmp_path):
     assert metrics["invalid"] == invalid and metrics["n"] == 255 and metrics["ci_method"] == "Fisher z"
     with Image.open(folder / "figure-3-scatter.png") as image:
         assert image.size == (600, 600)
-
-
-def test_a_killed_cv_resumes_without_duplicates(grid_run, tiny, synthetic, cache, tmp_path):
-    out = tmp_path / "run"
-    results, second = out / "results.csv", out / CONFIGS[0] / "fold1"
-    args = list(map(str, command(synthetic, tiny, cache, out)))
-    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        # Kill once the first (config, fold) has landed and the second has a checkpoint: a kill inside a fold.
-        while proc.poll() is None:
-            rows = read_csv(results) if results.exists() else []
-            if len(rows) > 1 or (rows and second.is_dir() and any(d.startswith("step-") for d in os.listdir(second))):
-                break
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)  # no clean-up, as a lost machine or the out-of-memory killer leaves it
-    finally:
-        proc.kill()
-        proc.wait()
-    assert len(read_csv(results)) == 1, "the second fold landed before the kill"
-
-    code, log = run(args)
-    assert code == 0, log
-    assert log.count("cv | ") == 2 * FOLDS - 1  # only the five missing (config, fold)s ran
-    assert "1/6" in log and f"resumed from {second}{os.sep}step-" in log  # the bar starts at what was done
-    rows = read_csv(results)
-    assert len({(r["config"], r["fold"]) for r in rows}) == len(rows) == 2 * FOLDS
-    whole, _ = finished(grid_run)
-    assert row_set(results) == row_set(whole / "results.csv")
-
-    code, log = run(args)  # all done: nothing trains; the summary and the figures are made again
-    assert code == 0, log
-    assert "cv | " not in log and "6/6" in log and len(read_csv(results)) == 2 * FOLDS
 
 
 def test_cross_validation(grid, synthetic):

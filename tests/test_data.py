@@ -14,7 +14,7 @@ import model as qwen
 from errors import InputError
 from frames import DEFAULT_MAX_PIXELS, FrameCache, frame_indices, read_frames
 from synthetic import synthetic_frames, write_video
-from conftest import ROOT
+from conftest import ROOT, script
 
 
 def test_json_layout(synthetic):
@@ -112,12 +112,11 @@ def test_the_command_line_fills_the_cache_ahead(synthetic, tiny, tmp_path):
     """README's `python data.py --data DIR --model MODEL`: every train+val video's frames land in the cache under the
     key a run with that model at the default budget reads (train.py then decodes nothing), and the split is summed up."""
     cache = tmp_path / "cache"
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), "--data", synthetic, "--model", tiny,
-                        "--cache", str(cache)], cwd=ROOT, capture_output=True, text=True)
-    assert p.returncode == 0, p.stdout + p.stderr
+    code, out, err = script("data.py", "--data", synthetic, "--model", tiny, "--cache", cache)
+    assert code == 0, out + err
     videos = data.load_split(synthetic, "trainval")
     assert len(os.listdir(cache)) == len(videos) == 255  # one JPEG a video
     budget = qwen.budget_of(qwen.load_processor(tiny, DEFAULT_MAX_PIXELS))
     assert all(os.path.isfile(FrameCache(str(cache), 3, budget).path(v)) for v in videos)
     mean = np.mean([v.score for v in videos])
-    assert p.stdout.strip().splitlines()[-1] == f"trainval: 255 videos, 255 labelled, mean score {mean:.3f}"
+    assert out.strip().splitlines()[-1] == f"trainval: 255 videos, 255 labelled, mean score {mean:.3f}"

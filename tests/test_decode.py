@@ -8,8 +8,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -26,7 +24,7 @@ from errors import InputError
 from frames import FrameCache
 from synthetic import fade, write_video
 from tiny import make_tiny
-from conftest import ROOT
+from conftest import script
 
 # A toy vocabulary for the pure functions: digit d is token d, end-of-turn 10, a word 11.
 END, WORD, V = 10, 11, 12
@@ -273,10 +271,9 @@ def test_scores_a_folder_of_your_own_videos(trained, own_videos, cache, tmp_path
     assert code == 0, log
 
     def score(*flags):
-        p = subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"), "--videos", own_videos, "--adapter", out,
-                            "--cache", cache, *map(str, flags)], cwd=ROOT, capture_output=True, text=True)
-        assert p.returncode == 0, p.stdout + p.stderr
-        return p.stdout + p.stderr
+        code, out_, err = script("predict.py", "--videos", own_videos, "--adapter", out, "--cache", cache, *flags)
+        assert code == 0, out_ + err
+        return out_ + err
 
     log = score("--recursive", "--decode", "expected", "--out", tmp_path / "all.csv", "--sheet", tmp_path / "all.png")
     rows = read_csv(tmp_path / "all.csv")

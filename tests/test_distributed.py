@@ -1,6 +1,7 @@
 """Training on several processes: DDP under torchrun and accelerate launch (gloo on CPUs, one thread a process) ends
 where one process with the same global batch ends; a killed run resumes to the same adapter, in place on another
-launcher, and after being copied to other paths on another number of ranks."""
+launcher, and after being copied to other paths on another number of ranks. CV workers: a killed CV resumes without
+duplicates, workers split a grid, and a dead worker's fold is taken over."""
 
 import os
 import re
@@ -9,13 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from synthetic import make_synthetic
-from conftest import ROOT
+from conftest import ROOT, build_once, script
 
 TRAIN = os.path.join(ROOT, "train.py")
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
@@ -28,10 +30,6 @@ ONE, TWO = ["--batch-size", 4], ["--batch-size", 2]
 # One process against two: the same sums in another order, so float32 rounding apart (measured: 1e-6 of weights
 # of 0.09, losses equal to the 6 digits loss.csv keeps).
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)
-
-
-def python(*args):
-    return [sys.executable, TRAIN, *args]
 
 
 def torchrun(*args):
@@ -47,9 +45,17 @@ def accelerate(*args):
 
 
 def run(command):
+    """A launcher's command (torchrun, accelerate launch, cv.py --gpus), which starts processes: its log."""
     out = subprocess.run(list(map(str, command)), cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout + out.stderr
+
+
+def local(name, *args):
+    """`python NAME ARGS` in one process, which must succeed: its log."""
+    code, out, err = script(name, *args)
+    assert code == 0, out[-3000:] + err[-3000:]
+    return out + err
 
 
 def kill_tree(pid):
@@ -86,23 +92,24 @@ def losses(run_dir):
     return torch.tensor([float(line.split(",")[2]) for line in lines])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
-    return make_synthetic(str(tmp_path_factory.mktemp("ddp-data")), n=40, seed=7)
+    return build_once(tmp_path_factory, "ddp-data", lambda folder: make_synthetic(folder, n=40, seed=7))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_ranks(dataset, tiny, tmp_path_factory):
     """An uninterrupted run on two ranks of two videos each."""
-    out = tmp_path_factory.mktemp("two") / "run"
-    log = run(torchrun(*flags(dataset, tiny, out.parent / "cache", out), *TWO))
-    assert "ranks: 2 | global batch: 4" in log, log
-    return out
+    def build(folder):
+        log = run(torchrun(*flags(dataset, tiny, os.path.join(folder, "cache"), os.path.join(folder, "run")), *TWO))
+        assert "ranks: 2 | global batch: 4" in log, log
+
+    return Path(build_once(tmp_path_factory, "two-ranks", build)) / "run"
 
 
 def test_two_ranks_end_where_one_process_ends(two_ranks, dataset, tiny, tmp_path):
     one = tmp_path / "one"
-    run(python(*flags(dataset, tiny, tmp_path / "cache", one), *ONE))
+    local("train.py", *flags(dataset, tiny, tmp_path / "cache", one), *ONE)
     a, b = adapter(one), adapter(two_ranks)
     assert a.keys() == b.keys()
     for k in a:
@@ -145,7 +152,7 @@ def test_a_killed_run_resumes_on_another_launcher_and_after_moving(two_ranks, da
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (two_ranks / "loss.csv").read_text() == (killed / "loss.csv").read_text()
 
-    log = run(python(*flags(moved / "data", moved / "model", moved / "cache", moved / "run"), *ONE, "--resume"))
+    log = local("train.py", *flags(moved / "data", moved / "model", moved / "cache", moved / "run"), *ONE, "--resume")
     assert "resumed from" in log, log
     b = adapter(moved / "run")
     for k in a:
@@ -157,8 +164,8 @@ def test_resume_refuses_another_global_batch_or_model(two_ranks, dataset, tiny, 
     shutil.copytree(two_ranks, moved)
     for extra, message in [(["--batch-size", 2], "global batch"), (["--model", tiny3], "model")]:
         args = flags(dataset, tiny, tmp_path / "cache", moved) + ONE + extra + ["--resume"]
-        out = subprocess.run(list(map(str, python(*args))), cwd=ROOT, env=ENV, capture_output=True, text=True)
-        assert out.returncode == 2 and message in out.stderr and "settings that differ" in out.stderr, out.stderr
+        code, _, err = script("train.py", *args)
+        assert code == 2 and message in err and "settings that differ" in err, err
 
 
 # -----------------------------------------------------------------------------
@@ -171,8 +178,13 @@ GRID = ["--folds", 2, "--r", 4, "--alpha", 8, 2, "--epochs", 1, "--lr", 1e-3, "-
 JOBS = 4
 
 
+def cv_flags(dataset, tiny, cache, out, *extra):
+    return ["--data", dataset, "--model", tiny, "--cache", cache, "--out", out, *GRID, *extra]
+
+
 def cv(dataset, tiny, cache, out, *extra):
-    return [sys.executable, CV, "--data", dataset, "--model", tiny, "--cache", cache, "--out", out, *GRID, *extra]
+    """cv.py's command, for a process of its own."""
+    return [sys.executable, CV, *cv_flags(dataset, tiny, cache, out, *extra)]
 
 
 def results(out):
@@ -184,12 +196,44 @@ def results(out):
     return {(r["config"], r["fold"]): tuple(r[c] for c in header if c != "seconds") for r in rows}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def serial(dataset, tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cv-serial") / "run"
-    run(cv(dataset, tiny, out.parent / "cache", out))
+    """The grid run through by one uninterrupted worker: (config, fold) -> its row."""
+    def build(folder):
+        local("cv.py", *cv_flags(dataset, tiny, os.path.join(folder, "cache"), os.path.join(folder, "run")))
+
+    out = os.path.join(build_once(tmp_path_factory, "cv-serial", build), "run")
     assert len(results(out)) == JOBS
     return results(out)
+
+
+def test_a_killed_cv_resumes_without_duplicates(serial, dataset, tiny, tmp_path):
+    """One worker killed inside its second (config, fold), with no clean-up: the same command again trains only what
+    is missing, continues the cut fold from its checkpoint, and ends with every row once, the uninterrupted grid's."""
+    out = tmp_path / "run"
+    landed, second = out / "results.csv", out / "r4-a8" / "fold1"
+    command = list(map(str, cv(dataset, tiny, tmp_path / "cache", out)))
+    proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # kill once the first (config, fold) has landed and the second has a checkpoint: a kill inside a fold
+        while proc.poll() is None:
+            if landed.exists() and len(landed.read_text().splitlines()) > 1 and list(second.glob("step-*")):
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)  # as a lost machine or the out-of-memory killer leaves it
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and len(results(out)) == 1, "the second fold landed before the kill"
+
+    args = cv_flags(dataset, tiny, tmp_path / "cache", out)
+    log = local("cv.py", *args)
+    assert log.count("cv | ") == JOBS - 1  # only the three missing (config, fold)s ran
+    assert f"1/{JOBS}" in log and f"resumed from {second}{os.sep}step-" in log  # the bar starts at what was done
+    assert results(out) == serial
+
+    log = local("cv.py", *args)  # all done: nothing trains; the summary and the figures are made again
+    assert "cv | " not in log and f"{JOBS}/{JOBS}" in log and results(out) == serial
 
 
 def test_workers_on_several_gpus_split_the_grid(serial, dataset, tiny, tmp_path):
@@ -236,6 +280,6 @@ def test_a_killed_worker_s_fold_is_taken_over(serial, dataset, tiny, tmp_path):
     # The survivor saw the dead worker's claim on its next pass (same host: the process is gone) and continued that
     # fold from its checkpoint: nothing is left for a rerun, which trains nothing and writes the summary again.
     assert re.search(r"resumed from \S+fold\d\S*step-\d+", survivor), survivor[-3000:]
-    log = run(command)
+    log = local("cv.py", *command[2:])
     assert "cv | " not in log and f"{JOBS}/{JOBS}" in log
     assert results(out) == serial

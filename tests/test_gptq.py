@@ -5,7 +5,6 @@ resumes to the same bits; the tiny model learns the synthetic rule through train
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -19,18 +18,15 @@ import train
 from checkpoint import checkpoints
 from errors import InputError
 from frames import Batches, FrameCache
-from conftest import RECIPE, ROOT
+from conftest import RECIPE, build_once, tiny_command
 from test_train import LEARNED, MSE, read_csv, run
 
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_gptq(tmp_path_factory):
     """A tiny Qwen2.5-VL quantized to GPTQ 4-bit by the command a user runs."""
-    folder = str(tmp_path_factory.mktemp("tiny-gptq"))
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "tiny.py"), folder, "--gptq"], cwd=ROOT,
-                         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert out.returncode == 0, out.stderr[-3000:]
+    folder = build_once(tmp_path_factory, "tiny-gptq", lambda folder: tiny_command(folder, "--gptq"))
     assert json.load(open(os.path.join(folder, "config.json")))["quantization_config"]["quant_method"] == "gptq"
     return folder
 

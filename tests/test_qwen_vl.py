@@ -7,8 +7,6 @@ method's whole path on a tiny Qwen-VL: it learns the synthetic rule through trai
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,26 +17,18 @@ import model as qwen
 import predict
 import prompt
 import qwen_vl
-import train
-from conftest import RECIPE, ROOT, greedy_equals_generate
+from conftest import ROOT, greedy_equals_generate, script, train_tiny
 from frames import Batches, FrameCache
 from test_gptq import lora_gradients
 from test_train import LEARNED, read_csv
 
 SHARED = os.path.join(ROOT, "..", "shared", "qwen-vl")
 needs_references = pytest.mark.skipif(not os.path.isdir(SHARED), reason=f"no official references in {SHARED}")
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
-
-
-def run(args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, env=ENV)
 
 
 def verify(folder):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "model.py"), "--verify", folder], cwd=ROOT,
-                       capture_output=True, text=True, env=ENV)
-    return p.returncode, json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else None, p.stderr
+    code, out, err = script("model.py", "--verify", folder)
+    return code, json.loads(out.strip().splitlines()[-1]) if out.strip() else None, err
 
 
 @needs_references
@@ -88,10 +78,9 @@ def test_a_broken_copy_fails(edit, tmp_path):
 
 
 def test_lora_on_c_attn_is_the_papers_67m_from_the_configuration_alone():
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "model.py"), "--arch", "qwen-vl-chat", "--r", "128",
-                        "--alpha", "1024"], cwd=ROOT, capture_output=True, text=True, env=ENV)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert "trainable parameters: 67,108,864 of" in p.stdout and "(0.69%)" in p.stdout  # 0.7% of 9.7 B
+    code, out, err = script("model.py", "--arch", "qwen-vl-chat", "--r", 128, "--alpha", 1024)
+    assert code == 0, err[-2000:]
+    assert "trainable parameters: 67,108,864 of" in out and "(0.69%)" in out  # 0.7% of 9.7 B
 
 
 @pytest.mark.parametrize("targets", [None, ["all"]])
@@ -189,34 +178,32 @@ def write_broken(tmp_path, tiny_qvl, edit):
 ])
 def test_a_bad_checkpoint_is_one_line_naming_the_file(edit, message, tmp_path, tiny_qvl):
     folder = write_broken(tmp_path, tiny_qvl, edit)
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "model.py"), "--model", str(folder), "--r", "8"], cwd=ROOT,
-                       capture_output=True, text=True, env=ENV)
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1 and message in lines[0] and str(folder) in lines[0], p.stderr[-2000:]
+    code, _, err = script("model.py", "--model", folder, "--r", 8)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0] and str(folder) in lines[0], err[-2000:]
 
 
 @pytest.mark.parametrize("flags, message", [(["--input", "video", "--frames", "4"], "--input video"),
                                             (["--max-pixels", "401408"], "--max-pixels")])
 def test_options_this_family_cannot_honour_are_refused(flags, message, tiny_qvl, synthetic, cache, tmp_path):
-    p = run(["--data", synthetic, "--model", tiny_qvl, "--out", str(tmp_path / "run"), "--cache", cache, *flags])
-    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+    code, _, err = script("train.py", "--data", synthetic, "--model", tiny_qvl, "--out", tmp_path / "run", "--cache", cache,
+                          *flags)
+    assert code == 2 and message in err and "Traceback" not in err, err[-2000:]
     assert not os.path.exists(tmp_path / "run" / "config.json")
 
 
 def test_the_tiny_qwen_vl_learns_through_train_and_predict(tiny_qvl, synthetic, cache, tmp_path):
     out = tmp_path / "run"
-    p = run(["--data", synthetic, "--model", tiny_qvl, "--out", str(out), "--cache", cache, *map(str, RECIPE),
-             "--log-every", "100"])
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert "trainable parameters:" in p.stdout and "tokens per sample: 48 visual (3 frames" in p.stdout
+    code, log = train_tiny(synthetic, tiny_qvl, cache, out, "--log-every", 100)
+    assert code == 0, log[-3000:]
+    assert "trainable parameters:" in log and "tokens per sample: 48 visual (3 frames" in log
     last = read_csv(out / "metrics.csv")[-1]
     assert float(last["srcc"]) > LEARNED and int(last["invalid"]) == 0, last
     config = json.load(open(out / "config.json"))
     assert config["targets"] == "c_attn"
-    q = subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"), "--data", synthetic, "--adapter", str(out),
-                        "--split", "val", "--cache", cache, "--out", str(tmp_path / "val.csv")], cwd=ROOT,
-                       capture_output=True, text=True, env=ENV)
-    assert q.returncode == 0, q.stderr[-3000:]
+    code, _, err = script("predict.py", "--data", synthetic, "--adapter", out, "--split", "val", "--cache", cache,
+                          "--out", tmp_path / "val.csv")
+    assert code == 0, err[-3000:]
     held = {r["video_id"]: r["mem_score"] for r in read_csv(out / "predictions-val.csv")}
     again = {r["video_id"]: r["mem_score"] for r in read_csv(tmp_path / "val.csv")}
     assert held == again  # predict.py reads the adapter back to the same answers

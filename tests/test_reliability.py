@@ -19,7 +19,7 @@ import model as qwen
 from errors import InputError, cli
 from frames import read_frames
 from synthetic import make_synthetic, write_video
-from conftest import ROOT
+from conftest import ROOT, script
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +33,8 @@ def small_csv(tmp_path_factory):
     return make_synthetic(str(tmp_path_factory.mktemp("small-csv")), n=20, seed=3, layout="csv")
 
 
-def train_cli(*args, timeout=600):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *map(str, args)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=timeout)
-    return p.returncode, p.stdout, p.stderr
+def train_cli(*args):
+    return script("train.py", *args)
 
 
 def snapshot(folder):
@@ -163,10 +161,9 @@ def test_model_folder_without_weights(tiny, small, tmp_path):
 def test_adapter_of_another_base_model(tiny, tiny3, small, tmp_path):
     m = qwen.add_lora(qwen.load_model(tiny), 4, 8)
     qwen.save_adapter(m, str(tmp_path / "adapter"))
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"), "--data", small, "--adapter",
-                        tmp_path / "adapter", "--model", tiny3, "--split", "val", "--cache", tmp_path / "cache"],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert p.returncode == 2 and f"adapter was trained on {tiny}, not {tiny3}" in p.stderr, p.stderr
+    code, _, err = script("predict.py", "--data", small, "--adapter", tmp_path / "adapter", "--model", tiny3, "--split",
+                          "val", "--cache", tmp_path / "cache")
+    assert code == 2 and f"adapter was trained on {tiny}, not {tiny3}" in err, err
     assert not os.path.exists(tmp_path / "cache")  # refused before any work
 
 
@@ -236,12 +233,6 @@ def test_out_of_memory_and_ctrl_c_say_what_to_do(capsys):
         cli(lambda: int("x"))
 
 
-def run_script(script, *args):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=600)
-    return p.returncode, p.stdout, p.stderr
-
-
 @pytest.mark.parametrize("scores", ["header only", "missing", "one score kept"])
 def test_mediaeval_test_split_comes_from_the_descriptions(scores, small_csv, tiny, tmp_path):
     """Labels withheld: the test videos are those test_text_descriptions.csv lists, whatever test_scores.csv holds."""
@@ -257,7 +248,7 @@ def test_mediaeval_test_split_comes_from_the_descriptions(scores, small_csv, tin
             f.write(header + (f"{ids[0]},u,90,0.7,0.7,-0.01\n" if scores == "one score kept" else ""))
     assert [v.video_id for v in data.load_split(root, "test")] == ids and len(ids) == 3
     assert [v.score for v in data.load_split(root, "test")] == [0.7 if scores == "one score kept" else None, None, None]
-    code, out, err = run_script("predict.py", "--data", root, "--zero-shot", "--model", tiny, "--split", "test",
+    code, out, err = script("predict.py", "--data", root, "--zero-shot", "--model", tiny, "--split", "test",
                                 "--cache", tmp_path / "cache", "--out", tmp_path / "submission.csv")
     assert code == 0, err
     with open(tmp_path / "submission.csv") as f:
@@ -284,14 +275,14 @@ EMPTY = {  # how to empty a split, which script meets it, and the file its one-l
 
 @pytest.mark.parametrize("case", list(EMPTY))
 def test_an_empty_split_is_an_error(case, small, small_csv, tiny, tmp_path):
-    layout, breaks, script, message = EMPTY[case]
+    layout, breaks, name, message = EMPTY[case]
     root = str(tmp_path / "data")
     shutil.copytree(small if layout == "json" else small_csv, root)
     breaks(root)
     out = tmp_path / "out"
     flags = {"train.py": ["--out", out], "cv.py": ["--out", out, "--folds", 2],
-             "predict.py": ["--zero-shot", "--split", "test", "--out", out / "submission.csv"]}[script]
-    code, _, err = run_script(script, "--data", root, "--model", tiny, "--cache", tmp_path / "cache", *flags)
+             "predict.py": ["--zero-shot", "--split", "test", "--out", out / "submission.csv"]}[name]
+    code, _, err = script(name, "--data", root, "--model", tiny, "--cache", tmp_path / "cache", *flags)
     assert code == 2, err
     assert err.strip().splitlines()[-1].startswith("error: ") and message in err and "Traceback" not in err, err
     assert not (out / "submission.csv").exists() and not (out / "config.json").exists()
