@@ -98,17 +98,17 @@ def test_quantized_weights_get_no_gradient_and_do_not_change(tiny_gptq, syntheti
     assert any(not torch.equal(after[k], v) for k, v in before.items() if "lora_B" in k)
 
 
-def test_trains_learns_and_resumes_on_gptq(tiny_gptq, synthetic, cache, tmp_path):
-    """train.py and predict.py on the GPTQ checkpoint with the tiny recipe; then the run cut back to a checkpoint of
-    its last epoch and resumed gives the same adapter bit for bit."""
+def learns_and_resumes(model_dir, synthetic, cache, tmp_path):
+    """train.py and predict.py on `model_dir` with the tiny recipe: the held-out SRCC passes LEARNED, predict.py
+    reads the adapter back to the same predictions; then the run cut back to a checkpoint of its last epoch and resumed
+    gives the same adapter and losses bit for bit. Returns the run's metrics."""
     out = tmp_path / "run"
-    code, log = run("train.py", "--data", synthetic, "--model", tiny_gptq, "--out", out, "--cache", cache, *RECIPE,
+    code, log = run("train.py", "--data", synthetic, "--model", model_dir, "--out", out, "--cache", cache, *RECIPE,
                     "--ckpt-every", 100, "--keep", 10, "--log-every", 100)
     assert code == 0, log
     metrics = json.loads((out / "metrics.json").read_text())
     # LEARNED (0.6) is test_train's bar for the full-precision tiny model: 4 standard deviations of chance on 45
-    # held-out videos. The 4-bit copy of the same model reaches it too (measured 0.84); one that could not train
-    # through its quantized layers would stay at chance.
+    # held-out videos. A model that could not train through its quantized layers would stay at chance.
     assert metrics["srcc"] >= LEARNED and metrics["mse"] < MSE and metrics["invalid"] == 0, metrics
     code, log = run("predict.py", "--data", synthetic, "--adapter", out, "--split", "val", "--cache", cache,
                     "--out", tmp_path / "val.csv")
@@ -122,13 +122,19 @@ def test_trains_learns_and_resumes_on_gptq(tiny_gptq, synthetic, cache, tmp_path
     for step in checkpoints(str(cut)):
         if int(step.rsplit("-", 1)[1]) > 499:
             shutil.rmtree(step)
-    code, log = run("train.py", "--data", synthetic, "--model", tiny_gptq, "--out", cut, "--cache", cache, *RECIPE,
+    code, log = run("train.py", "--data", synthetic, "--model", model_dir, "--out", cut, "--cache", cache, *RECIPE,
                     "--ckpt-every", 100, "--keep", 10, "--log-every", 100, "--resume")
     assert code == 0 and "at step 500" in log, log
     trained = load_file(out / "adapter" / "adapter_model.safetensors")
     resumed = load_file(cut / "adapter" / "adapter_model.safetensors")
     assert all(torch.equal(trained[k], resumed[k]) for k in trained)
     assert (out / "loss.csv").read_text() == (cut / "loss.csv").read_text()
+    return metrics
+
+
+def test_trains_learns_and_resumes_on_gptq(tiny_gptq, synthetic, cache, tmp_path):
+    """The tiny Qwen2.5-VL's GPTQ checkpoint (measured: held-out SRCC 0.84, the full-precision model's 0.78)."""
+    learns_and_resumes(tiny_gptq, synthetic, cache, tmp_path)
 
 
 def test_what_cannot_load_says_so_in_one_line(tiny, tiny_gptq, tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ import prompt
 import qwen_vl
 from conftest import ROOT, greedy_equals_generate, script, train_tiny
 from frames import Batches, FrameCache
-from test_gptq import lora_gradients
+from test_gptq import learns_and_resumes, lora_gradients
 from test_train import LEARNED, read_csv
 
 SHARED = os.path.join(ROOT, "..", "shared", "qwen-vl")
@@ -207,3 +207,11 @@ def test_the_tiny_qwen_vl_learns_through_train_and_predict(tiny_qvl, synthetic, 
     held = {r["video_id"]: r["mem_score"] for r in read_csv(out / "predictions-val.csv")}
     again = {r["video_id"]: r["mem_score"] for r in read_csv(tmp_path / "val.csv")}
     assert held == again  # predict.py reads the adapter back to the same answers
+
+
+def test_the_tiny_int4_qwen_vl_learns_and_resumes_bit_for_bit(tiny_qvl_gptq, synthetic, cache, tmp_path):
+    """The paper's own form of the model, the Int4 release's GPTQ layout as it is, with the paper's LoRA on c_attn:
+    it learns the demo's rule through train.py and predict.py, and a run cut back to a checkpoint resumes to the same
+    bits (test_gptq.learns_and_resumes)."""
+    learns_and_resumes(tiny_qvl_gptq, synthetic, cache, tmp_path)
+    assert json.load(open(tmp_path / "run" / "config.json"))["targets"] == "c_attn"
