@@ -1,6 +1,7 @@
 """Training on several processes: DDP under torchrun and accelerate launch (gloo on CPUs, one thread a process) ends
-where one process with the same global batch ends; a killed run resumes to the same adapter, in place on another
-launcher, and after being copied to other paths on another number of ranks."""
+where one process with the same global batch ends (without LoRA dropout, whose masks each rank draws for itself); a
+killed run resumes to the same adapter, in place on another launcher, and after being copied to other paths on
+another number of ranks."""
 
 import os
 import re
