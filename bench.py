@@ -4,7 +4,7 @@ Benchmarks of the real run, one figure per subcommand, each through the project'
     python bench.py data [--videos DIR]               # first-pass decoding of 720p clips; batches out of the cache
     python bench.py train --model DIR | --arch NAME   # train.py's step: samples/s, tokens/s, step ms, memory, MFU
     python bench.py baseline --model DIR | --arch NAME  # the same, then HF Trainer + PEFT; speedup = ours / Trainer's
-    python bench.py predict --model DIR | --arch NAME # predict.py's decoding against plain model.generate
+    python bench.py predict --model DIR | --arch NAME # predict.py's decoding modes, --explain; greedy vs generate
     python bench.py gpu --out gpu.json                # the prepared GPU check (README): learnability on CUDA, then
                                                       # train, baseline and predict on qwen2.5-vl-7b, one JSON file
     python bench.py wheels .whl                       # the wheels a GPU box without network needs (see README)
@@ -29,10 +29,12 @@ import numpy as np
 import torch
 
 import data
+import explain
 import frames
 import model as qwen
 import predict
 import prompt
+import scoring
 import synthetic
 import train
 from errors import cli
@@ -232,35 +234,55 @@ def bench_trainer(cfg, processor, videos, cache, model, steps, warmup):
                 peak_mem_gib=peak_gib(device))
 
 
-def bench_predict(cfg, processor, videos, cache, model, batch_size, rounds=2):
-    """predict.py's decoding (predict.greedy: one prefill, at most three cached steps) against plain model.generate,
-    on the same batches, ready on the device; the answers must agree."""
-    device = model.device
-    end, pad = processor.tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), processor.tokenizer.pad_token_id
-    batches = [prompt.to_model(b, processor, device) for b, _ in
-               frames.loader(frames.Batches(videos, cache, processor, labelled=False, video=cfg.input == "video"),
-                           frames.chunks(len(videos), batch_size), 0)]
-    model.eval()
+def bench_predict(cfg, processor, videos, cache, model, batch_size):
+    """predict.py's decoding modes on the same videos, their batches ready on the device: greedy (one prefill, at most
+    three cached steps) against plain model.generate, whose answers must agree; constrained; expected (and its peak
+    memory); --explain (expected over each video's 1 + N + 5 variants in predict.py's batches): videos/s of each."""
+    device, tokenizer, video = model.device, processor.tokenizer, cfg.input == "video"
+    end, pad = tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), tokenizer.pad_token_id
+    answers_ids = prompt.answer_ids(tokenizer)
 
-    def ours(batch):
-        return predict.greedy(model, batch, end, pad, 4)
+    def ready(dataset, plan):
+        return [prompt.to_model(b, processor, device) for b, _ in frames.loader(dataset, plan, 0)]
+
+    batches = ready(frames.Batches(videos, cache, processor, labelled=False, video=video),
+                    frames.chunks(len(videos), batch_size))
+    variants = ready(explain.Occlusions(videos, cache, processor, labelled=False, video=video),
+                     explain.plan(videos, cfg.frames, explain.default_batch(cfg.frames, batch_size)))
+    model.eval()
 
     @torch.no_grad()
     def plain(batch):
         out = model.generate(**batch, max_new_tokens=4, do_sample=False, eos_token_id=end, pad_token_id=pad)
         return out[:, batch["input_ids"].shape[1]:]
 
-    seconds, answers = {}, {}
-    for name, decode in [("ours", ours), ("generate", plain)] * (rounds + 1):  # the first round warms up
+    modes = dict(greedy=(batches, lambda b: predict.greedy(model, b, end, pad, 4)),
+                 generate=(batches, plain),
+                 constrained=(batches, lambda b: predict.greedy(model, b, end, pad, max(map(len, answers_ids)),
+                                                                scoring.trie(answers_ids))),
+                 expected=(batches, lambda b: predict.expected(model, b, answers_ids)),
+                 explain=(variants, lambda b: predict.expected(model, b, answers_ids)))
+    seconds, answers, memory = {}, {}, {}
+    # A round over the modes warms up, the second is timed; --explain, 9x the prompts of expected, runs once, after
+    # expected has warmed the same code.
+    for name in [name for _ in range(2) for name in modes if name != "explain"] + ["explain"]:
+        inputs, decode = modes[name]
         sync(device)
+        reset_peak(device)
+        before = torch.cuda.memory_allocated() if device.type == "cuda" else None
         t0 = time.time()
         with predict.autocast(device):
-            answers[name] = [decode(b).tolist() for b in batches]
+            answers[name] = [decode(b).tolist() for b in inputs]
         seconds[name] = time.time() - t0
-    same = all(a[:len(b)] == b[:len(a)] for x, y in zip(answers["ours"], answers["generate"]) for a, b in zip(x, y))
-    n = len(videos)
-    return dict(videos_per_s=n / seconds["ours"], generate_videos_per_s=n / seconds["generate"],
-                speedup=seconds["generate"] / seconds["ours"], same_answers=same)
+        memory[name] = peak_gib(device), before
+    same = all(a[:len(b)] == b[:len(a)] for x, y in zip(answers["greedy"], answers["generate"]) for a, b in zip(x, y))
+    n, (peak, before) = len(videos), memory["expected"]
+    return dict(videos_per_s=n / seconds["greedy"], generate_videos_per_s=n / seconds["generate"],
+                speedup=seconds["generate"] / seconds["greedy"], same_answers=same,
+                constrained_videos_per_s=n / seconds["constrained"], expected_videos_per_s=n / seconds["expected"],
+                explain_videos_per_s=n / seconds["explain"], explain_cost=seconds["explain"] / seconds["expected"],
+                explain_rows_per_video=len(explain.rows(videos, cfg.frames)) / n,
+                expected_peak_mem_gib=peak, expected_extra_gib=None if before is None else peak - before / 2**30)
 
 
 def free():

@@ -19,8 +19,9 @@ train.py other than --split, --fold and --out passes through to it. OUT gets:
   summary.md       mean +- std SRCC per config over the folds, and the best config
   figure-4-heatmap.png, figure-5-scatter.png (best config, out-of-fold), figure-6-best-worst.png
   r{R}-a{ALPHA}/fold{K}/   train.py's run directory of each fold (its checkpoints are removed once it lands)
-With --zero-shot, OUT/zero-shot/ gets predictions.csv, answers.csv (not with --decode expected: the predictions hold
-its whole answer), metrics.json and figure-3-scatter.png.
+With --zero-shot, OUT/zero-shot/ (the paper's greedy decoding; OUT/zero-shot-constrained/ or zero-shot-expected/ with
+--decode, so that each mode keeps its own) gets predictions.csv, answers.csv (not with --decode expected: the
+predictions hold its whole answer), metrics.json and figure-3-scatter.png.
 """
 
 import argparse
@@ -333,7 +334,8 @@ def figures(template, best):
 
 
 def zero_shot(template):
-    folder = os.path.join(template.out, "zero-shot")
+    # one folder a decoding mode: a run with another --decode never overwrites or mixes with the paper's
+    folder = os.path.join(template.out, "zero-shot" + ("" if template.decode == "greedy" else f"-{template.decode}"))
     bad = [] if template.skip_bad else None
     videos = data.load_split(template.data, "trainval", bad)
     os.makedirs(folder, exist_ok=True)

@@ -108,8 +108,12 @@ def ranking(table, videos, sources):
     header, rows = table
     rows = [row + [source] + v.captions + [""] * (CAPTIONS - len(v.captions))
             for row, v, source in zip(rows, videos, sources)]
-    order = sorted(range(len(rows)), key=lambda i: (-float(rows[i][1]), rows[i][0]))
-    return header + ["captions_from"] + [f"caption_{k + 1}" for k in range(CAPTIONS)], [rows[i] for i in order]
+    return header + ["captions_from"] + [f"caption_{k + 1}" for k in range(CAPTIONS)], ranked(rows)
+
+
+def ranked(rows):
+    """Rows of a table whose first columns are video_id,mem_score, highest score first (ties by id)."""
+    return sorted(rows, key=lambda row: (-float(row[1]), row[0]))
 
 
 def contact_sheet(path, videos, scores, cache):

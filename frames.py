@@ -236,12 +236,16 @@ class Batches(torch.utils.data.Dataset):
 
     def __getitem__(self, indices):
         chunk = [self.videos[i] for i in indices]
-        if self.video:
-            frames, seconds = map(list, zip(*(self.cache.clip(v) for v in chunk)))
-        else:
-            frames, seconds = [self.cache.get(v) for v in chunk], None
+        frames, seconds = self.clips(chunk)
         return prompt.encode(self.processor, frames, [v.captions for v in chunk],
                              [v.label for v in chunk] if self.labelled else None, seconds)
+
+    def clips(self, chunk):
+        """The cached frames of each video of `chunk`, and with `video` when each is shown (else None)."""
+        if self.video:
+            frames, seconds = map(list, zip(*(self.cache.clip(v) for v in chunk)))
+            return frames, seconds
+        return [self.cache.get(v) for v in chunk], None
 
 
 def loader(dataset, batches, workers):

@@ -6,6 +6,7 @@ Predict memorability scores with a trained adapter (or zero-shot with the base m
     python predict.py --data data/memento10k --zero-shot --model Qwen/Qwen2.5-VL-7B-Instruct --split trainval
     python predict.py --data data/memento10k --adapter runs/r128-a1024 --split test --decode expected
     python predict.py --videos my-clips --adapter runs/r128-a1024 --sheet my-clips.png # your own videos, ranked
+    python predict.py --data data/memento10k --adapter runs/r128-a1024 --split test --explain --report test.html
 
 --decode (scoring.py; default: the run's, or greedy): greedy, the paper's, decodes at most 4 new tokens (one prefill,
 at most three cached steps), then the paper's post-processing: the first number 0-100 in the answer; an answer without
@@ -15,6 +16,9 @@ scores their expectation. Frames get the run's pixel budget, frame count and inp
 otherwise.
 The CSV has the header video_id,mem_score with scores 0-1 (expected: then argmax,std, also 0-1). With labels, SRCC is
 printed with its 95% CI. With --videos, the CSV is the ranking of the folder's videos with their captions (folder.py).
+--explain (explain.py) also writes explain-NAME.csv beside it: each frame's and caption's share of the expected score,
+what the score loses when that input alone is taken away. --report FILE.html (report.py) writes the scored videos as
+one self-contained page: ranks, scores, frames, captions and shares, sortable.
 """
 
 import argparse
@@ -33,11 +37,13 @@ from scipy import stats
 from tqdm import tqdm
 
 import data
+import explain
 import folder
 import frames
 import model as qwen
 import prompt
 import qwen_vl
+import report
 import scoring
 from errors import InputError, cli
 
@@ -59,6 +65,25 @@ def generate(model, processor, videos, cache, batch_size=8, workers=0, max_new_t
     processes; with `video`, the frames of each go in as one native video input.
     """
     assert decode in DECODES, decode
+    batches = frames.loader(frames.Batches(videos, cache, processor, labelled=False, video=video),
+                            frames.chunks(len(videos), batch_size), workers)
+    return answer(model, processor, batches, decode, max_new_tokens, progress)
+
+
+def attribute(model, processor, videos, cache, batch_size=9, workers=0, progress=True, video=False):
+    """
+    --explain (explain.py): (answers, shares). Each video is scored by expected decoding with all its inputs, with
+    each frame occluded and with each caption removed, `batch_size` of these rows a forward pass; answers are its
+    distributions with all inputs (generate's with decode expected), shares its frames' and captions' in 0-1 units.
+    """
+    dataset = explain.Occlusions(videos, cache, processor, labelled=False, video=video)
+    batches = frames.loader(dataset, explain.plan(videos, cache.n_frames, batch_size), workers)
+    p = answer(model, processor, batches, "expected", progress=progress, desc="explaining")
+    return explain.shares(torch.stack(p), videos, cache.n_frames)
+
+
+def answer(model, processor, batches, decode, max_new_tokens=4, progress=True, desc="predicting"):
+    """The model's answer (see generate) for each row of `batches`, prompt.encode's inputs from frames.loader."""
     tokenizer = processor.tokenizer
     end, pad = tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), tokenizer.pad_token_id
     answers_ids = prompt.answer_ids(tokenizer)
@@ -66,10 +91,8 @@ def generate(model, processor, videos, cache, batch_size=8, workers=0, max_new_t
     steps = max_new_tokens if allowed is None else max(map(len, answers_ids))  # constrained: to the longest answer
     was_training = model.training
     model.eval()
-    batches = frames.loader(frames.Batches(videos, cache, processor, labelled=False, video=video),
-                          frames.chunks(len(videos), batch_size), workers)
     answers = []
-    for batch, _ in tqdm(batches, desc="predicting", unit="batch", disable=not progress):
+    for batch, _ in tqdm(batches, desc=desc, unit="batch", disable=not progress):
         batch = prompt.to_model(batch, processor, model.device)
         with autocast(model.device):
             if decode == "expected":
@@ -283,6 +306,10 @@ def main(argv=None):
     parser.add_argument("--captions", help="with --videos: a video,caption CSV (1-5 rows a video; video: its path "
                         "relative to the folder); videos it does not name get five captions of the base model")
     parser.add_argument("--sheet", help="with --videos: a PNG of the middle frames, ranked, labelled with their scores")
+    parser.add_argument("--explain", action="store_true", help="also each frame's and caption's share of the expected "
+                        "score, by occlusion (explain.py): explain-NAME.csv beside the predictions; decodes expected")
+    parser.add_argument("--report", help="an HTML page of the scored videos (report.py): one self-contained file, "
+                        "sortable, with the frames, the captions and, with --explain, their shares")
     parser.add_argument("--adapter", help=f"run directory of train.py, or an adapter directory (default: {DEFAULT_RUN})")
     parser.add_argument("--zero-shot", action="store_true", help="predict with the base model, no adapter")
     parser.add_argument("--model", help="base model (hub id or folder); default: the run's, or " + qwen.DEFAULT_MODEL)
@@ -301,7 +328,8 @@ def main(argv=None):
                         help="pixels a frame keeps at most (default: the run's, or 448 x 448)")
     parser.add_argument("--min-pixels", type=int, default=None,
                         help="pixels a frame keeps at least (default: the run's, or the processor's)")
-    parser.add_argument("--batch-size", type=int, default=8, help="videos per generation batch")
+    parser.add_argument("--batch-size", type=int, default=None, help="prompts a forward pass: videos (default 8); "
+                        "with --explain, variants of videos (1 + N frames + 5 captions each; default: 9 with 3 frames)")
     parser.add_argument("--workers", type=int, default=frames.default_workers(), help="processes that make batches ahead")
     parser.add_argument("--labels", help="a video_id,mem_score CSV to score the predictions against")
     parser.add_argument("--cache", default=frames.default_cache(), help="folder of decoded frames")
@@ -315,6 +343,10 @@ def main(argv=None):
         parser.error("give one of --adapter and --zero-shot")
     if not args.videos and (args.recursive or args.captions or args.sheet):
         parser.error("--recursive, --captions and --sheet go with --videos")
+    if args.explain and args.decode not in (None, "expected"):
+        parser.error(f"--explain reads the expected score: drop --decode {args.decode}")
+    if args.report:
+        report.check(args.report)
     if not args.zero_shot and not args.adapter:
         if not os.path.exists(DEFAULT_RUN):
             raise InputError(f"{DEFAULT_RUN}: no trained run yet: train one first (python train.py), "
@@ -325,7 +357,7 @@ def main(argv=None):
     run = run or {}
     model_id = args.model or run.get("model") or (qwen.base_model_of(adapter) if adapter else qwen.DEFAULT_MODEL)
     quant = args.quant or run.get("quant", "nf4")
-    decode = args.decode or run.get("decode", "greedy")
+    decode = "expected" if args.explain else args.decode or run.get("decode", "greedy")
     folds, seed = args.folds or run.get("folds", 5), args.seed if args.seed is not None else run.get("seed", 0)
     n_frames = args.frames or run.get("frames", 3)
     video = (args.input or run.get("input", "images")) == "video"
@@ -334,6 +366,7 @@ def main(argv=None):
     max_pixels = args.max_pixels or run.get("max_pixels", frames.DEFAULT_MAX_PIXELS)
     min_pixels = args.min_pixels or run.get("min_pixels")
     fill = round(run["train_mean"]) if "train_mean" in run else PAPER_TRAIN_MEAN
+    batch_size = args.batch_size or (explain.default_batch(n_frames) if args.explain else 8)
     if args.videos:
         suffix = os.path.basename(os.path.normpath(os.path.abspath(args.videos)))
         default_out = f"scores-{suffix}.csv"
@@ -370,15 +403,19 @@ def main(argv=None):
         if todo:
             print(f"captions: {len(todo)} videos captioned by the base model"
                   + (f", {len(videos) - len(todo)} from {args.captions}" if args.captions else ""))
-            for v, captions in zip(todo, folder.write_captions(model, processor, todo, cache, video, args.batch_size)):
+            for v, captions in zip(todo, folder.write_captions(model, processor, todo, cache, video, batch_size)):
                 v.captions = captions
         for v in videos:
             v.captions = given.get(v.video_id, v.captions)
     t0 = time.time()
-    answers = generate(model, processor, videos, cache, args.batch_size, args.workers, video=video, decode=decode)
+    if args.explain:
+        answers, shares = attribute(model, processor, videos, cache, batch_size, args.workers, video=video)
+    else:
+        answers, shares = generate(model, processor, videos, cache, batch_size, args.workers, video=video,
+                                   decode=decode), None
     seconds = time.time() - t0
     print(f"predicted {len(videos)} videos in {seconds:.1f}s ({len(videos) / max(seconds, 1e-9):.1f} videos/s), "
-          f"decode {decode}")
+          f"decode {decode}" + (f", explained: {len(explain.rows(videos, n_frames))} scores" if shares else ""))
     scores, invalid = postprocess(answers, fill)
     table = prediction_table(videos, scores, answers)
     if args.videos:
@@ -391,11 +428,23 @@ def main(argv=None):
         write_table(out, *table)
     print(f"wrote {len(scores)} predictions to {out}")
     print(f"invalid answers: {invalid}/{len(scores)} ({100 * invalid / max(len(scores), 1):.2f}%), replaced by {fill}")
+    if shares:
+        header, rows = explain.table(table, shares, n_frames)
+        path = os.path.join(os.path.dirname(os.path.abspath(out)), f"explain-{suffix}.csv")
+        write_table(path, header, folder.ranked(rows) if args.videos else rows)
+        print(f"wrote each frame's and caption's share of the score to {path}")
 
     truth = read_labels(args.labels) if args.labels else {v.video_id: v.score for v in videos if v.score is not None}
     pairs = [(s, truth[v.video_id]) for v, s in zip(videos, scores) if v.video_id in truth]
-    if pairs:
-        print(describe(metrics(*zip(*pairs))))
+    measured = describe(metrics(*zip(*pairs))) if pairs else None
+    if measured:
+        print(measured)
+    if args.report:
+        about = [f"{len(videos)} videos of {args.videos or args.data + ', split ' + suffix}",
+                 f"zero-shot {model_id}" if args.zero_shot else f"adapter {adapter}", f"decode {decode}", measured]
+        report.write(args.report, videos, scores, cache, spread(answers), truth, shares,
+                     title=f"Memorability: {suffix}", about=" | ".join(filter(None, about)))
+        print(f"wrote {args.report}")
     return scores
 
 

@@ -43,7 +43,8 @@ def test_the_gpu_check_runs_through(tiny, work, tmp_path):
     runs, and the JSON holds every figure the README reports. Its learning run is cut to one epoch: the full recipe
     on the same rule is test_train.py's test_learns_the_last_frame_rule_end_to_end."""
     result = bench("gpu", "--model", tiny, "--work", work, "--steps", 1, "--warmup-steps", 1, "--r", 8, "--alpha", 16,
-                   "--workers", 1, "--eval-batch-size", 4, "--learn-epochs", 1, "--out", tmp_path / "gpu.json")
+                   "--workers", 1, "--batch-size", 2, "--eval-batch-size", 2, "--learn-epochs", 1,
+                   "--out", tmp_path / "gpu.json")
     assert json.loads((tmp_path / "gpu.json").read_text()) == result
     assert result["learn"]["n"] == 45 and result["learn"]["bar"] == 0.6 and result["learn"]["passed"] in (True, False)
     for key in ("train", "train_no_grad_ckpt", "baseline", "predict"):
@@ -52,6 +53,8 @@ def test_the_gpu_check_runs_through(tiny, work, tmp_path):
     assert result["baseline"]["peak_mem_gib"] > 0
     assert result["predict"]["same_answers"] is True  # predict.greedy gives what model.generate gives
     assert result["predict"]["videos_per_s"] > 0 and result["predict"]["generate_videos_per_s"] > 0
+    assert all(result["predict"][f"{mode}_videos_per_s"] > 0 for mode in ("constrained", "expected", "explain"))
+    assert result["predict"]["explain_rows_per_video"] == 1 + 3 + 5 and result["predict"]["expected_peak_mem_gib"] > 0
 
 
 def test_random_weights_of_a_published_architecture_load_in_4_bit(tmp_path, monkeypatch):

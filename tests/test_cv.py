@@ -110,7 +110,7 @@ def test_bad_results_file_gets_one_line(tmp_path):
     assert "Traceback" not in log
 
 
-def test_zero_shot(tiny, synthetic, cache, tmp_path):
+def test_zero_shot(tiny, synthetic, synthetic_csv, cache, tmp_path):
     out = tmp_path / "run"
     code, log = run("--zero-shot", "--data", synthetic, "--model", tiny, "--cache", cache, "--out", out,
                     "--eval-batch-size", 85)
@@ -129,6 +129,16 @@ def test_zero_shot(tiny, synthetic, cache, tmp_path):
     assert metrics["invalid"] == invalid and metrics["n"] == 255 and metrics["ci_method"] == "Fisher z"
     with Image.open(folder / "figure-3-scatter.png") as image:
         assert image.size == (600, 600)
+
+    # Another decoding mode on the same OUT gets a folder of its own and leaves the paper's as it was (here on the
+    # small CSV-layout set, in this process: what is checked is where it writes).
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    cv.main(["--zero-shot", "--data", synthetic_csv, "--model", tiny, "--cache", cache, "--out", str(out),
+             "--decode", "expected", "--workers", "0"])
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    rows = read_csv(out / "zero-shot-expected" / "predictions.csv")
+    assert len(rows) == 34 and list(rows[0]) == ["video_id", "mem_score", "argmax", "std"]
+    assert json.loads((out / "zero-shot-expected" / "metrics.json").read_text())["decode"] == "expected"
 
 
 def test_cross_validation(grid, synthetic):

@@ -266,7 +266,8 @@ def own_videos(tmp_path_factory):
 
 def test_scores_a_folder_of_your_own_videos(trained, own_videos, cache, tmp_path):
     """predict.py --videos: one row a readable video, ranked by score, the broken file listed and skipped; captions
-    written by the base model when none are given, read from a file when they are."""
+    written by the base model when none are given, read from a file when they are; --explain's shares in the ranking's
+    order (tests/test_explain.py checks them and the page on a split)."""
     out, code, log = trained
     assert code == 0, log
 
@@ -275,8 +276,12 @@ def test_scores_a_folder_of_your_own_videos(trained, own_videos, cache, tmp_path
         assert code == 0, out_ + err
         return out_ + err
 
-    log = score("--recursive", "--decode", "expected", "--out", tmp_path / "all.csv", "--sheet", tmp_path / "all.png")
+    log = score("--recursive", "--decode", "expected", "--out", tmp_path / "all.csv", "--sheet", tmp_path / "all.png",
+                "--explain", "--report", tmp_path / "all.html")
     rows = read_csv(tmp_path / "all.csv")
+    explained = read_csv(tmp_path / f"explain-{own_videos.name}.csv")  # beside the ranking, in its order
+    assert [(r["video_id"], r["mem_score"]) for r in explained] == [(r["video_id"], r["mem_score"]) for r in rows]
+    assert all(r["caption_5"] for r in explained) and (tmp_path / "all.html").stat().st_size > 10_000
     assert sorted(r["video_id"] for r in rows) == ["beach.mp4", "dog.mov", "party.mkv", "snow.webm", "stage.avi",
                                                     "trip/beach.mp4"]
     scores = [float(r["mem_score"]) for r in rows]

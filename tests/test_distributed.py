@@ -1,7 +1,8 @@
 """Training on several processes: DDP under torchrun and accelerate launch (gloo on CPUs, one thread a process) ends
-where one process with the same global batch ends; a killed run resumes to the same adapter, in place on another
-launcher, and after being copied to other paths on another number of ranks. CV workers: a killed CV resumes without
-duplicates, workers split a grid, and a dead worker's fold is taken over."""
+where one process with the same global batch ends (without LoRA dropout, whose masks each rank draws for itself); a
+killed run resumes to the same adapter, in place on another launcher, and after being copied to other paths on
+another number of ranks. CV workers: a killed CV resumes without duplicates, workers split a grid, and a dead
+worker's fold is taken over."""
 
 import os
 import re
