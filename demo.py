@@ -17,7 +17,9 @@ from tiny import TINY_RECIPE, make_tiny
 
 
 def config(root="demo"):
-    """The demo's run: train.py on the synthetic data and the tiny model under `root`, with the tiny recipe."""
+    """The demo's run: train.py on the synthetic data and the tiny model under `root`, with the tiny recipe. The paths
+    are absolute, so that predict.py finds the run's model from any folder."""
+    root = os.path.abspath(root)
     return train.Config(data=os.path.join(root, "data"), model=os.path.join(root, "tiny-qwen2_5_vl"),
                         out=os.path.join(root, "run"), cache=os.path.join(root, "cache"), log_every=50, **TINY_RECIPE)
 

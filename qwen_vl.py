@@ -14,6 +14,9 @@ for current PyTorch and transformers: its official remote code runs only on tran
 Weights load by their official names from a local folder or a hub id, the fp16 release (optionally into NF4 with
 bitsandbytes) or the GPTQ Int4 one as it is (gptqmodel's kernel); never with trust_remote_code. verify.py checks this
 file against the official code's outputs (python model.py --verify DIR).
+
+One file of ~600 lines, as nanoGPT's model.py holds its GPT and its from_pretrained: the modules (~420 lines) and the
+loading (~180) are one job, the model by its official names; split, each half would be read against the other.
 """
 
 import json

@@ -25,8 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 warnings.filterwarnings("ignore")
 
-from synthetic import make_synthetic  # noqa: E402
-from tiny import TINY_RECIPE, make_tiny  # noqa: E402
+from tiny import TINY_RECIPE  # noqa: E402
 
 
 def script(name, *args, cwd=ROOT, env=None):
@@ -72,6 +71,12 @@ def build_once(tmp_path_factory, name, build):
     return str(folder)
 
 
+def command(name, *args):
+    """`python NAME ARGS`, a command README shows, which must succeed."""
+    code, out, err = script(name, *args)
+    assert code == 0, (out + err)[-3000:]
+
+
 # tiny.TINY_RECIPE as train.py's flags: how the tests train a tiny model
 RECIPE = [f for key, value in TINY_RECIPE.items() if key != "grad_ckpt" for f in (f"--{key.replace('_', '-')}", value)]
 RECIPE += [] if TINY_RECIPE["grad_ckpt"] else ["--no-grad-ckpt"]
@@ -95,25 +100,26 @@ def greedy_equals_generate(model, batch, end, pad):
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A tiny random Qwen2.5-VL checkpoint folder (model, tokenizer, processor)."""
-    return build_once(tmp_path_factory, "tiny-qwen2_5_vl", lambda folder: make_tiny(folder, "qwen2_5_vl"))
+    return build_once(tmp_path_factory, "tiny-qwen2_5_vl", lambda folder: command("tiny.py", folder))
 
 
 @pytest.fixture(scope="session")
 def tiny3(tmp_path_factory):
     """A tiny random Qwen3-VL checkpoint folder."""
-    return build_once(tmp_path_factory, "tiny-qwen3_vl", lambda folder: make_tiny(folder, "qwen3_vl"))
+    return build_once(tmp_path_factory, "tiny-qwen3_vl", lambda folder: command("tiny.py", folder, "--family", "qwen3_vl"))
 
 
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory):
     """300 synthetic videos in the authors' JSON layout; the score is a function of the last frame."""
-    return build_once(tmp_path_factory, "synthetic", lambda folder: make_synthetic(folder, n=300, seed=0))
+    return build_once(tmp_path_factory, "synthetic", lambda folder: command("synthetic.py", folder, "--n", 300))
 
 
 @pytest.fixture(scope="session")
 def synthetic_csv(tmp_path_factory):
     """The same generator, 40 videos, in the MediaEval 2021 CSV layout."""
-    return build_once(tmp_path_factory, "synthetic-csv", lambda folder: make_synthetic(folder, n=40, seed=1, layout="csv"))
+    return build_once(tmp_path_factory, "synthetic-csv", lambda folder: command("synthetic.py", folder, "--n", 40, "--seed", 1,
+                                                                                 "--layout", "csv"))
 
 
 @pytest.fixture(scope="session")
@@ -130,32 +136,31 @@ def train_tiny(data, tiny, cache, out, *flags):
 
 @pytest.fixture(scope="session")
 def trained(tiny, synthetic, cache, tmp_path_factory):
-    """train.py with the tiny recipe on `synthetic` (the demo's rule), run once for every test of a trained model:
+    """README's first command, `python demo.py`, run once for every test of a trained model: train.py's run with the
+    tiny recipe on the demo's rule. Its folder holds the session's synthetic videos, tiny model and frame cache, which
+    the demo writes only where they are missing (they are the same: 300 videos of seed 0, `tiny.py`'s model).
     (run directory, exit code, log)."""
     def build(folder):
-        code, log = train_tiny(synthetic, tiny, cache, os.path.join(folder, "run"), "--log-every", 50)
+        os.makedirs(os.path.join(folder, "demo"))
+        for name, made in [("data", synthetic), ("tiny-qwen2_5_vl", tiny), ("cache", cache)]:
+            os.symlink(made, os.path.join(folder, "demo", name))
+        code, out, err = script("demo.py", cwd=folder)
         with open(os.path.join(folder, "log.txt"), "w") as f:
-            f.write(f"{code}\n{log}")
+            f.write(f"{code}\n{out}{err}")
 
     folder = build_once(tmp_path_factory, "trained", build)
     code, log = open(os.path.join(folder, "log.txt")).read().split("\n", 1)
-    return Path(folder) / "run", int(code), log
+    return Path(folder) / "demo" / "run", int(code), log
 
 
 @pytest.fixture(scope="session")
 def tiny_qvl(tmp_path_factory):
     """A tiny random Qwen-VL-Chat (the paper's model) in the official fp16 layout."""
-    return build_once(tmp_path_factory, "tiny-qwen_vl", lambda folder: make_tiny(folder, "qwen_vl"))
-
-
-def tiny_command(folder, *flags):
-    """`python tiny.py FOLDER FLAGS`, the command a user runs, which must succeed."""
-    code, out, err = script("tiny.py", folder, *flags)
-    assert code == 0, (out + err)[-3000:]
+    return build_once(tmp_path_factory, "tiny-qwen_vl", lambda folder: command("tiny.py", folder, "--family", "qwen_vl"))
 
 
 @pytest.fixture(scope="session")
 def tiny_qvl_gptq(tmp_path_factory):
     """The same tiny Qwen-VL-Chat in the Int4 release's GPTQ v1 layout, written by the command a user runs."""
-    return build_once(tmp_path_factory, "tiny-qwen_vl-gptq", lambda folder: tiny_command(folder, "--family", "qwen_vl",
-                                                                                          "--gptq"))
+    return build_once(tmp_path_factory, "tiny-qwen_vl-gptq", lambda folder: command("tiny.py", folder, "--family",
+                                                                                     "qwen_vl", "--gptq"))

@@ -18,7 +18,7 @@ import train
 from checkpoint import checkpoints
 from errors import InputError
 from frames import Batches, FrameCache
-from conftest import RECIPE, build_once, tiny_command
+from conftest import RECIPE, build_once, command
 from test_train import LEARNED, MSE, read_csv, run
 
 
@@ -26,7 +26,7 @@ from test_train import LEARNED, MSE, read_csv, run
 @pytest.fixture(scope="session")
 def tiny_gptq(tmp_path_factory):
     """A tiny Qwen2.5-VL quantized to GPTQ 4-bit by the command a user runs."""
-    folder = build_once(tmp_path_factory, "tiny-gptq", lambda folder: tiny_command(folder, "--gptq"))
+    folder = build_once(tmp_path_factory, "tiny-gptq", lambda folder: command("tiny.py", folder, "--gptq"))
     assert json.load(open(os.path.join(folder, "config.json")))["quantization_config"]["quant_method"] == "gptq"
     return folder
 

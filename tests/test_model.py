@@ -1,6 +1,9 @@
 """model.py: 4-bit NF4 language model with a full-precision vision tower, LoRA on the language model only,
 the paper's parameter count on the real Qwen2.5-VL-7B configuration, and the CPU repack trap of bitsandbytes."""
 
+import json
+import os
+
 import bitsandbytes as bnb
 import pytest
 import torch
@@ -9,6 +12,7 @@ import data
 import model as qwen
 import prompt
 import train
+from conftest import script
 from frames import FrameCache
 
 
@@ -56,6 +60,18 @@ def test_the_count_from_the_command_line(capsys):
     qwen.main(["--arch", "qwen2.5-vl-7b", "--r", "128", "--alpha", "1024"])
     # (the line, whatever a library printed before it when first imported)
     assert capsys.readouterr().out.splitlines()[-1].startswith("trainable parameters: 55,050,240 of ")
+
+
+def test_a_folder_counts_from_the_command_line(tiny):
+    """README's `python model.py --model runs/tiny --r 128 --alpha 1024`: the checkpoint loaded in 4 bits, LoRA on
+    q/k/v of its language model, counted."""
+    code, out, err = script("model.py", "--model", tiny, "--r", 128, "--alpha", 1024)
+    assert code == 0, err[-2000:]
+    text = json.load(open(os.path.join(tiny, "config.json")))["text_config"]
+    h, d = text["hidden_size"], text["hidden_size"] // text["num_attention_heads"]
+    q, kv = text["num_attention_heads"] * d, text["num_key_value_heads"] * d
+    lora = 128 * ((h + q) + 2 * (h + kv)) * text["num_hidden_layers"]  # A: r x in, B: out x r, on q, k and v
+    assert out.splitlines()[-1].startswith(f"trainable parameters: {lora:,} of ")
 
 
 def lora_grads(m, batch, labels):
