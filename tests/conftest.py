@@ -77,9 +77,16 @@ def command(name, *args):
     assert code == 0, (out + err)[-3000:]
 
 
-# tiny.TINY_RECIPE as train.py's flags: how the tests train a tiny model
+# tiny.TINY_RECIPE as train.py's flags: how the demo trains a tiny model (10 epochs: ~530 steps on 210 videos)
 RECIPE = [f for key, value in TINY_RECIPE.items() if key != "grad_ckpt" for f in (f"--{key.replace('_', '-')}", value)]
 RECIPE += [] if TINY_RECIPE["grad_ckpt"] else ["--no-grad-ckpt"]
+# The other learnability tests train 6 of those epochs (~320 steps), where each bar still holds with margin. Measured
+# here, held-out SRCC of 45 videos against the bar LEARNED = 0.6 (seeds 0 / 1): the demo's rule 0.83 (0.86 in 10
+# epochs), a frame known by its position 0.73 / 0.75, 8 frames of the window rule 0.73 / 0.75, the GPTQ tiny
+# Qwen2.5-VL 0.79. The tiny Qwen-VL, whose images are 16 features among ~150 caption tokens, learns more slowly: at lr
+# 1e-3 it reached 0.62 (NF4) and 0.60 (Int4) in 6 epochs; at 2e-3 (QWEN_VL_RECIPE) 0.82 / 0.70 (NF4) and 0.79 / 0.74 (Int4).
+TEST_RECIPE = RECIPE + ["--epochs", 6]
+QWEN_VL_RECIPE = TEST_RECIPE + ["--lr", 2e-3]
 
 
 def greedy_equals_generate(model, batch, end, pad):
@@ -126,12 +133,6 @@ def synthetic_csv(tmp_path_factory):
 def cache(tmp_path_factory):
     """One frame cache for the session, as a user's runs share one (entries are written whole: workers may share it)."""
     return build_once(tmp_path_factory, "frame-cache", lambda folder: None)
-
-
-def train_tiny(data, tiny, cache, out, *flags):
-    """`python train.py` with the tiny recipe: (exit code, stdout + stderr)."""
-    code, out, err = script("train.py", "--data", data, "--model", tiny, "--out", out, "--cache", cache, *RECIPE, *flags)
-    return code, out + err
 
 
 @pytest.fixture(scope="session")

@@ -25,11 +25,12 @@ from conftest import build_once, script
 CONFIGS = ("r16-a32", "r16-a4")
 FOLDS = 3
 # 3 folds of the 255 labelled synthetic videos: each trains on 170 and predicts 85. r16-a32 is the tiny recipe's
-# setting (TINY_RECIPE, LoRA on q/k/v), here for 7 epochs (~300 steps, README's CPU example); the second config
-# scales the same LoRA update by alpha/r = 1/4 instead of 2. (At 5 epochs the mean SRCC of r16-a32 over the folds
-# ranged from 0.25 to 0.60 with the seed, too close to the bar below; at 7, from 0.74 to 0.78.)
-GRID = ["--folds", FOLDS, "--r", 16, "--alpha", 32, 4, "--epochs", 7, "--eval-batch-size", 85]
-RECIPE = ["--lr", TINY_RECIPE["lr"], "--warmup", TINY_RECIPE["warmup"], "--no-grad-ckpt"]  # targets: the paper's
+# setting (TINY_RECIPE, LoRA on q/k/v), here for 5 epochs (~215 steps, README's CPU example) at twice its learning
+# rate; the second config scales the same LoRA update by alpha/r = 1/4 instead of 2. (At the recipe's lr 1e-3, 5 epochs
+# left the mean SRCC of r16-a32 over the folds between 0.25 and 0.60 with the seed, too close to the bar below, and 7
+# reached 0.74 to 0.78; at 2e-3, 5 epochs reach 0.73 and 0.82, seeds 0 and 1.)
+GRID = ["--folds", FOLDS, "--r", 16, "--alpha", 32, 4, "--epochs", 5, "--eval-batch-size", 85]
+RECIPE = ["--lr", 2 * TINY_RECIPE["lr"], "--warmup", TINY_RECIPE["warmup"], "--no-grad-ckpt"]  # targets: the paper's
 
 
 def run(*args):
@@ -160,7 +161,7 @@ def test_cross_validation(grid, synthetic):
 
     # The bar tells learning from chance. With no signal, the SRCC of 85 held-out videos has a standard deviation
     # of 1/sqrt(84) = 0.11, so a mean over 3 folds has 0.063: 0.4 is 6 of those above chance (p < 1e-8 by luck).
-    # Measured here: 0.74 (folds 0.62, 0.78, 0.82); r16-a4, whose update is 8x smaller, 0.15.
+    # Measured here: 0.73 (folds 0.59, 0.80, 0.79); r16-a4, whose update is 8x smaller, lower.
     learnable = [float(r["srcc"]) for r in rows if r["config"] == CONFIGS[0]]
     assert np.mean(learnable) > 0.4, rows
     assert sum(int(r["invalid"]) for r in rows if r["config"] == CONFIGS[0]) <= 5

@@ -17,7 +17,7 @@ import model as qwen
 import predict
 import prompt
 import qwen_vl
-from conftest import ROOT, greedy_equals_generate, script, train_tiny
+from conftest import QWEN_VL_RECIPE, ROOT, greedy_equals_generate, script
 from frames import Batches, FrameCache
 from test_gptq import learns_and_resumes, lora_gradients
 from test_train import LEARNED, read_csv
@@ -194,7 +194,9 @@ def test_options_this_family_cannot_honour_are_refused(flags, message, tiny_qvl,
 
 def test_the_tiny_qwen_vl_learns_through_train_and_predict(tiny_qvl, synthetic, cache, tmp_path):
     out = tmp_path / "run"
-    code, log = train_tiny(synthetic, tiny_qvl, cache, out, "--log-every", 100)
+    code, out_, err = script("train.py", "--data", synthetic, "--model", tiny_qvl, "--out", out, "--cache", cache,
+                             *QWEN_VL_RECIPE, "--log-every", 100)
+    log = out_ + err
     assert code == 0, log[-3000:]
     assert "trainable parameters:" in log and "tokens per sample: 48 visual (3 frames" in log
     last = read_csv(out / "metrics.csv")[-1]
@@ -213,5 +215,5 @@ def test_the_tiny_int4_qwen_vl_learns_and_resumes_bit_for_bit(tiny_qvl_gptq, syn
     """The paper's own form of the model, the Int4 release's GPTQ layout as it is, with the paper's LoRA on c_attn:
     it learns the demo's rule through train.py and predict.py, and a run cut back to a checkpoint resumes to the same
     bits (test_gptq.learns_and_resumes)."""
-    learns_and_resumes(tiny_qvl_gptq, synthetic, cache, tmp_path)
+    learns_and_resumes(tiny_qvl_gptq, synthetic, cache, tmp_path, QWEN_VL_RECIPE)
     assert json.load(open(tmp_path / "run" / "config.json"))["targets"] == "c_attn"
