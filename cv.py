@@ -4,6 +4,8 @@ The paper's experiments: k-fold cross-validation over LoRA rank and alpha, and t
     python cv.py --data data/memento10k                                          # 5-fold CV of r=128, alpha=1024
     python cv.py --data data/memento10k --r 8 16 32 64 128 --alpha 16 64 256 1024 --out runs/cv-grid   # the grid
     python cv.py --data data/memento10k --zero-shot                              # the base model, no training (§4.1)
+    python cv.py --data "data/mediaeval2021/TRECVid Data" --target long          # the grid on long-term scores
+    python cv.py --data data/memento10k --heldout-source data/videomem --out runs/cv-to-videomem   # across sources
     python cv.py --data runs/synth --model runs/tiny --folds 3 --r 16 --alpha 4 32 --epochs 7 --lr 1e-3 \\
         --warmup 0.05 --no-grad-ckpt --out runs/cv-tiny                          # the same on CPU, in minutes
     python cv.py ... --gpus 0,1,2,3                                              # four folds at a time, one a GPU
@@ -13,12 +15,15 @@ Any number of the same cv.py command on one OUT (--gpus, a job array, other host
 grid between them: each (config, fold) is claimed once, and a dead worker's is taken over by the next to look.
 
 Each (config, fold) trains with train.py on the other folds of train+val and predicts its fold; every flag of
-train.py other than --split, --fold and --out passes through to it. OUT gets:
+train.py other than --split, --fold and --out passes through to it (--target among them). With --heldout-source, the
+held-out fold is a whole other source instead (MediaEval 2021's subtask 2): each config trains once on all of --data's
+labelled videos and is scored on all of the other source's. OUT gets:
   results.csv      one row per (config, fold), appended as each lands; rerun the same command to resume
   claims/          the (config, fold) jobs being run now, each by one worker (host and pid inside)
   summary.md       mean +- std SRCC per config over the folds, and the best config
   figure-4-heatmap.png, figure-5-scatter.png (best config, out-of-fold), figure-6-best-worst.png
-  r{R}-a{ALPHA}/fold{K}/   train.py's run directory of each fold (its checkpoints are removed once it lands)
+  r{R}-a{ALPHA}/fold{K}/   train.py's run directory of each fold (its checkpoints are removed once it lands); with
+                           --heldout-source, r{R}-a{ALPHA}/heldout-source/, its row fold 0
 With --zero-shot, OUT/zero-shot/ (the paper's greedy decoding; OUT/zero-shot-constrained/ or zero-shot-expected/ with
 --decode, so that each mode keeps its own) gets predictions.csv, answers.csv (not with --decode expected: the
 predictions hold its whole answer), metrics.json and figure-3-scatter.png.
@@ -57,9 +62,19 @@ DPI = 100
 HEATMAP_SIZE, SCATTER_SIZE, SHEET_SIZE = (640, 480), (600, 600), (960, 560)  # pixels of the PNGs
 
 
-def predictions_path(out, name, fold):
-    # train.py names a fold's held-out predictions predictions-trainval-fold{K}.csv
-    return os.path.join(out, name, f"fold{fold}", f"predictions-trainval-fold{fold}.csv")
+def predictions_path(cfg):
+    """Where train.py writes the held-out predictions of a (config, fold): predictions-trainval-fold{K}.csv, or
+    predictions-heldout-source.csv (-long.csv for a long-term target)."""
+    return os.path.join(cfg.out, f"predictions-{train.heldout_name(cfg)}.csv")
+
+
+def job(cfg):
+    """A (config, fold) as results.csv names it: a held-out source is the config's one fold, 0."""
+    return qwen.config_name(cfg.r, cfg.alpha), cfg.fold or 0
+
+
+def n_folds(template):
+    return 1 if template.heldout_data else template.folds
 
 
 # -----------------------------------------------------------------------------
@@ -67,8 +82,12 @@ def predictions_path(out, name, fold):
 
 
 def plan(template, ranks, alphas):
-    """Every (config, fold) as a train.Config, in grid order with the folds inside. Building them all first
-    checks every setting before the first fold trains."""
+    """Every (config, fold) as a train.Config, in grid order with the folds inside; with a held-out source, one a
+    config. Building them all first checks every setting before the first fold trains."""
+    if template.heldout_data:
+        return [dataclasses.replace(template, r=r, alpha=alpha,
+                                    out=os.path.join(template.out, qwen.config_name(r, alpha), "heldout-source"))
+                for r, alpha in itertools.product(ranks, alphas)]
     return [dataclasses.replace(template, r=r, alpha=alpha, fold=k,
                                 out=os.path.join(template.out, qwen.config_name(r, alpha), f"fold{k}"))
             for r, alpha in itertools.product(ranks, alphas) for k in range(template.folds)]
@@ -142,7 +161,7 @@ def run_fold(cfg):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return dict(config=qwen.config_name(cfg.r, cfg.alpha), r=cfg.r, alpha=f"{cfg.alpha:g}", fold=cfg.fold, n=m["n"],
+    return dict(config=qwen.config_name(cfg.r, cfg.alpha), r=cfg.r, alpha=f"{cfg.alpha:g}", fold=job(cfg)[1], n=m["n"],
                 srcc=f"{m['srcc']:.6f}", pearson=f"{m['pearson']:.6f}", mse=f"{m['mse']:.6f}",
                 invalid=m["invalid"], seconds=m["seconds"])
 
@@ -157,16 +176,16 @@ def cross_validate(cfgs, path):
     so far, other workers' included."""
     claims = os.path.join(os.path.dirname(path), "claims")
     os.makedirs(claims, exist_ok=True)
-    todo = [c for c in cfgs if (qwen.config_name(c.r, c.alpha), c.fold) not in landed(path)]
+    todo = [c for c in cfgs if job(c) not in landed(path)]
     # smoothing=0: the ETA is the mean time of the folds run so far, steadier than a recent-rate estimate
     bar = tqdm(total=len(cfgs), initial=len(cfgs) - len(todo), desc="cross-validation", unit="fold", smoothing=0)
     ran = True
     while ran:
         ran = False
-        for cfg in [c for c in todo if (qwen.config_name(c.r, c.alpha), c.fold) not in landed(path)]:
-            job = (qwen.config_name(cfg.r, cfg.alpha), cfg.fold)
-            with claimed(os.path.join(claims, f"{job[0]}-fold{job[1]}")) as mine:
-                if not mine or job in landed(path):  # another worker's, running or just landed
+        for cfg in [c for c in todo if job(c) not in landed(path)]:
+            name, fold = job(cfg)
+            with claimed(os.path.join(claims, f"{name}-fold{fold}")) as mine:
+                if not mine or (name, fold) in landed(path):  # another worker's, running or just landed
                     continue
                 row = run_fold(cfg)
                 append_result(path, row)
@@ -235,14 +254,20 @@ def summarize(rows, folds):
     return table, best
 
 
-def markdown(table, best, folds):
-    lines = [f"| config | r | alpha | folds | SRCC mean ± std over {folds} folds | Pearson | MSE | invalid |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {t['config']} | {t['r']} | {t['alpha']:g} | {t['folds']} | {t['srcc']:.4f} ± {t['std']:.4f} | "
+def markdown(table, best, folds, heldout_source=None):
+    """The summary table; with a held-out source, each config's one SRCC on it."""
+    what = f"SRCC on the held-out source {heldout_source}" if heldout_source else f"SRCC mean ± std over {folds} folds"
+    lines = [f"| config | r | alpha | folds | {what} | Pearson | MSE | invalid |", "|---|---|---|---|---|---|---|---|"]
+
+    def srcc(t):
+        return f"{t['srcc']:.4f}" + ("" if heldout_source else f" ± {t['std']:.4f}")
+
+    lines += [f"| {t['config']} | {t['r']} | {t['alpha']:g} | {t['folds']} | {srcc(t)} | "
               f"{t['pearson']:.4f} | {t['mse']:.5f} | {t['invalid']}/{t['n']} |" for t in table]
     lines.append("")
-    lines.append(f"best: {best['config']} (r={best['r']}, alpha={best['alpha']:g}), mean SRCC {best['srcc']:.4f} "
-                 f"± {best['std']:.4f}" if best else "best: none (no config has finished every fold)")
+    lines.append(f"best: {best['config']} (r={best['r']}, alpha={best['alpha']:g}), "
+                 f"{'SRCC' if heldout_source else 'mean SRCC'} {srcc(best)}" if best
+                 else "best: none (no config has finished every fold)")
     return "\n".join(lines) + "\n"
 
 
@@ -313,17 +338,20 @@ def sheet(path, videos, truth, predicted, cache, k=4):
 
 
 def figures(template, best):
-    """Figures 4-6 from the fold directories under OUT."""
+    """Figures 5-6 from the best config's fold directories under OUT: out of fold, or on the held-out source."""
     out = template.out
-    videos = {v.video_id: v for v in data.load_split(template.data, "trainval", [] if template.skip_bad else None)}
+    truth_data = template.heldout_data or template.data
+    videos = {v.video_id: v for v in data.load_split(truth_data, "trainval", [] if template.skip_bad else None,
+                                                     template.target)}
     truth = {video_id: v.score for video_id, v in videos.items()}
     predicted = {}
-    for k in range(template.folds):  # out of fold: every video predicted by the model that did not train on it
-        predicted.update(predict.read_labels(predictions_path(out, best["config"], k)))
+    for cfg in plan(template, [best["r"]], [best["alpha"]]):  # every video predicted by a model that did not train on it
+        predicted.update(predict.read_labels(predictions_path(cfg)))
     ids = [v for v in predicted if v in truth]
     m = predict.metrics([round(100 * predicted[v]) for v in ids], [truth[v] for v in ids])
     scatter(os.path.join(out, "figure-5-scatter.png"), [truth[v] for v in ids], [predicted[v] for v in ids],
-            f"{best['config']}, out of fold: SRCC {m['srcc']:.3f} (n={m['n']})")
+            f"{best['config']}, {'held-out source' if template.heldout_data else 'out of fold'}: SRCC {m['srcc']:.3f} "
+            f"(n={m['n']})")
     processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
     sheet(os.path.join(out, "figure-6-best-worst.png"), videos, truth, {v: predicted[v] for v in ids},
           FrameCache(template.cache, template.frames, qwen.budget_of(processor)))
@@ -337,7 +365,7 @@ def zero_shot(template):
     # one folder a decoding mode: a run with another --decode never overwrites or mixes with the paper's
     folder = os.path.join(template.out, "zero-shot" + ("" if template.decode == "greedy" else f"-{template.decode}"))
     bad = [] if template.skip_bad else None
-    videos = data.load_split(template.data, "trainval", bad)
+    videos = data.load_split(template.data, "trainval", bad, template.target)
     os.makedirs(folder, exist_ok=True)
     processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
     cache = FrameCache(template.cache, template.frames, qwen.budget_of(processor))
@@ -376,15 +404,17 @@ def parse_args(argv=None):
     d = train.Config()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Every other flag is train.py's and goes to each fold (python train.py --help), e.g. --targets, "
+        epilog="Every other flag is train.py's and goes to each fold (python train.py --help), e.g. --target, --targets, "
                "--batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --input, --quant, --no-grad-ckpt, "
                "--cache, --decode.",
         allow_abbrev=False)  # else --fold would silently abbreviate --folds
     # ---
-    parser.add_argument("--data", default=d.data, help="Memento10k root (authors' JSON or MediaEval 2021 CSV layout)")
+    parser.add_argument("--data", default=d.data, help="dataset root (Memento10k, TRECVid, VideoMem): what to train on")
     parser.add_argument("--model", default=d.model, help="hub id or local folder of a native Qwen VLM")
     parser.add_argument("--out", default="runs/cv", help="CV directory: results.csv, summary.md, figures, fold runs")
     parser.add_argument("--folds", type=int, default=d.folds, help="number of folds over train+val")
+    parser.add_argument("--heldout-source", help="another source's root: hold it out whole (train on all of --data, "
+                        "score on all of it) instead of folds")
     parser.add_argument("--r", type=int, nargs="+", default=[d.r], help="LoRA ranks of the grid")
     parser.add_argument("--alpha", type=float, nargs="+", default=[d.alpha], help="LoRA alphas of the grid")
     parser.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training folds")
@@ -394,7 +424,7 @@ def parse_args(argv=None):
                         "side, one a GPU (e.g. 0,1,2,3); default: this process's device")
     # ---
     args, rest = parser.parse_known_args(argv)
-    chosen_here = ("--split", "--fold", "--resume", "--overwrite")
+    chosen_here = ("--split", "--fold", "--resume", "--overwrite", "--heldout-data")
     if any(a.split("=")[0] in chosen_here for a in rest):
         raise InputError(f"cv.py chooses the split, the folds and the run directories and always resumes: "
                               f"drop {', '.join(a for a in rest if a.split('=')[0] in chosen_here)}")
@@ -404,7 +434,7 @@ def parse_args(argv=None):
         raise InputError("cv.py chooses the split: drop --split")
     fold_flags = {f.name: getattr(train_args, f.name) for f in dataclasses.fields(train.Config)}
     template = train.Config(**dict(fold_flags, data=args.data, model=args.model, out=args.out, split="trainval",
-                                   folds=args.folds, epochs=args.epochs, lr=args.lr))
+                                   folds=args.folds, epochs=args.epochs, lr=args.lr, heldout_data=args.heldout_source))
     args.r, args.alpha = list(dict.fromkeys(args.r)), list(dict.fromkeys(args.alpha))  # a repeated value runs once
     return args, template
 
@@ -417,7 +447,8 @@ def main(argv=None):
     cfgs = plan(template, args.r, args.alpha)
     # a damaged results file, then bad data, stop the CV before it starts
     read_results(os.path.join(template.out, "results.csv"))
-    data.load_split(template.data, "trainval", [] if template.skip_bad else None)
+    for root in filter(None, (template.data, template.heldout_data)):
+        data.load_split(root, "trainval", [] if template.skip_bad else None, template.target)
     os.makedirs(template.out, exist_ok=True)
     check_settings(template, os.path.join(template.out, "cv.json"))
     print(json.dumps(dict(dataclasses.asdict(template), r=args.r, alpha=args.alpha), indent=1))
@@ -431,8 +462,8 @@ def main(argv=None):
         if len(rows) < len(cfgs):
             print(f"{len(rows)} of {len(cfgs)} folds have landed; other workers hold the rest, and the last of them "
                   "to finish writes the whole summary")
-        table, best = summarize(rows, template.folds)
-        text = markdown(table, best, template.folds)
+        table, best = summarize(rows, n_folds(template))
+        text = markdown(table, best, n_folds(template), template.heldout_data)
         write_atomic(os.path.join(template.out, "summary.md"), text)
         print(text, end="")
         heatmap(os.path.join(template.out, "figure-4-heatmap.png"), table)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 import data
 import prompt
+import sources
 from errors import InputError
 from frames import chunks
 
@@ -53,7 +54,7 @@ def read_captions(path, videos):
     a row that names no video found, an empty caption or a sixth one stops the run with the line.
     """
     known, captions = {v.video_id for v in videos}, {}
-    reader = csv.DictReader(data._read_text(path).splitlines())
+    reader = csv.DictReader(sources.read_text(path).splitlines())
     if not {"video", "caption"} <= set(reader.fieldnames or []):
         raise InputError(f"{path}: line 1: expected the columns video,caption")
     for row in reader:

@@ -5,6 +5,8 @@ Predict memorability scores with a trained adapter (or zero-shot with the base m
     python predict.py --data data/memento10k --adapter runs/fold2 --split trainval --fold 2 --folds 5
     python predict.py --data data/memento10k --zero-shot --model Qwen/Qwen2.5-VL-7B-Instruct --split trainval
     python predict.py --data data/memento10k --adapter runs/r128-a1024 --split test --decode expected
+    python predict.py --data data/videomem --adapter runs/memento-final --split test  # another source's test set
+    python predict.py --data data/videomem --adapter runs/trecvid-long --split test   # long-term: the run's target
     python predict.py --videos my-clips --adapter runs/r128-a1024 --sheet my-clips.png # your own videos, ranked
     python predict.py --data data/memento10k --adapter runs/r128-a1024 --split test --explain --report test.html
 
@@ -14,8 +16,10 @@ one is invalid and gets the training mean (counted and reported). constrained de
 answers only; expected reads the probability of each of the 101 answers (one prefill and one more forward) and
 scores their expectation. Frames get the run's pixel budget, frame count and input (images or one video) unless told
 otherwise.
-The CSV has the header video_id,mem_score with scores 0-1 (expected: then argmax,std, also 0-1). With labels, SRCC is
-printed with its 95% CI. With --videos, the CSV is the ranking of the folder's videos with their captions (folder.py).
+The CSV has the header video_id,mem_score with scores 0-1 (expected: then argmax,std, also 0-1), the scores of the
+run's target (--target): a long-term run's file is named ...-long.csv, one of another source than the run's names that
+source (predictions-videomem-test.csv). With labels, SRCC is printed with its 95% CI. With --videos, the CSV is the
+ranking of the folder's videos with their captions (folder.py).
 --explain (explain.py) also writes explain-NAME.csv beside it: each frame's and caption's share of the expected score,
 what the score loses when that input alone is taken away. --report FILE.html (report.py) writes the scored videos as
 one self-contained page: ranks, scores, frames, captions and shares, sortable.
@@ -300,7 +304,8 @@ def resolve_run(path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # ---
-    parser.add_argument("--data", default="data/memento10k", help="Memento10k root (authors' JSON or MediaEval CSV layout)")
+    parser.add_argument("--data", default="data/memento10k", help="dataset root (Memento10k, TRECVid, VideoMem): the "
+                        "run's source, or another one")
     parser.add_argument("--videos", help="instead of a split: score every video file in this folder (folder.py)")
     parser.add_argument("--recursive", action="store_true", help="with --videos: also the videos in its subfolders")
     parser.add_argument("--captions", help="with --videos: a video,caption CSV (1-5 rows a video; video: its path "
@@ -318,6 +323,8 @@ def main(argv=None):
                         help="how a score is read (scoring.py): greedy (the paper's), constrained or expected; "
                              "default: the run's, or greedy")
     parser.add_argument("--split", default="test", choices=data.SPLITS, help="videos to predict")
+    parser.add_argument("--target", default=None, choices=data.TARGETS,
+                        help="the score predicted and scored: short- or long-term (default: the run's, or short)")
     parser.add_argument("--fold", type=int, default=None, help="predict fold K of trainval (with --split trainval)")
     parser.add_argument("--folds", type=int, default=None, help="number of folds (default: the run's, or 5)")
     parser.add_argument("--seed", type=int, default=None, help="fold seed (default: the run's, or 0)")
@@ -367,12 +374,18 @@ def main(argv=None):
     min_pixels = args.min_pixels or run.get("min_pixels")
     fill = round(run["train_mean"]) if "train_mean" in run else PAPER_TRAIN_MEAN
     batch_size = args.batch_size or (explain.default_batch(n_frames) if args.explain else 8)
+    target = args.target or run.get("target", "short")
     if args.videos:
         suffix = os.path.basename(os.path.normpath(os.path.abspath(args.videos)))
         default_out = f"scores-{suffix}.csv"
     else:
-        suffix = f"{args.split}" + (f"-fold{args.fold}" if args.fold is not None else "")
+        source = data.source(args.data)
+        other = "source" in run and source != run["source"]  # the run trained on another source than it predicts
+        suffix = (f"{source.lower()}-" if other else "") + args.split + (f"-fold{args.fold}" if args.fold is not None
+                                                                         else "") + ("-long" if target == "long" else "")
         default_out = f"predictions-{suffix}.csv"
+        if other:
+            print(f"across sources: the run trained on {run['source']} ({run.get('data')}), predicting {source}")
     out = args.out or os.path.join(os.path.dirname(adapter) if adapter else ".", default_out)
 
     if adapter:
@@ -385,7 +398,10 @@ def main(argv=None):
                                   + ("" if args.recursive else "; --recursive looks in its subfolders too"))
     else:
         bad = [] if args.skip_bad else None
-        videos = data.heldout(args.data, args.split, args.fold, folds, seed, bad)
+        videos = data.heldout(args.data, args.split, args.fold, folds, seed, bad, target)
+        note = data.captions_note(videos)
+        if note:
+            print(note)
     processor = qwen.load_processor(model_id, max_pixels, min_pixels, video)
     cache = frames.FrameCache(args.cache, n_frames, qwen.budget_of(processor))
     videos = cache.fill(videos, bad, timed=video)
@@ -426,7 +442,7 @@ def main(argv=None):
             print(f"wrote {args.sheet}")
     else:
         write_table(out, *table)
-    print(f"wrote {len(scores)} predictions to {out}")
+    print(f"wrote {len(scores)} predictions of the {target}-term score to {out}")
     print(f"invalid answers: {invalid}/{len(scores)} ({100 * invalid / max(len(scores), 1):.2f}%), replaced by {fill}")
     if shares:
         header, rows = explain.table(table, shares, n_frames)

@@ -1,9 +1,11 @@
 """
-Synthetic Memento10k datasets and video clips, written in the real formats: the demo, the tests and bench.py read
-them through the same code as the real dataset. Nothing here is part of the method.
+Synthetic datasets (Memento10k, TRECVid, VideoMem) and video clips, written in the real formats: the demo, the tests
+and bench.py read them through the same code as the real datasets. Nothing here is part of the method.
 
     python synthetic.py runs/synth --n 300                  # the authors' JSON layout
     python synthetic.py runs/synth-csv --n 300 --layout csv # the MediaEval 2021 layout
+    python synthetic.py runs/synth-trecvid --n 300 --layout trecvid    # MediaEval 2021's TRECVid: short and long term
+    python synthetic.py runs/synth-videomem --n 300 --layout videomem  # VideoMem: dev-set, test-set, webm videos
     python synthetic.py runs/synth-pos --n 300 --rule position   # the score in the last third only (RULES)
     python synthetic.py runs/clips --clips 16               # 3-second 720p H.264 clips of textured motion (bench.py)
 """
@@ -16,7 +18,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-import data
+import sources
 from errors import cli
 
 
@@ -70,7 +72,7 @@ def fade(rng, n_frames, size):
     position bar; the last frame carries the score, the middle one half of it, the first none."""
     first, last = rng.uniform(0, 1, size=2)
     tint = rng.uniform(0.6, 1.0, size=3)
-    return synthetic_frames(first, last, tint, n_frames, size), last
+    return synthetic_frames(first, last, tint, n_frames, size), last, first
 
 
 def position(rng, n_frames, size):
@@ -78,7 +80,7 @@ def position(rng, n_frames, size):
     middle and last frame look alike, and only its position tells the scoring frame."""
     levels = rng.uniform(0, 1, size=3)
     thirds = np.minimum(np.arange(n_frames) * 3 // n_frames, 2)
-    return grey(levels[thirds], size), levels[2]
+    return grey(levels[thirds], size), levels[2], levels[0]
 
 
 def window(rng, n_frames, size):
@@ -87,7 +89,7 @@ def window(rng, n_frames, size):
     levels, level = rng.uniform(0, 1, size=n_frames), rng.uniform(0, 1)
     where = np.arange(n_frames) / (n_frames - 1)
     levels[(where >= 0.15) & (where <= 0.35)] = level
-    return grey(levels, size), level
+    return grey(levels, size), level, levels[0]
 
 
 def grey(levels, size):
@@ -96,58 +98,86 @@ def grey(levels, size):
     return np.broadcast_to(values[:, None, None, None], (len(values), size, size, 3)).copy()
 
 
-# What carries the score in a synthetic clip (--rule). Each returns the frames and the level (0-1) the score follows.
+# What carries the score in a synthetic clip (--rule). Each returns the frames, the level (0-1) the short-term score
+# follows, and the first frame's level, which the long-term score follows (the second rule: drawn independently of the
+# first, so a model that learned one predicts the other no better than chance).
 RULES = {"fade": fade, "position": position, "window": window}
+# The dataset layouts written (sources.py reads each): Memento10k's two releases, MediaEval 2021's TRECVid, VideoMem
+LAYOUTS = ("json", "csv", "trecvid", "videomem")
 
 
 def make_synthetic(root, n=200, seed=0, layout="json", n_frames=24, size=64, rule="fade"):
     """
-    Write n videos split 70/15/15 into train, val and test, in the authors' JSON or the MediaEval CSV layout.
-    The score is 0.45 + 0.5 x a level (0-1) that `rule` hides in the frames (RULES), plus a little noise; the
-    captions say nothing of it. Test labels are withheld from the split's file and written to test_labels.csv.
+    Write n videos split 70/15/15 into train, val and test in one of LAYOUTS (VideoMem's dev-set holds train + val).
+    The short-term score is 0.45 + 0.5 x a level (0-1) that `rule` hides in the frames (RULES), plus a little noise; the
+    long-term score (TRECVid, VideoMem) is 0.3 + 0.6 x the first frame's level, plus noise. The captions say nothing of
+    either: five a video on Memento10k, two to four on TRECVid, one on VideoMem. Test labels are withheld from the
+    split's files and written to test_labels.csv (short-term) and test_labels_long.csv (long-term, where there is one).
+    Every layout holds the same videos and scores for a seed: only the files differ.
     """
     rng = np.random.default_rng(seed)
+    extra = np.random.default_rng([seed, 1])  # what Memento10k lacks draws from its own stream: its files stay as they were
     n_train, n_val = round(0.7 * n), round(0.15 * n)
     splits = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
     records = {s: [] for s in ("train", "val", "test")}
     for i, split in enumerate(tqdm(splits, desc="writing synthetic videos", unit="video")):
-        frames, level = RULES[rule](rng, n_frames, size)
+        frames, level, first = RULES[rule](rng, n_frames, size)
         score = float(np.clip(0.45 + 0.5 * level + rng.normal(0, 0.01), 0, 1))
+        long_score = float(np.clip(0.3 + 0.6 * first + extra.normal(0, 0.01), 0, 1))
         captions = [synthetic_caption(rng) for _ in range(5)]
-        video_id = f"synthetic_{i:05d}" if layout == "json" else f"{i:05d}"
-        if layout == "json":
-            folder, filename = os.path.join(root, "videos"), f"{video_id}.mp4"
-        else:
-            folder, filename = os.path.join(root, data.CSV_DIRS[split][0], "Videos"), f"{video_id}.mp4"
+        captions = {"trecvid": captions[:extra.integers(2, 5)], "videomem": captions[:1]}.get(layout, captions)
+        folder, video_id, filename = _where(root, layout, split, i)
         os.makedirs(folder, exist_ok=True)
         write_video(os.path.join(folder, filename), frames)
-        records[split].append(dict(video_id=video_id, filename=filename, captions=captions,
-                                   mem_score=round(score, 4), alpha=-round(rng.uniform(0, 0.01), 5)))
-    (_write_json if layout == "json" else _write_csv)(root, records)
-    with open(os.path.join(root, "test_labels.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video_id", "mem_score"])
-        w.writerows([r["video_id"], r["mem_score"]] for r in records["test"])
+        records[split].append(dict(video_id=video_id, filename=filename, captions=captions, mem_score=round(score, 4),
+                                   long_score=round(long_score, 4), alpha=-round(rng.uniform(0, 0.01), 5),
+                                   annotations=int(extra.integers(30, 90)), long_annotations=int(extra.integers(9, 30))))
+    write = {"json": _write_json, "csv": _write_csv, "trecvid": _write_csv, "videomem": _write_videomem}[layout]
+    write(root, records, layout)
+    labels = [("test_labels.csv", "mem_score")]
+    if layout in ("trecvid", "videomem"):
+        labels.append(("test_labels_long.csv", "long_score"))
+    for name, key in labels:
+        with open(os.path.join(root, name), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["video_id", "mem_score"])
+            w.writerows([r["video_id"], r[key]] for r in records["test"])
     return root
 
 
-def _write_json(root, records):
+def _where(root, layout, split, i):
+    """(folder, video id, file name) of synthetic video i: the names each release gives its videos."""
+    if layout == "json":
+        return os.path.join(root, "videos"), f"synthetic_{i:05d}", f"synthetic_{i:05d}.mp4"
+    if layout == "videomem":
+        folder = sources.VIDEOMEM_DIRS["test" if split == "test" else "trainval"]
+        return os.path.join(root, folder, "sources"), f"video{i}", f"video{i}.webm"
+    return os.path.join(root, sources.CSV_DIRS[split][0], "Videos"), f"{i:05d}", f"{i:05d}.mp4"
+
+
+def _write_json(root, records, layout="json"):
     for split, rows in records.items():
         out = [dict(filename=r["filename"], url=f"https://example.invalid/{r['filename']}", captions=r["captions"],
                     action_labels=[], **({} if split == "test" else dict(mem_score=r["mem_score"], alpha=r["alpha"])))
                for r in rows]
-        with open(os.path.join(root, data.JSON_FILES[split]), "w") as f:
+        with open(os.path.join(root, sources.JSON_FILES[split]), "w") as f:
             json.dump(out, f, indent=1)
 
 
-def _write_csv(root, records):
+def _write_csv(root, records, layout="csv"):
+    """MediaEval 2021's files: Memento10k's captions one row a video, TRECVid's one row a caption and its scores with
+    the long-term columns too."""
     for split, rows in records.items():
-        folder, prefix = data.CSV_DIRS[split]
+        folder, prefix = sources.CSV_DIRS[split]
         base = os.path.join(root, folder)
         with open(os.path.join(base, f"{prefix}_text_descriptions.csv"), "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["video_id"] + [f"description_{k}" for k in range(5)])
-            w.writerows([r["video_id"], *r["captions"]] for r in rows)
+            if layout == "trecvid":
+                w.writerow(["video_id", "description"])
+                w.writerows([r["video_id"], c] for r in rows for c in r["captions"])
+            else:
+                w.writerow(["video_id"] + [f"description_{k}" for k in range(5)])
+                w.writerows([r["video_id"], *r["captions"]] for r in rows)
         with open(os.path.join(base, f"{prefix}_video_urls.csv"), "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["video_id", "video_url"])
@@ -156,10 +186,36 @@ def _write_csv(root, records):
             continue
         with open(os.path.join(base, f"{prefix}_scores.csv"), "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["video_id", "video_url", "annotations_short_term", "scores_raw_short_term",
-                        "scores_normalized_short_term", "decay_alpha"])
-            w.writerows([r["video_id"], f"https://example.invalid/{r['filename']}", 90, r["mem_score"],
-                         r["mem_score"], r["alpha"]] for r in rows)
+            if layout == "trecvid":
+                w.writerow(["video_id", "video_url", "annotations_short_term", "annotations_long_term",
+                            "scores_raw_short_term", "scores_raw_long_term", "scores_normalized_short_term",
+                            "decay_alpha"])
+                w.writerows([r["video_id"], f"https://example.invalid/{r['filename']}", r["annotations"],
+                             r["long_annotations"], r["mem_score"], r["long_score"], r["mem_score"], r["alpha"]]
+                            for r in rows)
+            else:
+                w.writerow(["video_id", "video_url", "annotations_short_term", "scores_raw_short_term",
+                            "scores_normalized_short_term", "decay_alpha"])
+                w.writerows([r["video_id"], f"https://example.invalid/{r['filename']}", 90, r["mem_score"],
+                             r["mem_score"], r["alpha"]] for r in rows)
+
+
+def _write_videomem(root, records, layout="videomem"):
+    """VideoMem's files: the dev set's ground truth and the captions of each set, one line a video with its caption's
+    words joined by dashes; the test set's ground truth is withheld."""
+    sets = {"trainval": records["train"] + records["val"], "test": records["test"]}
+    for split, rows in sets.items():
+        folder = sources.VIDEOMEM_DIRS[split]
+        with open(os.path.join(root, folder, sources.VIDEOMEM_CAPTIONS[split == "test"].format(folder)), "w") as f:
+            f.writelines(f"{r['filename']}\t{r['captions'][0].replace(' ', '-')}\n" for r in rows)
+    os.makedirs(os.path.join(root, "dev-set", "ground-truth"), exist_ok=True)
+    with open(os.path.join(root, "dev-set", "ground-truth", sources.VIDEOMEM_TRUTH.format("dev-set")), "w",
+              newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "short-term_memorability", "nb_short-term_annotations", "long-term_memorability",
+                    "nb_long-term_annotations"])
+        w.writerows([r["filename"], r["mem_score"], r["annotations"], r["long_score"], r["long_annotations"]]
+                    for r in sets["trainval"])
 
 
 def write_clips(folder, n=16, seconds=3, fps=30, height=720, width=1280, seed=0, part=(0, 1)):
@@ -202,7 +258,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", help="folder to write")
     parser.add_argument("--n", type=int, default=200, help="number of synthetic videos")
-    parser.add_argument("--layout", default="json", choices=["json", "csv"], help="the dataset's layout")
+    parser.add_argument("--layout", default="json", choices=LAYOUTS, help="the dataset's layout (sources.py)")
     parser.add_argument("--seed", type=int, default=0, help="seed")
     parser.add_argument("--rule", default="fade", choices=list(RULES), help="what carries the score in the frames")
     parser.add_argument("--clips", type=int, help="instead: this many 3-second 720p H.264 clips")

@@ -4,6 +4,8 @@ Fine-tune a 4-bit Qwen VLM with LoRA to predict video memorability (Martin-Ferna
     python train.py --data data/memento10k --r 128 --alpha 1024              # train on train, SRCC on val
     python train.py --data data/memento10k --split trainval --out runs/final # the model for the test set
     python train.py --data data/memento10k --split trainval --fold 0 --folds 5 --out runs/fold0
+    python train.py --data "data/mediaeval2021/TRECVid Data" --target long   # long-term scores (TRECVid, VideoMem)
+    python train.py --data data/memento10k --split trainval --heldout-data data/videomem  # SRCC on another source
     python train.py ... --max-pixels 401408                                  # frames of up to 896 x 448 pixels
     python train.py ... --frames 8 --input video                             # 8 frames as one native video input
     python train.py ... --resume                                             # continue a killed run
@@ -48,12 +50,16 @@ DEFAULT_MAX_PIXELS, DEFAULT_WORKERS = frames.DEFAULT_MAX_PIXELS, frames.default_
 
 @dataclass
 class Config:
-    data: str = "data/memento10k"  # Memento10k root: authors' JSON or MediaEval 2021 CSV layout
+    data: str = "data/memento10k"  # dataset root: Memento10k (either release), MediaEval 2021's TRECVid, VideoMem
     model: str = qwen.DEFAULT_MODEL  # hub id or local folder of a native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint
     quant: str = "nf4"  # nf4: bitsandbytes 4-bit NF4 with double quantization; none: the checkpoint's precision
     out: str | None = None  # run directory; None: runs/r{R}-a{ALPHA}
     split: str = "train"  # train (held out: val) or trainval (held out: fold K with --fold, else nothing)
     fold: int | None = None  # held-out fold of trainval, 0..folds-1
+    # another source's root: its labelled videos (trainval) are held out instead of val or a fold (MediaEval 2021's
+    # subtask 2: train on one source, predict the other)
+    heldout_data: str | None = None
+    target: str = "short"  # the score that becomes the label: short-term, or long-term (TRECVid, VideoMem)
     folds: int = 5  # number of cross-validation folds over trainval
     seed: int = 0  # seeds the folds, the data order, the LoRA init and dropout
     frames: int = 3  # frames per video, evenly spaced from first to last (3: first, middle, last)
@@ -95,6 +101,8 @@ class Config:
             (self.quant in ("nf4", "none"), f"--quant must be nf4 or none, not {self.quant!r}"),
             (self.split in ("train", "trainval"), f"--split must be train or trainval, not {self.split!r}"),
             (self.fold is None or self.split == "trainval", "--fold needs --split trainval"),
+            (self.fold is None or self.heldout_data is None, "give one of --fold and --heldout-data: what is held out"),
+            (self.target in data.TARGETS, f"--target must be one of {', '.join(data.TARGETS)}, not {self.target!r}"),
             (self.folds >= 2, f"--folds must be at least 2, not {self.folds}"),
             (self.fold is None or 0 <= self.fold < self.folds, f"--fold {self.fold} is outside 0..{self.folds - 1}"),
             (self.frames >= 1, f"--frames must be at least 1, not {self.frames}"),
@@ -327,14 +335,16 @@ def fit(cfg, net, processor, opt, train_videos, heldout, cache, start_step=0, hi
 
 
 def heldout_name(cfg):
-    return "val" if cfg.split == "train" else f"trainval-fold{cfg.fold}"
+    """What the held-out videos are called in the names of their predictions; a long-term run's say so."""
+    name = "heldout-source" if cfg.heldout_data else "val" if cfg.split == "train" else f"trainval-fold{cfg.fold}"
+    return name + ("-long" if cfg.target == "long" else "")
 
 
 # Settings that do not change what a run learns: a resumed run may change them (decode: how it is evaluated).
 FREE_SETTINGS = ("log_every", "eval_batch_size", "ckpt_every", "keep", "cache", "workers", "decode")
 # Where things are, not what they are: a run copied to another machine or folder resumes there. The data is checked
 # by its ids and order (the checkpoint's), the model by its configuration (model.identity).
-PATHS = ("out", "data", "model")
+PATHS = ("out", "data", "model", "heldout_data")
 
 
 def prepare_out(cfg, resume, overwrite, world=1):
@@ -381,7 +391,8 @@ def main(cfg, resume=False, overwrite=False):
     say = print if rank == 0 else (lambda *args, **kwargs: None)
     # Bad records stop the run before anything is written, a run being replaced included.
     bad = [] if cfg.skip_bad else None
-    train_videos, heldout = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad)
+    train_videos, heldout = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad, cfg.target,
+                                               cfg.heldout_data)
     if cfg.targets is None:  # the paper's, for this model: recorded as such, so a resume compares like with like
         cfg.targets = qwen.paper_targets(cfg.model)
     on_first_rank(prepare_out, cfg, resume, overwrite, world)
@@ -404,7 +415,10 @@ def main(cfg, resume=False, overwrite=False):
     if cfg.fold is not None and rank == 0:
         folds = data.make_folds([v.video_id for v in train_videos + heldout], cfg.folds, cfg.seed)
         write_atomic(os.path.join(cfg.out, "folds.json"), json.dumps(dict(seed=cfg.seed, folds=folds)))
-    say(f"training videos: {len(train_videos)} | held-out videos: {len(heldout)}")
+    say(f"training videos: {len(train_videos)} | held-out videos: {len(heldout)}"
+        + (f" (of {cfg.heldout_data})" if cfg.heldout_data else "") + f" | target: {cfg.target}-term scores")
+    for note in dict.fromkeys(data.captions_note(v) for v in (train_videos, heldout) if data.captions_note(v)):
+        say(note)
     sample = frames.Batches(train_videos, cache, processor, video=video)[[0]][0]
     visual, tokens = prompt.token_counts(sample, processor.tokenizer)[0]
     say(f"tokens per sample: {visual} visual ({cfg.frames} frames{' as one video' if video else ''}, at most "
@@ -416,7 +430,7 @@ def main(cfg, resume=False, overwrite=False):
     if rank == 0:
         write_atomic(os.path.join(cfg.out, "config.json"), json.dumps(
             dict(asdict(cfg), train_mean=train_mean, ranks=world, global_batch=global_batch(cfg, world),
-                 model_identity=qwen.identity(cfg.model)), indent=1))
+                 model_identity=qwen.identity(cfg.model), source=data.source(cfg.data)), indent=1))
 
     model = build_model(cfg)
     trainable, total = qwen.count_parameters(model)
@@ -460,12 +474,17 @@ def parse_args(argv=None):
     d = Config()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # ---
-    parser.add_argument("--data", default=d.data, help="Memento10k root (authors' JSON or MediaEval 2021 CSV layout)")
+    parser.add_argument("--data", default=d.data, help="dataset root: Memento10k (authors' JSON or MediaEval 2021 CSV), "
+                        "MediaEval 2021's TRECVid or VideoMem; the layout is detected")
     parser.add_argument("--model", default=d.model, help="hub id or local folder of a native Qwen VLM")
     parser.add_argument("--quant", default=d.quant, choices=["nf4", "none"], help="4-bit NF4 or the checkpoint's precision")
     parser.add_argument("--out", help="run directory (default: runs/r{R}-a{ALPHA})")
     parser.add_argument("--split", default=d.split, choices=["train", "trainval"], help="what to train on")
     parser.add_argument("--fold", type=int, default=d.fold, help="held-out fold of trainval (needs --split trainval)")
+    parser.add_argument("--heldout-data", default=d.heldout_data,
+                        help="another source's root: hold out its labelled videos instead of val or a fold")
+    parser.add_argument("--target", default=d.target, choices=data.TARGETS,
+                        help="the score to learn: short-term, or long-term (TRECVid, VideoMem)")
     parser.add_argument("--folds", type=int, default=d.folds, help="number of folds")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of folds, data order, LoRA init and dropout")
     parser.add_argument("--frames", type=int, default=d.frames, help="frames per video, evenly spaced")

@@ -11,6 +11,7 @@ import pytest
 
 import data
 import model as qwen
+import sources
 from errors import InputError
 from frames import DEFAULT_MAX_PIXELS, FrameCache, frame_indices, read_frames
 from synthetic import synthetic_frames, write_video
@@ -41,10 +42,10 @@ def test_csv_layout(synthetic_csv):
 
 
 def test_csv_captions_one_row_per_caption(synthetic_csv, tmp_path):
-    wide = data._read_captions(os.path.join(synthetic_csv, "training_set", "train_text_descriptions.csv"))
+    wide, _ = sources.read_captions(os.path.join(synthetic_csv, "training_set", "train_text_descriptions.csv"))
     long = tmp_path / "long.csv"
     long.write_text("video_id,description\n" + "".join(f"{k},{c}\n" for k, cs in wide.items() for c in cs))
-    assert data._read_captions(str(long)) == wide
+    assert sources.read_captions(str(long))[0] == wide
 
 
 def test_unknown_root_says_what_was_expected(tmp_path):
