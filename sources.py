@@ -182,11 +182,6 @@ def _videos(rows, video, scores_path, captions_path, lines, test, five, bad):
     if test:
         known = {key: score for _, key, score in rows}
         rows, scores_path = [(f"{captions_path}: line {lines[key]}", key, known.get(key, "")) for key in lines], captions_path
-    else:
-        listed = {key for _, key, _ in rows}
-        for key in (k for k in lines if k not in listed):
-            problem(bad, f"{captions_path}: line {lines[key]}", f"video {key} is not in {os.path.basename(scores_path)}",
-                    key)
     videos = []
     for where, key, score in rows:
         where = f"{where} (video {key})"
@@ -202,7 +197,11 @@ def _videos(rows, video, scores_path, captions_path, lines, test, five, bad):
             continue
         if _valid(v, where, not test, bad, five):
             videos.append(v)
-    return nonempty(drop_duplicates(videos, scores_path, bad), scores_path, len(rows))
+    videos = nonempty(drop_duplicates(videos, scores_path, bad), scores_path, len(rows))
+    listed = {key for _, key, _ in rows}
+    for key in (k for k in lines if k not in listed):  # (a test split's rows are its captions)
+        problem(bad, f"{captions_path}: line {lines[key]}", f"video {key} is not in {os.path.basename(scores_path)}", key)
+    return videos
 
 
 # -----------------------------------------------------------------------------
@@ -291,7 +290,11 @@ def read_captions(path):
     captions}, {video_id: the first line that names it}).
     """
     captions, lines = {}, {}
-    for n, row in _rows(path, ["video_id"]):
+    rows = _rows(path, ["video_id"])
+    if rows and "description" not in rows[0][1] and not any(k.startswith("description_") for k in rows[0][1]):
+        raise InputError(f"{path}: line 1: expected the columns video_id,description (one row a caption) or "
+                         "video_id,description_0,...,description_4 (one row a video)")
+    for n, row in rows:
         video_id = row["video_id"].strip()
         lines.setdefault(video_id, n)
         if "description" in row:

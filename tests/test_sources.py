@@ -8,8 +8,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from scipy import stats
@@ -22,14 +20,8 @@ import train
 from errors import InputError
 from frames import read_frames
 from synthetic import make_synthetic
-from conftest import RECIPE, ROOT
+from conftest import RECIPE, script
 from test_train import LEARNED, MSE, UNLEARNED
-
-
-def script(name, *args):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, name), *map(str, args)], cwd=ROOT, capture_output=True,
-                       text=True)
-    return p.returncode, p.stdout, p.stderr
 
 
 def read_csv(path):
@@ -177,6 +169,9 @@ BAD = {
     "VideoMem without its long-term column": (
         "videomem", VIDEOMEM_TRUTH, drop_column("long-term_memorability"), "trainval",
         f"{VIDEOMEM_TRUTH}: line 1: missing column(s) long-term_memorability"),
+    "TRECVid captions under another column": (
+        "trecvid", TRECVID_CAPTIONS, lambda lines: ["video_id,text"] + lines[1:], "train",
+        f"{TRECVID_CAPTIONS}: line 1: expected the columns video_id,description (one row a caption) or "),
     "a TRECVid caption of an unknown video": (
         "trecvid", TRECVID_CAPTIONS, lambda lines: lines + ["99999,a caption of no video"], "train",
         f"{TRECVID_CAPTIONS}: line LAST: video 99999 is not in train_scores.csv"),
