@@ -136,12 +136,7 @@ def _read_csv(root, split, bad, column, five):
     captions_path = os.path.join(base, f"{prefix}_text_descriptions.csv")
     captions, lines = read_captions(captions_path)
     scores_path = os.path.join(base, f"{prefix}_scores.csv")
-    rows = []
-    if os.path.isfile(scores_path):
-        rows = [(f"{scores_path}: line {n}", row["video_id"].strip(), row[column].strip())
-                for n, row in _rows(scores_path, ["video_id", column])]
-    elif split != "test":
-        raise InputError(f"{scores_path}: missing")
+    rows = _score_rows(scores_path, "video_id", column, split)
 
     def video(key, score):
         return Video(key, _video_file(os.path.join(base, "Videos"), f"{int(key):05d}"), captions.get(key, []), score)
@@ -159,17 +154,21 @@ def _read_videomem(root, split, bad, column):
         raise InputError(f"{names[0]}: missing (nor is there {os.path.basename(names[1])})")
     captions, lines = _read_caption_lines(captions_path)
     truth_path = os.path.join(base, "ground-truth", VIDEOMEM_TRUTH.format(folder))
-    rows = []
-    if os.path.isfile(truth_path):
-        rows = [(f"{truth_path}: line {n}", row["video"].strip(), row[column].strip())
-                for n, row in _rows(truth_path, ["video", column])]
-    elif split != "test":
-        raise InputError(f"{truth_path}: missing")
+    rows = _score_rows(truth_path, "video", column, split)
 
     def video(key, score):
         return Video(os.path.splitext(key)[0], os.path.join(base, "sources", key), captions.get(key, []), score)
 
     return _videos(rows, video, truth_path, captions_path, lines, split == "test", False, bad)
+
+
+def _score_rows(path, key, column, split):
+    """A scores file's rows as (where, the video's key, its score as text); a test split's file may be missing."""
+    if not os.path.isfile(path):
+        if split == "test":
+            return []
+        raise InputError(f"{path}: missing")
+    return [(f"{path}: line {n}", row[key].strip(), row[column].strip()) for n, row in _rows(path, [key, column])]
 
 
 def _videos(rows, video, scores_path, captions_path, lines, test, five, bad):
