@@ -345,7 +345,7 @@ def figures(template, best):
                                                      template.target)}
     truth = {video_id: v.score for video_id, v in videos.items()}
     predicted = {}
-    for cfg in plan(template, [best["r"]], [best["alpha"]]):  # every video predicted by a model that did not train on it
+    for cfg in plan(template, [best["r"]], [best["alpha"]]):  # each video predicted by a model that did not train on it
         predicted.update(predict.read_labels(predictions_path(cfg)))
     ids = [v for v in predicted if v in truth]
     m = predict.metrics([round(100 * predicted[v]) for v in ids], [truth[v] for v in ids])
@@ -404,9 +404,9 @@ def parse_args(argv=None):
     d = train.Config()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Every other flag is train.py's and goes to each fold (python train.py --help), e.g. --target, --targets, "
-               "--batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --input, --quant, --no-grad-ckpt, "
-               "--cache, --decode.",
+        epilog="Every other flag is train.py's and goes to each fold (python train.py --help), e.g. --target, "
+               "--targets, --batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --input, --quant, "
+               "--no-grad-ckpt, --cache, --decode.",
         allow_abbrev=False)  # else --fold would silently abbreviate --folds
     # ---
     parser.add_argument("--data", default=d.data, help="dataset root (Memento10k, TRECVid, VideoMem): what to train on")

@@ -65,7 +65,8 @@ def captions_note(videos):
     counts = [len(v.captions) for v in videos]
     if not counts or set(counts) == {5}:
         return None
-    span = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)} to {max(counts)} (mean {np.mean(counts):.1f})"
+    low, high = min(counts), max(counts)
+    span = f"{low}" if low == high else f"{low} to {high} (mean {np.mean(counts):.1f})"
     return f"captions a video: {span}, not Listing 1's five: the prompt lists those each video has, one a line"
 
 

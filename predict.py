@@ -381,8 +381,8 @@ def main(argv=None):
     else:
         source = data.source(args.data)
         other = "source" in run and source != run["source"]  # the run trained on another source than it predicts
-        suffix = (f"{source.lower()}-" if other else "") + args.split + (f"-fold{args.fold}" if args.fold is not None
-                                                                         else "") + ("-long" if target == "long" else "")
+        suffix = ((f"{source.lower()}-" if other else "") + args.split
+                  + (f"-fold{args.fold}" if args.fold is not None else "") + ("-long" if target == "long" else ""))
         default_out = f"predictions-{suffix}.csv"
         if other:
             print(f"across sources: the run trained on {run['source']} ({run.get('data')}), predicting {source}")

@@ -70,7 +70,8 @@ def layout(root):
         return "trecvid" if set(TRECVID_COLUMNS) & {c.strip() for c in header} else "csv"
     if os.path.isfile(os.path.join(root, "dev-set", "ground-truth", VIDEOMEM_TRUTH.format("dev-set"))):
         return "videomem"
-    inside = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "training_set", "train_scores.csv")))
+    inside = sorted(d for d in os.listdir(root)
+                    if os.path.isfile(os.path.join(root, d, "training_set", "train_scores.csv")))
     if inside:  # MediaEval 2021's release: "Memento10k Data/" and "TRECVid Data/" side by side
         raise InputError(f"{root}: holds {' and '.join(inside)}: pass one of them as --data")
     raise InputError(f"{root}: not a dataset root: expected {JSON_FILES['train']} (Memento10k, authors' release), "
@@ -180,7 +181,8 @@ def _videos(rows, video, scores_path, captions_path, lines, test, five, bad):
     """
     if test:
         known = {key: score for _, key, score in rows}
-        rows, scores_path = [(f"{captions_path}: line {lines[key]}", key, known.get(key, "")) for key in lines], captions_path
+        rows = [(f"{captions_path}: line {lines[key]}", key, known.get(key, "")) for key in lines]
+        scores_path = captions_path
     videos = []
     for where, key, score in rows:
         where = f"{where} (video {key})"
@@ -199,7 +201,8 @@ def _videos(rows, video, scores_path, captions_path, lines, test, five, bad):
     videos = nonempty(drop_duplicates(videos, scores_path, bad), scores_path, len(rows))
     listed = {key for _, key, _ in rows}
     for key in (k for k in lines if k not in listed):  # (a test split's rows are its captions)
-        problem(bad, f"{captions_path}: line {lines[key]}", f"video {key} is not in {os.path.basename(scores_path)}", key)
+        problem(bad, f"{captions_path}: line {lines[key]}", f"video {key} is not in {os.path.basename(scores_path)}",
+                key)
     return videos
 
 

@@ -118,7 +118,7 @@ def make_synthetic(root, n=200, seed=0, layout="json", n_frames=24, size=64, rul
     Every layout holds the same videos and scores for a seed: only the files differ.
     """
     rng = np.random.default_rng(seed)
-    extra = np.random.default_rng([seed, 1])  # what Memento10k lacks draws from its own stream: its files stay as they were
+    extra = np.random.default_rng([seed, 1])  # what Memento10k lacks draws from a stream of its own: its files stay
     n_train, n_val = round(fractions[0] * n), round(fractions[1] * n)
     splits = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
     records = {s: [] for s in ("train", "val", "test")}
@@ -134,7 +134,8 @@ def make_synthetic(root, n=200, seed=0, layout="json", n_frames=24, size=64, rul
         write_video(os.path.join(folder, filename), frames)
         records[split].append(dict(video_id=video_id, filename=filename, captions=captions, mem_score=round(score, 4),
                                    long_score=round(long_score, 4), alpha=-round(rng.uniform(0, 0.01), 5),
-                                   annotations=int(extra.integers(30, 90)), long_annotations=int(extra.integers(9, 30))))
+                                   annotations=int(extra.integers(30, 90)),
+                                   long_annotations=int(extra.integers(9, 30))))
     write = {"json": _write_json, "csv": _write_csv, "trecvid": _write_csv, "videomem": _write_videomem}[layout]
     write(root, records, layout)
     labels = [("test_labels.csv", "mem_score")]
