@@ -20,7 +20,7 @@ import train
 from errors import InputError
 from frames import read_frames
 from synthetic import make_synthetic
-from conftest import RECIPE, script
+from conftest import RECIPE, command, script
 from test_train import LEARNED, MSE, UNLEARNED
 
 
@@ -244,7 +244,9 @@ def test_old_runs_resume_without_the_new_settings():
 def trecvid(tmp_path_factory):
     """300 videos in TRECVid's layout (210 train, 45 dev, 45 test), the demo's rule: the short-term score follows the
     last frame, the long-term score the first (synthetic.RULES), drawn independently."""
-    return make_synthetic(str(tmp_path_factory.mktemp("trecvid")), n=300, seed=0, layout="trecvid")
+    folder = str(tmp_path_factory.mktemp("trecvid"))
+    command("synthetic.py", folder, "--n", 300, "--layout", "trecvid")  # README's command
+    return folder
 
 
 @pytest.fixture(scope="module")
