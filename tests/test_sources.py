@@ -256,10 +256,19 @@ def videomem(tmp_path_factory):
                           fractions=(0.1, 0.15))
 
 
+def beyond(predicted, short, long):
+    """How much more the predictions follow the short-term scores than the long-term scores themselves do: 45 videos'
+    two independent scores correlate by chance (-0.25 on these dev videos), and a model of the long-term score inherits
+    that, no more (within UNLEARNED, 3 standard deviations of chance)."""
+    return srcc(predicted, short) - srcc(long, short)
+
+
 def test_long_term_target_learns_its_rule_and_predicts_another_source(tiny, trecvid, videomem, cache, tmp_path):
     """train.py --target long on TRECVid with the tiny recipe: its held-out predictions follow the long-term scores and
     not the short-term ones; then predict.py with that run on VideoMem's test set, a source it never saw, as in
-    MediaEval 2021's subtask 2: the same."""
+    MediaEval 2021's subtask 2: the same. The recipe's 10 epochs, not the 6 of TEST_RECIPE: measured on seeds 0 / 1,
+    held-out SRCC 0.80 / 0.70 and on VideoMem 0.73 / 0.83 in 10 epochs; in 6, 0.63 / 0.75 and on VideoMem 0.34 / 0.76,
+    where reading the first frame and not the last one is still being learned."""
     out = tmp_path / "run"
     code, log, err = script("train.py", "--data", trecvid, "--target", "long", "--model", tiny, "--out", out,
                             "--cache", cache, *RECIPE, "--log-every", 1000)
@@ -273,7 +282,7 @@ def test_long_term_target_learns_its_rule_and_predicts_another_source(tiny, trec
     long = {v.video_id: v.score for v in data.load_split(trecvid, "val", target="long")}
     short = {v.video_id: v.score for v in data.load_split(trecvid, "val")}
     assert len(held) == 45 and srcc(held, long) == pytest.approx(metrics["srcc"])
-    assert abs(srcc(held, short)) < UNLEARNED, srcc(held, short)
+    assert abs(beyond(held, short, long)) < UNLEARNED, (srcc(held, short), srcc(long, short))
 
     code, log, err = script("predict.py", "--adapter", out, "--data", videomem, "--split", "test", "--cache", cache,
                             "--labels", os.path.join(videomem, "test_labels_long.csv"))
@@ -286,7 +295,7 @@ def test_long_term_target_learns_its_rule_and_predicts_another_source(tiny, trec
     long, short = (predict.read_labels(os.path.join(videomem, name)) for name in ("test_labels_long.csv",
                                                                                    "test_labels.csv"))
     assert srcc(predicted, long) >= LEARNED and f"SRCC {srcc(predicted, long):.4f}" in log, log
-    assert abs(srcc(predicted, short)) < UNLEARNED, srcc(predicted, short)
+    assert abs(beyond(predicted, short, long)) < UNLEARNED, (srcc(predicted, short), srcc(long, short))
 
 
 def test_cv_holds_out_a_whole_source(tiny, trecvid_small, videomem_small, cache, tmp_path):
