@@ -370,9 +370,11 @@ class QWenModel(nn.Module):
 
     @staticmethod
     def attention_mask(mask, b, n, past, device):
-        """An additive (b, 1, n, past + n) mask: 0 where a query may look, the float32 minimum where it may not (a
-        finite value: a padding query that sees nothing gets uniform weights, not NaN). mask: (b, past + n) with 1
-        for real tokens (causal on top of it), or (b, 1, n, past + n) bool (True: may look) taken as it is."""
+        """An additive (b, 1, n, past + n) mask: 0 where a query may look, the float32 minimum where it may not.
+        mask: (b, past + n) with 1 for real tokens (causal on top of it), or (b, 1, n, past + n) bool (True: may look)
+        taken as it is. A query that may look nowhere (a left-padding position) looks everywhere instead: its output
+        is never read, but a row with nothing to attend is NaN in some kernels (CUDA's memory-efficient SDPA; the
+        minimum is -inf in bf16), and 0 x NaN would carry it into every real position of the next layer."""
         if mask is not None and mask.dim() == 4:
             allowed = mask.bool()
         else:
@@ -380,6 +382,7 @@ class QWenModel(nn.Module):
             allowed = (torch.arange(past + n, device=device)[None, :] <= q[:, None])[None, None]
             if mask is not None:
                 allowed = allowed & mask.bool()[:, None, None, :]
+        allowed = allowed | ~allowed.any(-1, keepdim=True)
         return torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, torch.finfo(torch.float32).min)
 
 
