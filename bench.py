@@ -6,8 +6,8 @@ Benchmarks of the real run, one figure per subcommand, each through the project'
     python bench.py baseline --model DIR | --arch NAME  # the same, then HF Trainer + PEFT; speedup = ours / Trainer's
     python bench.py predict --model DIR | --arch NAME # predict.py's decoding modes, --explain; greedy vs generate
     python bench.py gpu --out gpu.json                # the prepared GPU check (README): learnability on CUDA, then
-                                                      # train, baseline and predict on qwen2.5-vl-7b, one JSON file
-    python bench.py wheels .whl                       # the wheels a GPU box without network needs (see README)
+                                                      # train, baseline and predict on qwen2.5-vl-7b and on the
+                                                      # paper's qwen-vl-chat, one JSON file
 
 Each prints a table; with --json, one JSON object as its last line. --arch builds a published architecture with
 random weights (tiny.make_random, no download), saves it and loads it through model.load_model in NF4, the path
@@ -34,10 +34,11 @@ import frames
 import model as qwen
 import predict
 import prompt
+import qwen_vl
 import scoring
 import synthetic
 import train
-from errors import cli
+from errors import InputError, cli
 from tiny import TINY_RECIPE, make_random, make_tiny
 
 # Dense bf16 peak of the cards we expect, FLOP/s (NVIDIA's datasheets, without sparsity); --peak-tflops overrides.
@@ -131,20 +132,41 @@ def step_flops(config, batches):
     Model FLOPs of one training step on `batches` (inputs of prompt.encode). The base is frozen, so the backward pass
     computes activation gradients only: the language model costs 4·N·T (2·N·T forward, 2·N·T backward) instead
     of the usual 6·N·T, attention 3 x 4·L·d·T² per sequence, the vision tower 2·N_vision per patch (forward only;
-    nothing in it trains). LoRA's own FLOPs (<1%) and gradient checkpointing's recomputation are not counted.
+    nothing in it trains; its attention scores are not counted). LoRA's own FLOPs (<1%) and gradient checkpointing's
+    recomputation are not counted.
     """
+    n_text, layers, width, n_vision, patches_per_row = model_costs(config)
+    flops = 0.0
+    for batch in batches:
+        lengths = batch["attention_mask"].sum(1).double()
+        flops += 4 * n_text * lengths.sum().item() + 3 * 4 * layers * width * (lengths ** 2).sum().item()
+        pixels = batch["pixel_values" if "pixel_values" in batch else "pixel_values_videos"]
+        flops += 2 * n_vision * patches_per_row * pixels.shape[0]
+    return flops
+
+
+def model_costs(config):
+    """What step_flops counts of a configuration: the parameters of the language model's matrices a token meets, its
+    layers and attention width, the vision tower's parameters a patch meets, and the patches of a row of
+    pixel_values (Qwen2-VL's rows are patches; Qwen-VL-Chat's are 448 x 448 images of (448 / 14)² patches)."""
+    if isinstance(config, qwen_vl.QWenConfig):
+        h, half, v = config.hidden_size, config.intermediate_size // 2, config.visual
+        width = config.num_attention_heads * config.kv_channels
+        # c_attn (3 x width outputs, with its bias), attn.c_proj, mlp.w1, mlp.w2, mlp.c_proj
+        n_text = config.num_hidden_layers * (3 * width * h + 3 * width + width * h + 3 * h * half)
+        w, mlp, d, grid = v.width, int(v.width * v.mlp_ratio), v.output_dim, (v.image_size // v.patch_size) ** 2
+        # conv1 and the blocks a patch; the Resampler's kv_proj and its keys and values a patch, and for each of its
+        # n_queries an image, the query's projection, out_proj and proj
+        n_vision = (3 * v.patch_size ** 2 * w + v.layers * (4 * w * w + 2 * w * mlp)
+                    + w * d + 2 * d * d + 3 * d * d * v.n_queries / grid)
+        return n_text, config.num_hidden_layers, width, n_vision, grid
     t, v = config.text_config, config.vision_config
     heads_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
     q, kv = t.num_attention_heads * heads_dim, t.num_key_value_heads * heads_dim
     n_text = t.num_hidden_layers * (t.hidden_size * (2 * q + 2 * kv) + 3 * t.hidden_size * t.intermediate_size)
     n_vision = v.depth * (4 * v.hidden_size ** 2 + 2 * v.hidden_size * v.intermediate_size + (
         v.hidden_size * v.intermediate_size if getattr(v, "hidden_act", "") == "silu" else 0))
-    flops = 0.0
-    for batch in batches:
-        lengths = batch["attention_mask"].sum(1).double()
-        flops += 4 * n_text * lengths.sum().item() + 3 * 4 * t.num_hidden_layers * q * (lengths ** 2).sum().item()
-        flops += 2 * n_vision * batch["pixel_values" if "pixel_values" in batch else "pixel_values_videos"].shape[0]
-    return flops
+    return n_text, t.num_hidden_layers, q, n_vision, 1
 
 
 def peak_flops(device, override=None):
@@ -376,9 +398,22 @@ def cmd_predict(args, template):
 def cmd_gpu(args, template):
     """The prepared GPU check: (a) the tiny model learns on CUDA under bf16 autocast; (b) train (with and without
     gradient checkpointing), baseline and predict on the 7B architecture (or --model) at batch 4, r=128, three frames
-    at the default budget; (c) one JSON file. On a machine without a GPU it runs the same steps on the CPU, slowly."""
+    at the default budget; (c) train, baseline and predict on the paper's Qwen-VL-Chat (or --paper-model) in the
+    paper's setup; (d) one JSON file, written after each step. On a machine without a GPU it runs the same steps on the
+    CPU, slowly."""
+    if args.paper_model and not qwen.is_qwen_vl(args.paper_model):  # said before (a) and (b) run, not after
+        raise InputError(f"--paper-model {args.paper_model}: not a Qwen-VL-Chat checkpoint (config.json's model_type "
+                         "is not 'qwen')")
     result = dict(device=device_name(), torch=torch.__version__, transformers=__import__("transformers").__version__)
     t0 = time.time()
+
+    def save():
+        result["seconds"] = time.time() - t0
+        if args.out:
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1)
+
     # (a) the tiny model's recipe (tiny.TINY_RECIPE) on the demo's rule. The bar, 0.6: with no signal, the SRCC of the
     # 45 held-out videos has a standard deviation of 1/sqrt(44) = 0.15, so 0.6 is 4 of them above chance; the CPU
     # reaches ~0.9. A model that ignored the frames or read them out of order stays near 0.
@@ -393,14 +428,38 @@ def cmd_gpu(args, template):
                            passed=learned["srcc"] >= 0.6, seconds=learned["seconds"])
     print(f"(a) tiny model: held-out SRCC {learned['srcc']:.3f} (bar 0.6)")
     free()
-    # (b) the model, loaded once for every measurement
+    save()
+    # (b) the 7B architecture, its figures at the top level of the JSON
     args.arch = None if args.model else args.arch or "qwen2.5-vl-7b"
+    result.update(measure(args, template, "(b)", compare_checkpointing=True))
+    free()
+    save()
+    # (c) the paper's model in the paper's setup, whatever flags (b) got: LoRA on c_attn, each frame one 448 x 448
+    # image (the batch, r and frames are (b)'s). Its build and load take most of its time; train without
+    # checkpointing is left out.
+    paper = argparse.Namespace(**dict(vars(args), model=args.paper_model,
+                                      arch=None if args.paper_model else "qwen-vl-chat"))
+    result["qwen_vl_chat"] = measure(paper, replace(template, targets=None, input="images", min_pixels=None,
+                                                    max_pixels=train.DEFAULT_MAX_PIXELS), "(c)")
+    free()
+    save()
+    if args.out:
+        print(f"(d) wrote {args.out}")
+    return result
+
+
+def measure(args, template, step, compare_checkpointing=False):
+    """One model of the GPU check, loaded once for every measurement: train, train without gradient checkpointing
+    (compare_checkpointing: what it costs in time and saves in memory), baseline and predict; with the settings and
+    the GPU memory still held before it loads (what an earlier model left: 0 expected)."""
+    t0 = time.time()
+    held = torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else None
     cfg, processor, videos, cache, model = setup(args, template)
     measured = [("train", lambda: bench_train(cfg, processor, videos, cache, model, args.steps, args.warmup_steps,
                                               args.peak_tflops)),
                 ("baseline", lambda: bench_trainer(cfg, processor, videos, cache, model, args.steps, args.warmup_steps)),
                 ("predict", lambda: bench_predict(cfg, processor, videos, cache, model, cfg.eval_batch_size))]
-    if cfg.grad_ckpt:  # what checkpointing costs in time and saves in memory
+    if cfg.grad_ckpt and compare_checkpointing:
         def without_checkpointing():
             model.gradient_checkpointing_disable()
             try:
@@ -410,49 +469,15 @@ def cmd_gpu(args, template):
             finally:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         measured.insert(1, ("train_no_grad_ckpt", without_checkpointing))
-    for name, measure in measured:
-        result[name] = measure()
+    result = {}
+    for name, run in measured:
+        result[name] = run()
         free()
-        print(f"(b) {name}: {json.dumps(result[name])}")
+        print(f"{step} {name}: {json.dumps(result[name])}")
     result["baseline"]["speedup"] = result["train"]["samples_per_s"] / result["baseline"]["samples_per_s"]
-    result.update(model=args.arch or args.model, batch_size=cfg.batch_size, r=cfg.r, alpha=cfg.alpha,
-                  targets=cfg.targets, frames=cfg.frames, input=cfg.input, max_pixels=cfg.max_pixels,
-                  seconds=time.time() - t0)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
-        print(f"(c) wrote {args.out}")
-    return result
-
-
-def cmd_wheels(args, template):
-    """Download the wheels a GPU box without network lacks (PyAV, bitsandbytes) for its Python, and keep only the
-    bitsandbytes library of its CUDA release: the full wheel (43 MB, every CUDA and ROCm build) would not travel."""
-    import zipfile
-
-    os.makedirs(args.folder, exist_ok=True)
-    platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34)]
-    for package in ("av==18.1.0", "bitsandbytes==0.50.2"):
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        f"--python-version={args.python}", "--implementation=cp", *platforms, "-d", args.folder,
-                        package], check=True)
-    for name in os.listdir(args.folder):
-        if not name.startswith("bitsandbytes-"):
-            continue
-        path = os.path.join(args.folder, name)
-        keep = {"bitsandbytes/libbitsandbytes_cpu.so", f"bitsandbytes/libbitsandbytes_cuda{args.cuda}.so"}
-        with zipfile.ZipFile(path) as z:
-            entries = {i.filename: z.read(i) for i in z.infolist()
-                       if not i.filename.endswith(".so") or i.filename in keep}
-        record = next(n for n in entries if n.endswith(".dist-info/RECORD"))
-        entries[record] = "".join(line + "\n" for line in entries[record].decode().splitlines()
-                                  if line.split(",")[0] in entries).encode()
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-            for filename, content in entries.items():
-                z.writestr(filename, content)
-    sizes = {n: os.path.getsize(os.path.join(args.folder, n)) / 2**20 for n in sorted(os.listdir(args.folder))}
-    return dict(folder=args.folder, mib=sizes, total_mib=sum(sizes.values()))
+    return dict(result, model=args.arch or args.model, batch_size=cfg.batch_size, r=cfg.r, alpha=cfg.alpha,
+                targets=cfg.targets or qwen.paper_targets(cfg.model), frames=cfg.frames, input=cfg.input,
+                max_pixels=cfg.max_pixels, held_before_gib=held, block_seconds=time.time() - t0)
 
 
 def device_name():
@@ -468,8 +493,7 @@ def parse_args(argv=None):
         epilog="Every other flag is train.py's (python train.py --help) and sets what is measured, e.g. --r, --alpha, "
                "--targets, --batch-size, --eval-batch-size, --frames, --input, --max-pixels, --quant, --no-grad-ckpt, "
                "--workers.")
-    parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu", "wheels"])
-    parser.add_argument("folder", nargs="?", default=".whl", help="wheels: where to put them")
+    parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu"])
     # ---
     parser.add_argument("--model", help="a model folder (or hub id) to measure")
     parser.add_argument("--arch", choices=list(qwen.ARCHS), help="instead: a published architecture, random weights")
@@ -480,10 +504,10 @@ def parse_args(argv=None):
     parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU (default: by name)")
     parser.add_argument("--out", help="gpu: the JSON file to write")
+    parser.add_argument("--paper-model", help="gpu: a Qwen-VL-Chat folder to measure in (c) instead of the 9.6 B "
+                        "architecture with random weights (the tests pass a tiny one)")
     parser.add_argument("--learn-epochs", type=int, default=TINY_RECIPE["epochs"],
                         help="gpu: epochs of the tiny model's learning run (fewer: it runs through, without the bar)")
-    parser.add_argument("--python", default="3.12", help="wheels: the GPU box's Python")
-    parser.add_argument("--cuda", default="130", help="wheels: the GPU box's CUDA release, as bitsandbytes names it")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on a line")
     # ---
     args, rest = parser.parse_known_args(argv)
@@ -496,8 +520,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args, template = parse_args(argv)
-    commands = dict(data=cmd_data, train=cmd_train, baseline=cmd_baseline, predict=cmd_predict, gpu=cmd_gpu,
-                    wheels=cmd_wheels)
+    commands = dict(data=cmd_data, train=cmd_train, baseline=cmd_baseline, predict=cmd_predict, gpu=cmd_gpu)
     result = commands[args.command](args, template)
     width = max(map(len, result))
     print(f"\nbench.py {args.command}")

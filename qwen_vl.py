@@ -291,13 +291,6 @@ def ntk_alpha(length, seq_length):
     return max(2 ** math.ceil(math.log(length / seq_length, 2) + 1) - 1, 1)
 
 
-@dataclass
-class Output:
-    logits: torch.Tensor
-    past_key_values: object = None
-    hidden_states: tuple | None = None
-
-
 class QWenModel(nn.Module):
     """The official `transformer`: embeddings, the vision tower, the blocks and the final norm."""
 
@@ -380,9 +373,11 @@ class QWenModel(nn.Module):
 
     @staticmethod
     def attention_mask(mask, b, n, past, device):
-        """An additive (b, 1, n, past + n) mask: 0 where a query may look, the float32 minimum where it may not (a
-        finite value: a padding query that sees nothing gets uniform weights, not NaN). mask: (b, past + n) with 1
-        for real tokens (causal on top of it), or (b, 1, n, past + n) bool (True: may look) taken as it is."""
+        """An additive (b, 1, n, past + n) mask: 0 where a query may look, the float32 minimum where it may not.
+        mask: (b, past + n) with 1 for real tokens (causal on top of it), or (b, 1, n, past + n) bool (True: may look)
+        taken as it is. A query that may look nowhere (a left-padding position) looks everywhere instead: its output
+        is never read, but a row with nothing to attend is NaN in some kernels (CUDA's memory-efficient SDPA; the
+        minimum is -inf in bf16), and 0 x NaN would carry it into every real position of the next layer."""
         if mask is not None and mask.dim() == 4:
             allowed = mask.bool()
         else:
@@ -390,12 +385,19 @@ class QWenModel(nn.Module):
             allowed = (torch.arange(past + n, device=device)[None, :] <= q[:, None])[None, None]
             if mask is not None:
                 allowed = allowed & mask.bool()[:, None, None, :]
+        allowed = allowed | ~allowed.any(-1, keepdim=True)
         return torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, torch.finfo(torch.float32).min)
 
 
 class QWenLMHeadModel(nn.Module):
     """Qwen-VL-Chat: `transformer` and `lm_head`, by the official names. forward takes what the project's batches
-    hold (input_ids, attention_mask, pixel_values) and returns logits of the last `logits_to_keep` positions (0: all)."""
+    hold (input_ids, attention_mask, pixel_values) and returns logits of the last `logits_to_keep` positions (0: all);
+    given `labels`, also the official code's loss (for HF Trainer: bench.py's baseline; training here uses
+    train.score_loss)."""
+
+    # HF Trainer passes its count of label tokens only to a model that asks for it; this loss is the mean, as the
+    # official code's, which Trainer then divides by the accumulation steps itself
+    accepts_loss_kwargs = False
 
     def __init__(self, config):
         super().__init__()
@@ -412,13 +414,20 @@ class QWenLMHeadModel(nn.Module):
         self.transformer.gradient_checkpointing = True  # always non-reentrant: the frozen embeddings need no grad
 
     def forward(self, input_ids, attention_mask=None, pixel_values=None, position_ids=None, past_key_values=None,
-                use_cache=False, logits_to_keep=0, output_hidden_states=False, **unused):
+                use_cache=False, logits_to_keep=0, output_hidden_states=False, labels=None, **unused):
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
         if position_ids is not None and position_ids.dim() == 3:  # (sections, b, n) of Qwen2-VL's rope: all alike here
             position_ids = position_ids[0]
         h, hidden = self.transformer(input_ids, attention_mask, pixel_values, position_ids,
                                      past_key_values if use_cache else None, output_hidden_states)
         logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
-        return Output(logits, past_key_values if use_cache else None, tuple(hidden) if hidden else None)
+        loss = None
+        if labels is not None:  # the mean cross-entropy of each kept position's next token, -100 ignored
+            targets = labels[:, labels.shape[1] - logits.shape[1] + 1:].to(logits.device)
+            loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values if use_cache else None,
+                                      hidden_states=tuple(hidden) if hidden else None)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, pixel_values=None, max_new_tokens=20, do_sample=False,

@@ -7,6 +7,7 @@ method; it imports the method, which never imports it.
     python tiny.py runs/tiny3 --family qwen3_vl       # the same for Qwen3-VL
     python tiny.py runs/tiny-gptq --gptq              # a tiny GPTQ 4-bit checkpoint (calibrated on synthetic prompts)
     python tiny.py runs/7b --arch qwen2.5-vl-7b       # a published architecture (model.ARCHS), random weights (bench.py)
+    python tiny.py runs/qvl --arch qwen-vl-chat       # the paper's 9.6 B Qwen-VL-Chat, random weights, official layout
 """
 
 import argparse
@@ -122,10 +123,13 @@ def make_tiny(path, family="qwen2_5_vl", seed=0, teach=True, gptq=False):
 def make_random(path, arch, seed=0):
     """Write a real architecture (model.ARCHS) with random weights, its stock processor and the tiny tokenizer, in
     bf16, built on the GPU when there is one (seconds instead of minutes for 8 B parameters). The vocabulary stays at
-    its full size; the tiny tokenizer's ids are a subset of it."""
+    its full size; the tiny tokenizer's ids are a subset of it. Qwen-VL-Chat: in its official layout
+    (make_random_qwen_vl)."""
     if arch not in qwen.ARCHS:
         raise InputError(f"unknown architecture {arch!r}: expected one of {', '.join(qwen.ARCHS)}")
     family, text, vision, tied = qwen.ARCHS[arch]
+    if family == "qwen_vl":
+        return make_random_qwen_vl(path, text, vision, seed)
     return _write_checkpoint(path, family, text, vision, seed, tied=tied)
 
 
@@ -275,28 +279,39 @@ TINY_QWEN_VL = dict(hidden_size=128, intermediate_size=512, kv_channels=32, num_
 
 
 def qwen_vl_config(tokenizer, dims):
-    """config.json of a Qwen-VL-Chat checkpoint with `dims`, its special ids from `tokenizer`."""
+    """config.json of a Qwen-VL-Chat checkpoint with `dims` (its keys: they override the release's defaults here), its
+    special ids from `tokenizer`."""
     vocab = -(-len(tokenizer) // 128) * 128  # rounded up to a multiple of 128, as the release's 151936
-    return dict(architectures=["QWenLMHeadModel"], model_type="qwen", attn_dropout_prob=0.0, emb_dropout_prob=0.0,
-                bf16=False, fp16=True, fp32=False, initializer_range=0.02, layer_norm_epsilon=1e-6,
-                max_position_embeddings=8192, no_bias=True, onnx_safe=None, rotary_emb_base=10000, rotary_pct=1.0,
-                scale_attn_weights=True, seq_length=2048, tie_word_embeddings=False, tokenizer_type="QWenTokenizer",
-                torch_dtype="float16", use_cache=True, use_dynamic_ntk=True, use_flash_attn="auto", use_logn_attn=True,
-                vocab_size=vocab, **{k: v for k, v in dims.items() if k != "visual"},
-                visual=dict(dims["visual"], image_start_id=tokenizer.img_start_id))
+    config = dict(architectures=["QWenLMHeadModel"], model_type="qwen", attn_dropout_prob=0.0, emb_dropout_prob=0.0,
+                  bf16=False, fp16=True, fp32=False, initializer_range=0.02, layer_norm_epsilon=1e-6,
+                  max_position_embeddings=8192, no_bias=True, onnx_safe=None, rotary_emb_base=10000, rotary_pct=1.0,
+                  scale_attn_weights=True, seq_length=2048, tie_word_embeddings=False, tokenizer_type="QWenTokenizer",
+                  torch_dtype="float16", use_cache=True, use_dynamic_ntk=True, use_flash_attn="auto",
+                  use_logn_attn=True, vocab_size=vocab)
+    config.update({k: v for k, v in dims.items() if k != "visual"})
+    config["visual"] = dict(dims["visual"], image_start_id=tokenizer.img_start_id)
+    return config
+
+
+def qwen_vl_weights(model, seed, device="cpu", dtype=torch.float32):
+    """Random weights of a Qwen-VL-Chat by name, made on `device` in `dtype` (the model may be on the meta device):
+    normal std 0.02, norms at 1, the Resampler's fixed sin-cos table; lm_head at std 0.1 (a frozen lm_head at 0.02 caps
+    the logits near 2.6 and LoRA-only training stalls)."""
+    g = torch.Generator(device).manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith("attn_pool.pos_embed"):
+            yield name, qwen_vl.sincos_2d(p.shape[1], math.isqrt(p.shape[0])).to(device, dtype)
+        elif "ln_" in name or name.endswith(("ln_q.weight", "ln_kv.weight")):
+            yield name, (torch.ones if name.endswith("weight") else torch.zeros)(p.shape, device=device, dtype=dtype)
+        else:
+            yield name, torch.randn(p.shape, generator=g, device=device, dtype=dtype) * (
+                0.1 if name == "lm_head.weight" else 0.02)
 
 
 def init_qwen_vl(model, seed):
-    """Random weights: normal std 0.02, norms at 1, the Resampler's fixed sin-cos table; lm_head at std 0.1 (a frozen
-    lm_head at 0.02 caps the logits near 2.6 and LoRA-only training stalls)."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        if name.endswith("attn_pool.pos_embed"):
-            p.data = qwen_vl.sincos_2d(p.shape[1], math.isqrt(p.shape[0]))
-        elif "ln_" in name or name.endswith(("ln_q.weight", "ln_kv.weight")):
-            p.data = torch.ones_like(p) if name.endswith("weight") else torch.zeros_like(p)
-        else:
-            p.data = torch.randn(p.shape, generator=g) * (0.1 if name == "lm_head.weight" else 0.02)
+    """The model's weights replaced by qwen_vl_weights, in float32."""
+    for name, tensor in qwen_vl_weights(model, seed):
+        model.get_parameter(name).data = tensor
 
 
 def gptq_v1(weight, bias, group_size=128):
@@ -325,22 +340,10 @@ def make_tiny_qwen_vl(path, seed=0, teach=True, gptq=False):
     """Write a tiny random Qwen-VL-Chat in the official layout (config.json, qwen.tiktoken, tokenizer_config.json,
     generation_config.json, model.safetensors in fp16), taught the answer's format like the other tiny models; with
     gptq, its five quantized module types in the Int4 release's GPTQ v1 format (round to nearest)."""
-    import base64
-
-    from safetensors.torch import save_file
-
-    import prompt
     import qwen_vl_processor
-    import synthetic
 
     torch.manual_seed(seed)
-    corpus = [prompt.INSTRUCTION, prompt.ANSWER_CUE, prompt.CAPTION_REQUEST, *synthetic.CAPTION_WORDS,
-              qwen_vl_processor.SYSTEM, "system user assistant", *(f"Picture {k}:" for k in range(1, 17))] * 4
-    ranks = tiny_vocabulary(corpus)
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "qwen.tiktoken"), "w") as f:
-        f.writelines(f"{base64.b64encode(t).decode()} {r}\n" for t, r in ranks.items())
-    tokenizer = qwen_vl_processor.QWenTokenizer(ranks, TINY_QWEN_VL["visual"]["n_queries"])
+    tokenizer = qwen_vl_tokenizer(path, TINY_QWEN_VL["visual"]["n_queries"])
     config = qwen_vl_config(tokenizer, TINY_QWEN_VL)
     model = qwen_vl.QWenLMHeadModel(qwen_vl.QWenConfig.from_dict(config))
     init_qwen_vl(model, seed)
@@ -355,7 +358,61 @@ def make_tiny_qwen_vl(path, seed=0, teach=True, gptq=False):
         config["quantization_config"] = dict(GPTQ_SETTINGS, quant_method="gptq")
         with open(os.path.join(path, "quantize_config.json"), "w") as f:
             json.dump(GPTQ_SETTINGS, f, indent=2)
-    save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    return write_qwen_vl(path, config, state, tokenizer)
+
+
+def make_random_qwen_vl(path, text, visual, seed=0):
+    """Qwen-VL-Chat's architecture (`text`: config.json's keys, `visual`: its visual dict) with random weights in the
+    official layout, in bf16, made on the GPU when there is one: the tiny tiktoken vocabulary, whose special ids
+    (<img> and the rest) config.json takes; the embeddings and lm_head keep the full vocab_size."""
+    tokenizer = qwen_vl_tokenizer(path, visual.get("n_queries", 256))
+    config = qwen_vl_config(tokenizer, dict(text, visual=visual, bf16=True, fp16=False, torch_dtype="bfloat16"))
+    with torch.device("meta"):  # names and shapes only: the tensors are made where they are written from
+        model = qwen_vl.QWenLMHeadModel(qwen_vl.QWenConfig.from_dict(config))
+    return write_qwen_vl(path, config, dict(qwen_vl_weights(model, seed, qwen.device(), torch.bfloat16)), tokenizer)
+
+
+def qwen_vl_tokenizer(path, image_span):
+    """The tiny tiktoken vocabulary (tiny_vocabulary on the prompt's words) written to path/qwen.tiktoken, and its
+    tokenizer."""
+    import base64
+
+    import qwen_vl_processor
+
+    corpus = [prompt.INSTRUCTION, prompt.ANSWER_CUE, prompt.CAPTION_REQUEST, *synthetic.CAPTION_WORDS,
+              qwen_vl_processor.SYSTEM, "system user assistant", *(f"Picture {k}:" for k in range(1, 17))] * 4
+    ranks = tiny_vocabulary(corpus)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "qwen.tiktoken"), "w") as f:
+        f.writelines(f"{base64.b64encode(t).decode()} {r}\n" for t, r in ranks.items())
+    return qwen_vl_processor.QWenTokenizer(ranks, image_span)
+
+
+SHARD_BYTES = 5 * 10**9  # a checkpoint past this is written in shards with an index, as the releases are
+
+
+def write_qwen_vl(path, config, state, tokenizer):
+    """A Qwen-VL-Chat folder: `state` in safetensors (model.safetensors, or shards of at most SHARD_BYTES and
+    model.safetensors.index.json), config.json, tokenizer_config.json and generation_config.json."""
+    from safetensors.torch import save_file
+
+    shards, size = [[]], 0
+    for name, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > SHARD_BYTES:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    files = ["model.safetensors"] if len(shards) == 1 else \
+        [f"model-{k:05d}-of-{len(shards):05d}.safetensors" for k in range(1, len(shards) + 1)]
+    for file, names in zip(files, shards):  # one shard at a time in host memory
+        save_file({k: state[k].cpu().contiguous() for k in names}, os.path.join(path, file), metadata={"format": "pt"})
+    if len(shards) > 1:
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        weight_map = {name: file for file, names in zip(files, shards) for name in names}
+        with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+            json.dump(dict(metadata=dict(total_size=total), weight_map=weight_map), f, indent=2)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     with open(os.path.join(path, "tokenizer_config.json"), "w") as f:

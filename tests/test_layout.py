@@ -12,7 +12,7 @@ from conftest import ROOT
 # models, and measures it. Every top-level .py file is one or the other.
 METHOD = {"errors", "prompt", "scoring", "sources", "data", "frames", "model", "qwen_vl", "qwen_vl_processor", "verify",
           "train", "checkpoint", "distributed", "predict", "explain", "report", "folder", "cv", "claims"}
-SCAFFOLDING = {"synthetic", "tiny", "demo", "bench"}
+SCAFFOLDING = {"synthetic", "tiny", "demo", "bench", "wheels"}
 
 
 def project_imports(root=ROOT):

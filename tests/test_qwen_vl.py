@@ -1,8 +1,9 @@
 """Qwen-VL-Chat, the paper's model, written here (qwen_vl.py): equal to the official code on its reference outputs
 (model.py --verify), and a broken copy is caught; LoRA where the paper put it (c_attn: 67,108,864 parameters at r=128
 on the real configuration), never in the vision tower; both 4-bit forms (NF4 of the fp16 release, the Int4 release's
-GPTQ as it is) with LoRA gradients equal to the dequantized model's; bad checkpoints as one-line errors; and the
-method's whole path on a tiny Qwen-VL: it learns the synthetic rule through train.py and predict.py."""
+GPTQ as it is) with LoRA gradients equal to the dequantized model's; left padding that stays finite in bf16 whatever
+the attention kernel; bad checkpoints as one-line errors; and the method's whole path on a tiny Qwen-VL: it learns
+the synthetic rule through train.py and predict.py."""
 
 import json
 import os
@@ -156,6 +157,42 @@ def test_expected_decoding_equals_a_plain_forward_of_each_answer(tiny_qvl, synth
             logits = m(ids, mask, inputs["pixel_values"]).logits[:, -len(answers[s]) - 1:-1].log_softmax(-1)
         slow = logits.gather(-1, torch.tensor(answers[s]).expand(2, -1)[..., None])[..., 0].sum(1)
         assert torch.allclose(fast[:, s], slow, atol=2e-5), (s, fast[:, s], slow)
+
+
+def test_left_padding_stays_finite_in_bf16_whatever_the_attention_kernel(tiny_qvl, monkeypatch):
+    """On a GPU the model runs in bf16, where the mask's minimum is -inf, and a left-padding query has nothing to
+    attend: CUDA's memory-efficient SDPA then gives NaN, which 0 x NaN carries into every real position of the next
+    layer. Under an attention that guards nothing (a plain softmax), a left-padded batch in bf16 keeps every real
+    position's logits finite, and in float32 they are those of the real SDPA."""
+    import types
+
+    import numpy as np
+    import torch.nn.functional as F
+
+    import synthetic
+
+    def plain(q, k, v, attn_mask=None, *args, **kwargs):
+        w = q.float() @ k.float().transpose(-1, -2) / q.shape[-1] ** 0.5
+        return ((w if attn_mask is None else w + attn_mask.float()).softmax(-1) @ v.float()).to(q.dtype)
+
+    rng = np.random.default_rng(0)
+    processor = qwen.load_processor(tiny_qvl)
+    frames = [torch.from_numpy(rng.integers(0, 256, (3, 3, 112, 112), dtype=np.uint8)) for _ in range(2)]
+    captions = [[synthetic.synthetic_caption(rng) for _ in range(5)], ["a"] * 5]  # the second row is left-padded
+    batch, _ = prompt.encode(processor, frames, captions, None)
+    batch = prompt.to_model(batch, processor, "cpu")
+    real = batch["attention_mask"].bool()
+    assert not real[1].all()
+    logits = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        m = qwen_vl.from_pretrained(tiny_qvl, dtype)
+        with torch.no_grad():
+            logits["sdpa", dtype] = m(**batch).logits[real].float()
+            monkeypatch.setattr(qwen_vl, "F", types.SimpleNamespace(**dict(vars(F), scaled_dot_product_attention=plain)))
+            logits["plain", dtype] = m(**batch).logits[real].float()
+            monkeypatch.undo()
+    assert torch.isfinite(logits["plain", torch.bfloat16]).all()
+    torch.testing.assert_close(logits["plain", torch.float32], logits["sdpa", torch.float32], atol=1e-4, rtol=1e-4)
 
 
 def write_broken(tmp_path, tiny_qvl, edit):
