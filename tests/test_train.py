@@ -239,12 +239,18 @@ def test_bad_settings_get_one_line(flags, message, tmp_path):
 
 
 def test_ci_runs_the_readme_test_command():
+    """CI (.ci/run) runs README's test command, step by step in its order (it installs the browser meanwhile)."""
     with open(os.path.join(ROOT, "README.md")) as f:
         lines = f.read().splitlines()
-    command = next(lines[i + 2].strip() for i, line in enumerate(lines) if line.startswith("Run the tests"))
-    assert "pytest" in command
+    start = next(i for i, line in enumerate(lines) if line.startswith("Run the tests"))
+    command = next(line.strip() for line in lines[start:] if line.startswith("    "))
+    steps = command.split(" && ")
+    assert "pytest" in steps[-1]
     with open(os.path.join(ROOT, ".ci", "run")) as f:
-        assert command in f.read().splitlines()
+        ci = f.read()
+    at = [ci.find(step) for step in steps]
+    assert -1 not in at and at == sorted(at), (steps, ci)
+    assert steps[-1] in ci.splitlines()  # the suite as README runs it, flags and all
 
 
 def test_the_promised_commands_work_as_written(tiny, synthetic, tmp_path):
