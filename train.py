@@ -15,6 +15,11 @@ Each frame keeps at most --max-pixels pixels (default 448 x 448, the paper's inp
 Qwen2.5-VL). Batches are made by --workers processes ahead of the step that uses them. The run directory (--out)
 gets config.json, loss.csv, metrics.csv, metrics.json, folds.json (with --fold), predictions of the held-out
 videos, adapter/ (PEFT format) and step-NNNNNN/ checkpoints.
+
+One job, one run of training, in ~540 lines: its settings (Config, ~110 lines of fields, each with its meaning and its
+check), the loop (fit, train_step, evaluate), the run directory (prepare_out, changed_settings) and main. The
+settings are the run's contract, which the loop reads line by line, and cv.py and bench.py take them from here; the
+checkpoints (checkpoint.py) and the ranks (distributed.py) already live apart.
 """
 
 import argparse
@@ -51,7 +56,7 @@ DEFAULT_MAX_PIXELS, DEFAULT_WORKERS = frames.DEFAULT_MAX_PIXELS, frames.default_
 @dataclass
 class Config:
     data: str = "data/memento10k"  # dataset root: Memento10k (either release), MediaEval 2021's TRECVid, VideoMem
-    model: str = qwen.DEFAULT_MODEL  # hub id or local folder of a native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint
+    model: str = qwen.DEFAULT_MODEL  # hub id or local folder: Qwen-VL-Chat(-Int4), the paper's, or Qwen2-VL / 2.5-VL / 3-VL
     quant: str = "nf4"  # nf4: bitsandbytes 4-bit NF4 with double quantization; none: the checkpoint's precision
     out: str | None = None  # run directory; None: runs/r{R}-a{ALPHA}
     split: str = "train"  # train (held out: val) or trainval (held out: fold K with --fold, else nothing)
