@@ -2,8 +2,9 @@
 once per test run through the same code a user's commands run (tiny.py, synthetic.py), and `script`, which runs a
 script's command line.
 
-The suite runs on both cores (README: `pytest -n 2`, pytest-xdist): a session fixture that takes time to build is
-built once for all workers (`build_once`: the first to need it builds it, the others wait for it and read it)."""
+The suite runs on both cores (README: `pytest -n 3`, three pytest-xdist workers of one thread each): a session fixture
+that takes time to build is built once for all workers (`build_once`: the first to need it builds it, the others wait
+for it and read it)."""
 
 import contextlib
 import io
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-# One thread a process: the tiny models gain nothing from more, and the suite runs two workers on two cores, and
+# One thread a process: the tiny models gain nothing from more, and the suite runs three workers on two cores, and
 # beside them the processes of the tests that start more (ranks, CV workers), where threads spinning against each
 # other cost far more than they give.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
