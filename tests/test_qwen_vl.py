@@ -254,3 +254,28 @@ def test_the_tiny_int4_qwen_vl_learns_and_resumes_bit_for_bit(tiny_qvl_gptq, syn
     bits (test_gptq.learns_and_resumes)."""
     learns_and_resumes(tiny_qvl_gptq, synthetic, cache, tmp_path, QWEN_VL_RECIPE)
     assert json.load(open(tmp_path / "run" / "config.json"))["targets"] == "c_attn"
+
+
+def test_scores_your_own_videos_in_four_frames_with_captions_it_writes(tiny_qvl, tmp_path):
+    """predict.py --videos on the paper's model, zero-shot, with --frames 4 (each frame one image of its own) and
+    --explain: the captions are written by the model's own sampling on its KV cache (qwen_vl.generate), each video
+    gets its expected score and a share for each of its 4 frames and its captions."""
+    from synthetic import fade, write_video
+
+    import numpy as np
+
+    folder = tmp_path / "mine"
+    os.makedirs(folder)
+    rng = np.random.default_rng(0)
+    for name in ("a.mp4", "b.webm"):
+        write_video(str(folder / name), fade(rng, 24, 64)[0])
+    code, out, err = script("predict.py", "--videos", folder, "--zero-shot", "--model", tiny_qvl, "--frames", 4,
+                            "--explain", "--cache", tmp_path / "cache", "--out", tmp_path / "scores.csv", "--workers", 0)
+    assert code == 0, (out + err)[-3000:]
+    rows = {r["video_id"]: r for r in read_csv(tmp_path / "scores.csv")}
+    assert sorted(rows) == ["a.mp4", "b.webm"] and all(r["captions_from"] == "model" for r in rows.values())
+    assert all(sum(bool(r[f"caption_{k}"]) for k in range(1, 6)) >= 1 for r in rows.values())
+    assert all(0 <= float(r["mem_score"]) <= 1 and "std" in r for r in rows.values())
+    explained = read_csv(out.split("share of the score to ")[1].splitlines()[0])
+    assert sorted(r["video_id"] for r in explained) == sorted(rows)
+    assert [c for c in explained[0] if c.startswith("frame_")] == [f"frame_{k}" for k in range(1, 5)]
