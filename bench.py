@@ -495,7 +495,8 @@ def parse_args(argv=None):
                "--workers.")
     parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu"])
     # ---
-    parser.add_argument("--model", help="a model folder (or hub id) to measure")
+    parser.add_argument("--model", help=f"a model folder (or hub id) to measure (train, baseline, predict: default "
+                        f"{qwen.DEFAULT_MODEL}, the paper's)")
     parser.add_argument("--arch", choices=list(qwen.ARCHS), help="instead: a published architecture, random weights")
     parser.add_argument("--work", default="runs/bench", help="folder for clips, built models, caches")
     parser.add_argument("--videos", help="data: a folder of your own clips instead of written 720p ones")
@@ -511,8 +512,8 @@ def parse_args(argv=None):
     parser.add_argument("--json", action="store_true", help="end with one JSON object on a line")
     # ---
     args, rest = parser.parse_known_args(argv)
-    if args.command in ("train", "baseline", "predict") and not (args.model or args.arch):
-        parser.error(f"{args.command} needs --model DIR or --arch NAME")
+    if args.command in ("train", "baseline", "predict") and not args.arch:
+        args.model = args.model or qwen.DEFAULT_MODEL
     # The rest is read by train.py's own parser: its flags, defaults and checks, not a copy of them.
     _, template = train.parse_args(rest)
     return args, template

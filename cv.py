@@ -449,6 +449,7 @@ def main(argv=None):
     read_results(os.path.join(template.out, "results.csv"))
     for root in filter(None, (template.data, template.heldout_data)):
         data.load_split(root, "trainval", [] if template.skip_bad else None, template.target)
+    qwen.load_processor(template.model)  # and a model that cannot be read, from a folder or the hub, before cv.json
     os.makedirs(template.out, exist_ok=True)
     check_settings(template, os.path.join(template.out, "cv.json"))
     print(json.dumps(dict(dataclasses.asdict(template), r=args.r, alpha=args.alpha), indent=1))

@@ -256,8 +256,9 @@ def test_ci_runs_the_readme_test_command():
 def test_the_promised_commands_work_as_written(tiny, synthetic, tmp_path):
     """README's `python train.py --r 128 --alpha 1024`, `python cv.py` and `python predict.py --split test` read
     data/memento10k, write and read runs/r128-a1024; without the dataset (or the run) each says so in one line and
-    writes nothing. (--model points at the tiny checkpoint: the default one is on a hub this machine cannot reach.)"""
-    env = dict(XDG_CACHE_HOME=str(tmp_path / "cache"))  # the frame cache's default home
+    writes nothing. Without --model they (and bench.py) load the paper's Qwen-VL-Chat-Int4 from the hub, which this
+    machine cannot reach: then --model points at the tiny checkpoint."""
+    env = dict(XDG_CACHE_HOME=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")  # the frame cache's default home; no hub
     work = tmp_path / "work"
     work.mkdir()
 
@@ -275,6 +276,15 @@ def test_the_promised_commands_work_as_written(tiny, synthetic, tmp_path):
 
     os.makedirs(work / "data")
     os.symlink(synthetic, work / "data" / "memento10k")
+    # with the data and no --model, each reaches for the paper's model on the hub, which this machine cannot reach:
+    # one line naming it, and nothing written (a CV that stopped there would otherwise hold its cv.json against the
+    # next try)
+    for name, args in [("train.py", ["--r", 128, "--alpha", 1024]), ("cv.py", []),
+                       ("predict.py", ["--split", "test", "--zero-shot"]), ("bench.py", ["train"])]:
+        code, log = here(name, *args)
+        expected = f"error: {qwen.DEFAULT_MODEL}: neither a folder nor a model the hub gives"
+        assert code == 2 and log.strip().splitlines()[-1].startswith(expected), log
+        assert os.listdir(work) == ["data"], name
     code, log = here("train.py", "--r", 128, "--alpha", 1024, "--model", tiny, "--epochs", 1, "--no-grad-ckpt")
     assert code == 0, log
     assert (work / "runs" / "r128-a1024" / "adapter" / "adapter_model.safetensors").is_file()
