@@ -9,6 +9,7 @@ The paper's experiments: k-fold cross-validation over LoRA rank and alpha, and t
     python cv.py --data runs/synth --model runs/tiny --folds 3 --r 16 --alpha 4 32 --epochs 7 --lr 1e-3 \\
         --warmup 0.05 --no-grad-ckpt --out runs/cv-tiny                          # the same on CPU, in minutes
     python cv.py ... --gpus 0,1,2,3                                              # four folds at a time, one a GPU
+    python cv.py --compare A.csv B.csv --data data/memento10k --split trainval --fold 2   # two predictions, paired
     sbatch --array=0-7 --wrap "python cv.py ... --out /shared/cv"                # eight workers on a cluster
 
 Any number of the same cv.py command on one OUT (--gpus, a job array, other hosts on a shared folder) split the
@@ -27,6 +28,10 @@ labelled videos and is scored on all of the other source's. OUT gets:
 With --zero-shot, OUT/zero-shot/ (the paper's greedy decoding; OUT/zero-shot-constrained/ or zero-shot-expected/ with
 --decode, so that each mode keeps its own) gets predictions.csv, answers.csv (not with --decode expected: the
 predictions hold its whole answer), metrics.json and figure-3-scatter.png.
+With --compare A.csv B.csv (two of predict.py's CSVs of the same videos), nothing trains and no model is read: one JSON
+line on stdout gives n, srcc_a, srcc_b, delta = srcc_a - srcc_b and delta's 95% interval from a paired bootstrap over
+the videos (predict.srcc_difference), against the truth of --split (--fold K, --folds, --seed: the fold as everywhere
+else; --target long) of --data.
 """
 
 import argparse
@@ -387,13 +392,68 @@ def zero_shot(template):
                    zip([v.video_id for v in videos], answers))
     rate = invalid / max(len(videos), 1)
     result = dict(model=template.model, decode=template.decode, n=m["n"], invalid=invalid, invalid_rate=rate,
-                  fill=predict.PAPER_TRAIN_MEAN, srcc=m["srcc"], srcc_ci=list(m["srcc_ci"]), ci_method="Fisher z",
-                  pearson=m["pearson"], mse=m["mse"])
+                  fill=predict.PAPER_TRAIN_MEAN, srcc=m["srcc"], srcc_ci=list(m["srcc_ci"]),
+                  srcc_ci_spearman=list(m["srcc_ci_spearman"]), ci_method=predict.CI_METHODS, pearson=m["pearson"],
+                  mse=m["mse"])
     write_atomic(os.path.join(folder, "metrics.json"), json.dumps(result, indent=1))
     print(f"invalid answers: {invalid}/{len(videos)} ({100 * rate:.2f}%), replaced by {predict.PAPER_TRAIN_MEAN}")
     print(f"zero-shot {predict.describe(m)}")
     scatter(os.path.join(folder, "figure-3-scatter.png"), [v.score for v in videos], [s / 100 for s in scores],
             f"zero-shot: SRCC {m['srcc']:.3f}, {invalid} invalid of {len(videos)}")
+    return result
+
+
+# -----------------------------------------------------------------------------
+# --compare: two prediction files of the same videos, paired
+
+
+def read_predictions(path):
+    """predict.py's CSV (video_id,mem_score,...) -> {video_id: score}."""
+    try:
+        return predict.read_labels(path)
+    except OSError as e:
+        raise InputError(f"{path}: {e.strerror.lower()}")
+    except (KeyError, TypeError, ValueError):  # a column missing, a short row, a score that is no number
+        raise InputError(f"{path}: not a prediction file: expected the columns video_id,mem_score, a number each row")
+
+
+def compare(args):
+    """
+    --compare: SRCC(A) - SRCC(B) on the videos of the split both files predicted, with its paired bootstrap interval
+    (predict.srcc_difference), printed as one JSON line and returned. Files that cover other videos than the split's
+    are compared on the videos all three share, said on stderr and in n; none in common is an error.
+    """
+    videos = data.heldout(args.data, args.split, args.fold, args.folds, args.seed, target=args.target)
+    truth = {v.video_id: v.score for v in videos if v.score is not None}
+    if not truth:
+        raise InputError(f"{args.data}: split {args.split} has no {args.target}-term scores to compare against")
+    path_a, path_b = args.compare
+    where = f"split {args.split}" + (f" fold {args.fold}" if args.fold is not None else "")
+    a, b = read_predictions(path_a), read_predictions(path_b)
+    ids = [v for v in truth if v in a and v in b]
+    sets = {path_a: a, path_b: b, where: truth}
+    left = {name: min(set(s) - set(ids)) for name, s in sets.items() if len(s) > len(ids)}  # an id not compared
+    if left:
+        examples = "; ".join(f"{name}'s {odd!r} is not in " + " nor ".join(n for n, s in sets.items() if odd not in s)
+                             for name, odd in left.items())
+        coverage = (f"{len(ids)} of the {len(truth)} videos of {where} of {args.data} are in both files ({path_a} has "
+                    f"{len(a)} videos, {path_b} {len(b)}): e.g. {examples}")
+        if not ids:
+            raise InputError(f"nothing to compare: {coverage} (the predictions' --split, --fold, --folds and --seed?)")
+        print(f"warning: compared on the videos all three share: {coverage}", file=sys.stderr)
+    for path, scores in [(path_a, a), (path_b, b)]:
+        if len({scores[v] for v in ids}) < 2:
+            raise InputError(f"{path}: the same score for all {len(ids)} videos compared: its SRCC is undefined")
+    result = predict.srcc_difference([truth[v] for v in ids], [a[v] for v in ids], [b[v] for v in ids])
+    if np.isnan(result["delta_ci"]).any():
+        raise InputError(f"{path_a}, {path_b}: {len(ids)} videos are too few for a bootstrap interval: some resamples "
+                         "hold one score of a file only, where SRCC is undefined")
+    method = predict.BOOTSTRAP
+    result = dict(a=path_a, b=path_b, **result, delta_is="srcc_a - srcc_b",
+                  ci_method=f"paired bootstrap over videos: {method['n_resamples']} resamples, {method['method']}, "
+                            f"seed {method['seed']}")
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v] if k == "delta_ci" else v
+                      for k, v in result.items()}))
     return result
 
 
@@ -422,8 +482,17 @@ def parse_args(argv=None):
     parser.add_argument("--zero-shot", action="store_true", help="instead: the base model on train+val, no training")
     parser.add_argument("--gpus", type=lambda s: s.split(","), help="comma-separated GPUs to run folds on side by "
                         "side, one a GPU (e.g. 0,1,2,3); default: this process's device")
+    parser.add_argument("--compare", nargs=2, metavar=("A.csv", "B.csv"), help="instead: two prediction files of the "
+                        "same videos, SRCC(A) - SRCC(B) with its paired bootstrap 95%% CI, against the truth of "
+                        "--split SPLIT [--fold K --folds N --seed S] [--target long] of --data; no training, no model")
     # ---
     args, rest = parser.parse_known_args(argv)
+    if args.compare:
+        given = [k for k, v in vars(args).items()
+                 if k not in ("compare", "data", "folds") and v != parser.get_default(k)]
+        if given:
+            raise InputError(f"--compare trains nothing: drop {', '.join('--' + k.replace('_', '-') for k in given)}")
+        return parse_compare(args, rest), None
     chosen_here = ("--split", "--fold", "--resume", "--overwrite", "--heldout-data")
     if any(a.split("=")[0] in chosen_here for a in rest):
         raise InputError(f"cv.py chooses the split, the folds and the run directories and always resumes: "
@@ -439,8 +508,23 @@ def parse_args(argv=None):
     return args, template
 
 
+def parse_compare(args, rest):
+    """--compare's own flags, added to `args`: which videos the two files predicted, named as predict.py names them
+    (--fold, --folds and --seed are the fold's, as everywhere else); a flag of training is an error: nothing trains."""
+    d = train.Config()
+    parser = argparse.ArgumentParser(prog="cv.py --compare A.csv B.csv", allow_abbrev=False)
+    parser.add_argument("--split", required=True, choices=data.SPLITS, help="the videos both files predicted")
+    parser.add_argument("--fold", type=int, help="fold K of trainval (with --split trainval)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="fold seed")
+    parser.add_argument("--target", default=d.target, choices=data.TARGETS, help="the score they are compared on")
+    vars(args).update(vars(parser.parse_args(rest)))
+    return args
+
+
 def main(argv=None):
     args, template = parse_args(argv)
+    if args.compare:
+        return compare(args)
     if args.zero_shot:
         print(json.dumps(dataclasses.asdict(template), indent=1))
         return zero_shot(template)
