@@ -9,6 +9,7 @@ lives in text can be tested on its own.
 """
 
 import re
+from decimal import ROUND_HALF_UP, Decimal
 
 import torch
 
@@ -183,15 +184,48 @@ def token_counts(batch, tokenizer):
     return list(zip(visual.tolist(), real.sum(1).tolist()))
 
 
-# The paper's post-processing: the first number in the answer, kept if it lies in 0..100. The lookarounds keep
-# "6666", "1000" or "-5" from being read as a valid 66, 100 or 5.
-_NUMBER = re.compile(r"(?<![\d.\-])(\d{1,3})(?:\.\d+)?(?![\d])")
+# The paper's post-processing (§4.1), "a regular expression extracts a number between 0 and 100", as a careful reader
+# of free text takes it (parse_score). The answer is read left to right as scales, references, ranges and numbers; at
+# any place the first of these that fits is taken. A number glued to letters is part of a word ("mp4", "3rd", "4K"),
+# and a run of digits is read whole ("6666" is not 66).
+_N = r"\d+(?:\.\d+)?"  # a number as written: digits, then maybe a decimal part
+_TO = r"(?:\s*[-\u2013\u2014]\s*|\s+to\s+)"  # what joins a range's ends: a hyphen or a dash, or "to"
+_READING = re.compile(
+    r"(?<![A-Za-z\d])(?:"
+    # a scale: a range after "scale", "scale of N", "out of N", "/N", "N-point"
+    rf"(?P<scale>scale\s+(?:(?:of|from)\s+)?{_N}{_TO}{_N}|scale\s+of\s+{_N}|out\s+of\s+{_N}|/\s*{_N}|{_N}[-\s]point)"
+    # a reference: "#1", "Picture 2", "frames 3", a single digit that opens a list's line ("1. ", "2) ")
+    r"|(?P<reference>#\s*\d+|(?:picture|image|frame|caption)s?\s*#?\s*\d+|^[ \t]*\d[.)](?=[ \t]))"
+    # a range: "between 70 and 80", "from 70 to 80", "70-80", "70 to 80"
+    rf"|between\s+(?P<low>{_N})\s+and\s+(?P<high>{_N})|(?:from\s+)?(?P<from>{_N}){_TO}(?P<to>{_N})"
+    rf"|(?P<number>[-\u2212]?{_N})"  # a number, maybe negative
+    r")(?![A-Za-z\d])",
+    re.IGNORECASE | re.MULTILINE)
 
 
 def parse_score(answer):
-    """Free text -> integer 0..100, or None when the answer holds no such number (an invalid prediction)."""
-    m = _NUMBER.search(answer)
-    if m is None:
-        return None
-    value = int(m.group(1))
-    return value if value <= 100 else None
+    """
+    Free text -> integer 0..100, or None when the answer holds no score (an invalid prediction), by this rule:
+    The score is the answer's first number, where a scale ("0 to 100", "between 0 and 100", "out of 100", "/100",
+    "on a scale of 1 to 10") and a reference ("#1", "Picture 2", "3rd", a digit opening a list line as in "1. ") are
+    not numbers, a range ("70-80", "between 70 and 80") counts as its midpoint and a percentage as its number.
+    It is rounded half up (72.5 -> 73, 0.85 -> 1) and must lie in 0-100: an answer whose first number does not
+    (-5, 101, 6666), or that has none, is invalid.
+    So of several numbers the first decides, even where a later one was meant, and a number on another scale is read
+    as written (8/10 -> 8), never rescaled: the raw answers are kept (answers.csv) to be read again by another rule.
+    """
+    for m in _READING.finditer(answer):
+        if m["scale"] or m["reference"]:
+            continue
+        if m["number"]:
+            value = Decimal(m["number"].replace("\u2212", "-"))
+        else:
+            low, high = Decimal(m["low"] or m["from"]), Decimal(m["high"] or m["to"])
+            if low in (0, 1) and high == 100:  # the scale the prompt gives ("between 0 and 100"), not a reading
+                continue
+            value = (low + high) / 2
+        if value < 0:
+            return None
+        value = int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        return value if value <= 100 else None
+    return None
