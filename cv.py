@@ -26,8 +26,11 @@ labelled videos and is scored on all of the other source's. OUT gets:
   r{R}-a{ALPHA}/fold{K}/   train.py's run directory of each fold (its checkpoints are removed once it lands); with
                            --heldout-source, r{R}-a{ALPHA}/heldout-source/, its row fold 0
 With --zero-shot, OUT/zero-shot/ (the paper's greedy decoding; OUT/zero-shot-constrained/ or zero-shot-expected/ with
---decode, so that each mode keeps its own) gets predictions.csv, answers.csv (not with --decode expected: the
-predictions hold its whole answer), metrics.json and figure-3-scatter.png.
+--decode, so that each mode keeps its own) gets predictions.csv, answers.csv (each whole answer, as the model wrote it;
+not with --decode expected: the predictions hold its whole answer), metrics.json (the invalid count and rate beside
+the paper's, 600 of 8,500) and figure-3-scatter.png. Greedy decoding lets the base model finish its answer, up to
+--max-new-tokens (default 256: the base model answers in sentences, and the paper read its score in "a paragraph
+including a numerical result"); it stops at the end of the turn.
 With --compare A.csv B.csv (two of predict.py's CSVs of the same videos), nothing trains and no model is read: one JSON
 line on stdout gives n, srcc_a, srcc_b, delta = srcc_a - srcc_b and delta's 95% interval from a paired bootstrap over
 the videos (predict.srcc_difference), against the truth of --split (--fold K, --folds, --seed: the fold as everywhere
@@ -62,6 +65,8 @@ from claims import claimed, locked
 from errors import InputError, cli
 from frames import FrameCache
 
+# §4.1: Qwen-VL-Chat-Int4 zero-shot on the 8,500 labelled videos, as the paper reports it (7.06% invalid)
+PAPER_ZERO_SHOT = dict(invalid=600, n=8500, invalid_rate=0.0706, srcc=-0.050)
 COLUMNS = ["config", "r", "alpha", "fold", "n", "srcc", "pearson", "mse", "invalid", "seconds"]
 DPI = 100
 HEATMAP_SIZE, SCATTER_SIZE, SHEET_SIZE = (640, 480), (600, 600), (960, 560)  # pixels of the PNGs
@@ -366,7 +371,9 @@ def figures(template, best):
 # zero-shot (§4.1): the base model, the paper's prompt, and the paper's post-processing
 
 
-def zero_shot(template):
+def zero_shot(template, max_new_tokens):
+    """The base model on train+val through predict.py's own steps (generate, postprocess, the files it writes);
+    max_new_tokens: greedy's budget (predict.token_budget)."""
     # one folder a decoding mode: a run with another --decode never overwrites or mixes with the paper's
     folder = os.path.join(template.out, "zero-shot" + ("" if template.decode == "greedy" else f"-{template.decode}"))
     bad = [] if template.skip_bad else None
@@ -381,22 +388,23 @@ def zero_shot(template):
         raise InputError(f"{template.data}: no usable videos in train+val")
     model = qwen.load_model(template.model, template.quant)
     answers = predict.generate(model, processor, videos, cache, template.eval_batch_size, template.workers,
-                               video=video, decode=template.decode)
+                               video=video, decode=template.decode, max_new_tokens=max_new_tokens)
     # The paper fills an invalid answer with the training mean, 80 (train+val mean score 0.801)
     scores, invalid = predict.postprocess(answers, predict.PAPER_TRAIN_MEAN)
     m = predict.metrics(scores, [v.score for v in videos])
 
     predict.write_predictions(os.path.join(folder, "predictions.csv"), videos, scores, answers)
     if template.decode != "expected":  # with expected, predictions.csv holds the whole answer: score, argmax and std
-        write_rows(os.path.join(folder, "answers.csv"), ["video_id", "answer"],
-                   zip([v.video_id for v in videos], answers))
+        predict.write_answers(os.path.join(folder, "answers.csv"), videos, answers)
     rate = invalid / max(len(videos), 1)
-    result = dict(model=template.model, decode=template.decode, n=m["n"], invalid=invalid, invalid_rate=rate,
-                  fill=predict.PAPER_TRAIN_MEAN, srcc=m["srcc"], srcc_ci=list(m["srcc_ci"]),
-                  srcc_ci_spearman=list(m["srcc_ci_spearman"]), ci_method=predict.CI_METHODS, pearson=m["pearson"],
-                  mse=m["mse"])
+    result = dict(model=template.model, decode=template.decode, max_new_tokens=max_new_tokens, n=m["n"],
+                  invalid=invalid, invalid_rate=rate, fill=predict.PAPER_TRAIN_MEAN, srcc=m["srcc"],
+                  srcc_ci=list(m["srcc_ci"]), srcc_ci_spearman=list(m["srcc_ci_spearman"]),
+                  ci_method=predict.CI_METHODS, pearson=m["pearson"], mse=m["mse"], paper=PAPER_ZERO_SHOT)
     write_atomic(os.path.join(folder, "metrics.json"), json.dumps(result, indent=1))
-    print(f"invalid answers: {invalid}/{len(videos)} ({100 * rate:.2f}%), replaced by {predict.PAPER_TRAIN_MEAN}")
+    paper = PAPER_ZERO_SHOT
+    print(predict.describe_invalid(invalid, len(videos), predict.PAPER_TRAIN_MEAN)
+          + f" (the paper's: {paper['invalid']}/{paper['n']}, {100 * paper['invalid_rate']:.2f}%)")
     print(f"zero-shot {predict.describe(m)}")
     scatter(os.path.join(folder, "figure-3-scatter.png"), [v.score for v in videos], [s / 100 for s in scores],
             f"zero-shot: SRCC {m['srcc']:.3f}, {invalid} invalid of {len(videos)}")
@@ -480,6 +488,9 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training folds")
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     parser.add_argument("--zero-shot", action="store_true", help="instead: the base model on train+val, no training")
+    parser.add_argument("--max-new-tokens", type=int, help="with --zero-shot: greedy decoding's budget of new tokens; "
+                        f"it stops where the answer ends (default {predict.ZERO_SHOT_TOKENS}: the base model answers "
+                        "in sentences); the folds' adapters answer in at most 4 (3 digits and end-of-turn)")
     parser.add_argument("--gpus", type=lambda s: s.split(","), help="comma-separated GPUs to run folds on side by "
                         "side, one a GPU (e.g. 0,1,2,3); default: this process's device")
     parser.add_argument("--compare", nargs=2, metavar=("A.csv", "B.csv"), help="instead: two prediction files of the "
@@ -493,6 +504,9 @@ def parse_args(argv=None):
         if given:
             raise InputError(f"--compare trains nothing: drop {', '.join('--' + k.replace('_', '-') for k in given)}")
         return parse_compare(args, rest), None
+    if args.max_new_tokens is not None and not args.zero_shot:
+        raise InputError("--max-new-tokens goes with --zero-shot: a fold's adapter answers in at most 4 tokens "
+                         "(3 digits and end-of-turn), all it needs")
     chosen_here = ("--split", "--fold", "--resume", "--overwrite", "--heldout-data")
     if any(a.split("=")[0] in chosen_here for a in rest):
         raise InputError(f"cv.py chooses the split, the folds and the run directories and always resumes: "
@@ -505,6 +519,8 @@ def parse_args(argv=None):
     template = train.Config(**dict(fold_flags, data=args.data, model=args.model, out=args.out, split="trainval",
                                    folds=args.folds, epochs=args.epochs, lr=args.lr, heldout_data=args.heldout_source))
     args.r, args.alpha = list(dict.fromkeys(args.r)), list(dict.fromkeys(args.alpha))  # a repeated value runs once
+    if args.zero_shot:
+        args.max_new_tokens = predict.token_budget(args.max_new_tokens, template.decode, zero_shot=True)
     return args, template
 
 
@@ -526,8 +542,8 @@ def main(argv=None):
     if args.compare:
         return compare(args)
     if args.zero_shot:
-        print(json.dumps(dataclasses.asdict(template), indent=1))
-        return zero_shot(template)
+        print(json.dumps(dict(dataclasses.asdict(template), max_new_tokens=args.max_new_tokens), indent=1))
+        return zero_shot(template, args.max_new_tokens)
     cfgs = plan(template, args.r, args.alpha)
     # a damaged results file, then bad data, stop the CV before it starts
     read_results(os.path.join(template.out, "results.csv"))

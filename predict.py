@@ -10,16 +10,22 @@ Predict memorability scores with a trained adapter (or zero-shot with the base m
     python predict.py --videos my-clips --adapter runs/r128-a1024 --sheet my-clips.png # your own videos, ranked
     python predict.py --data data/memento10k --adapter runs/r128-a1024 --split test --explain --report test.html
 
---decode (scoring.py; default: the run's, or greedy): greedy, the paper's, decodes at most 4 new tokens (one prefill,
-at most three cached steps), then the paper's post-processing: the first number 0-100 in the answer; an answer without
-one is invalid and gets the training mean (counted and reported). constrained decodes the same way among the valid
-answers only; expected reads the probability of each of the 101 answers (one prefill and one more forward) and
+--decode (scoring.py; default: the run's, or greedy): greedy, the paper's, decodes until the answer ends (end-of-turn
+or end-of-text) or --max-new-tokens are spent, then reads the score as prompt.parse_score says (the paper's
+post-processing: a number 0-100 in the answer); an answer without one is invalid and gets the training mean (counted
+and reported). --max-new-tokens defaults to 256 zero-shot, where the base model answers in sentences (the paper read
+its score in "a paragraph including a numerical result"; 256 tokens hold a paragraph, and decoding stops at the end of
+the turn), and with an adapter to the longest valid answer, 3 digits and end-of-turn (4 tokens with Qwen's tokenizers:
+one prefill, at most three cached steps), all a fine-tuned model says. constrained decodes among the valid answers
+only; expected reads the probability of each of the 101 answers (one prefill and one more forward) and
 scores their expectation. Frames get the run's pixel budget, frame count and input (images or one video) unless told
 otherwise.
 The CSV has the header video_id,mem_score with scores 0-1 (expected: then argmax,std, also 0-1), the scores of the
 run's target (--target): a long-term run's file is named ...-long.csv, one of another source than the run's names that
-source (predictions-videomem-test.csv). With labels, SRCC is printed with two 95% CIs: the paper's (Fisher z) and
-Bonett-Wright's. With --videos, the CSV is the ranking of the folder's videos with their captions (folder.py).
+source (predictions-videomem-test.csv). A text decode (greedy, constrained) also writes its raw answers beside it,
+answers-NAME.csv (video_id,answer; each whole answer, newlines and all), to be read again by any rule. With labels,
+SRCC is printed with two 95% CIs: the paper's (Fisher z) and Bonett-Wright's. With --videos, the CSV is the ranking of
+the folder's videos with their captions (folder.py).
 --explain (explain.py) also writes explain-NAME.csv beside it: each frame's and caption's share of the expected score,
 what the score loses when that input alone is taken away. --report FILE.html (report.py) writes the scored videos as
 one self-contained page: ranks, scores, frames, captions and shares, sortable.
@@ -56,18 +62,22 @@ from errors import InputError, cli
 DEFAULT_RUN = os.path.join("runs", qwen.config_name(qwen.DEFAULT_R, qwen.DEFAULT_ALPHA))
 PAPER_TRAIN_MEAN = 80  # the paper's fill value for invalid zero-shot answers (train+val mean score 0.801)
 DECODES = ("greedy", "constrained", "expected")  # how a score is read from the model (scoring.py); greedy: the paper's
+# Greedy decoding's budget zero-shot: the base model answers in sentences, and the paper read its score in a paragraph.
+# 256 new tokens hold a paragraph (Qwen-VL-Chat's own generation_config allows 512); decoding stops where the turn ends.
+ZERO_SHOT_TOKENS = 256
 
 
 # -----------------------------------------------------------------------------
 # decoding, then post-processing
 
 
-def generate(model, processor, videos, cache, batch_size=8, workers=0, max_new_tokens=4, progress=True, video=False,
+def generate(model, processor, videos, cache, batch_size=8, workers=0, max_new_tokens=None, progress=True, video=False,
              decode="greedy"):
     """
     The model's answer for each video, in order (see scoring.py): with `decode` greedy or constrained, the text it
     wrote; with expected, its probabilities of the 101 scores, a (101,) tensor. Batches are made by `workers`
-    processes; with `video`, the frames of each go in as one native video input.
+    processes; with `video`, the frames of each go in as one native video input. max_new_tokens: greedy's budget
+    (token_budget), the longest valid answer unless told.
     """
     assert decode in DECODES, decode
     batches = frames.loader(frames.Batches(videos, cache, processor, labelled=False, video=video),
@@ -87,13 +97,14 @@ def attribute(model, processor, videos, cache, batch_size=9, workers=0, progress
     return explain.shares(torch.stack(p), videos, cache.n_frames)
 
 
-def answer(model, processor, batches, decode, max_new_tokens=4, progress=True, desc="predicting"):
+def answer(model, processor, batches, decode, max_new_tokens=None, progress=True, desc="predicting"):
     """The model's answer (see generate) for each row of `batches`, prompt.encode's inputs from frames.loader."""
     tokenizer = processor.tokenizer
-    end, pad = tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), tokenizer.pad_token_id
+    ends, pad = prompt.stop_ids(tokenizer), tokenizer.pad_token_id
     answers_ids = prompt.answer_ids(tokenizer)
     allowed = scoring.trie(answers_ids) if decode == "constrained" else None
-    steps = max_new_tokens if allowed is None else max(map(len, answers_ids))  # constrained: to the longest answer
+    # unless told, the longest valid answer: all that a fine-tuned model needs to say; constrained decoding says no more
+    steps = max_new_tokens if allowed is None and max_new_tokens else prompt.answer_length(tokenizer)
     was_training = model.training
     model.eval()
     answers = []
@@ -103,19 +114,21 @@ def answer(model, processor, batches, decode, max_new_tokens=4, progress=True, d
             if decode == "expected":
                 answers += list(expected(model, batch, answers_ids).cpu())
             else:
-                tokens = greedy(model, batch, end, pad, steps, allowed)
+                tokens = greedy(model, batch, ends, pad, steps, allowed)
                 answers += tokenizer.batch_decode(tokens, skip_special_tokens=True)
     model.train(was_training)
     return answers
 
 
 @torch.no_grad()
-def greedy(model, batch, end, pad, max_new_tokens=4, allowed=None):
+def greedy(model, batch, end, pad, max_new_tokens, allowed=None):
     """
     Greedy decoding as token ids (B, at most max_new_tokens): one forward pass over the prompts that computes the
     logits of their last position only (the prefill), then one cached step per further token, until every answer has
-    ended. A score is at most three digits and end-of-turn: a prefill and at most three steps. The same tokens as
-    model.generate(do_sample=False), without its per-step machinery; an answer that ended is padded with `pad`.
+    ended with `end` (a token id, or a list of them: prompt.stop_ids). A fine-tuned model's score is at most three
+    digits and end-of-turn: a prefill and at most three steps; a base model's sentence takes one step a token, the
+    batch's rows together, until the last of them ends. The same tokens as model.generate(do_sample=False) with
+    eos_token_id=end, without its per-step machinery; an answer that ended is padded with `pad`.
     With `allowed` (scoring.trie of the valid answers), each step picks the likeliest token that keeps the answer
     valid: constrained decoding.
     """
@@ -125,7 +138,8 @@ def greedy(model, batch, end, pad, max_new_tokens=4, allowed=None):
     cache = {_cache_argument(base): DynamicCache()}
     logits = model(**batch, **cache, use_cache=True, logits_to_keep=1).logits[:, -1]
     token = _pick(logits, [], allowed)
-    tokens, done, mask = [token], token == end, batch["attention_mask"]
+    ends = torch.as_tensor(end, device=token.device)
+    tokens, done, mask = [token], torch.isin(token, ends), batch["attention_mask"]
     for _ in range(max_new_tokens - 1):
         if done.all():
             break
@@ -134,7 +148,7 @@ def greedy(model, batch, end, pad, max_new_tokens=4, allowed=None):
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, **cache, use_cache=True)
         token = torch.where(done, pad, _pick(out.logits[:, -1], tokens, allowed))
         tokens.append(token)
-        done |= token == end
+        done |= torch.isin(token, ends)
     return torch.stack(tokens, 1)
 
 
@@ -200,16 +214,32 @@ def _cache_argument(model):
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def token_budget(given, decode, zero_shot):
+    """--max-new-tokens resolved: greedy decoding's budget of new tokens, `given` or else ZERO_SHOT_TOKENS zero-shot;
+    None with an adapter (generate's default: the longest valid answer) and for the other decodes, which read the
+    valid answers only (a budget given to them is an error)."""
+    if given is not None and given < 1:
+        raise InputError(f"--max-new-tokens must be at least 1, not {given}")
+    if given is not None and decode != "greedy":
+        raise InputError(f"--max-new-tokens is greedy decoding's budget: --decode {decode} reads valid answers only")
+    return given or (ZERO_SHOT_TOKENS if zero_shot and decode == "greedy" else None)
+
+
 def postprocess(answers, fill):
     """
-    Answers (generate's) -> scores 0-100, and how many were invalid. A text (greedy, constrained) gives its first
-    number 0-100 as an integer, or `fill` when it has none (invalid); a distribution over the 101 scores (expected)
-    gives its expectation, a float, never invalid.
+    Answers (generate's) -> scores 0-100, and how many were invalid: the one place where an invalid answer is filled.
+    A text (greedy, constrained) gives the score prompt.parse_score reads in it, an integer, or `fill` when it has none
+    (invalid); a distribution over the 101 scores (expected) gives its expectation, a float, never invalid.
     """
     if answers and torch.is_tensor(answers[0]):
         return scoring.summary(torch.stack(answers))[0].tolist(), 0
     parsed = [prompt.parse_score(a) for a in answers]
     return [fill if p is None else p for p in parsed], sum(p is None for p in parsed)
+
+
+def describe_invalid(invalid, n, fill):
+    """The line that counts the invalid answers and says what replaced them."""
+    return f"invalid answers: {invalid}/{n} ({100 * invalid / max(n, 1):.2f}%), replaced by {fill}"
 
 
 def spread(answers):
@@ -332,6 +362,12 @@ def write_predictions(path, videos, scores, answers=None):
     write_table(path, *prediction_table(videos, scores, answers))
 
 
+def write_answers(path, videos, answers):
+    """The raw text answers as CSV, video_id,answer: each whole answer, quoted where it holds a comma, a quote or a line
+    break, so that a CSV reader gives it back exactly, to be read again by any rule."""
+    write_table(path, ["video_id", "answer"], [[v.video_id, a] for v, a in zip(videos, answers)])
+
+
 def write_table(path, header, rows):
     where = os.path.dirname(os.path.abspath(path))
     os.makedirs(where, exist_ok=True)
@@ -385,6 +421,10 @@ def main(argv=None):
     parser.add_argument("--decode", default=None, choices=DECODES,
                         help="how a score is read (scoring.py): greedy (the paper's), constrained or expected; "
                              "default: the run's, or greedy")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help=f"greedy decoding's budget of new tokens; it stops where the answer ends (default: "
+                             f"{ZERO_SHOT_TOKENS} zero-shot, where the base model answers in sentences; with an "
+                             "adapter, the longest valid answer: 4 tokens, 3 digits and end-of-turn)")
     parser.add_argument("--split", default="test", choices=data.SPLITS, help="videos to predict")
     parser.add_argument("--target", default=None, choices=data.TARGETS,
                         help="the score predicted and scored: short- or long-term (default: the run's, or short)")
@@ -428,6 +468,7 @@ def main(argv=None):
     model_id = args.model or run.get("model") or (qwen.base_model_of(adapter) if adapter else qwen.DEFAULT_MODEL)
     quant = args.quant or run.get("quant", "nf4")
     decode = "expected" if args.explain else args.decode or run.get("decode", "greedy")
+    max_new_tokens = token_budget(args.max_new_tokens, decode, args.zero_shot)
     folds, seed = args.folds or run.get("folds", 5), args.seed if args.seed is not None else run.get("seed", 0)
     n_frames = args.frames or run.get("frames", 3)
     video = (args.input or run.get("input", "images")) == "video"
@@ -491,10 +532,11 @@ def main(argv=None):
         answers, shares = attribute(model, processor, videos, cache, batch_size, args.workers, video=video)
     else:
         answers, shares = generate(model, processor, videos, cache, batch_size, args.workers, video=video,
-                                   decode=decode), None
+                                   decode=decode, max_new_tokens=max_new_tokens), None
     seconds = time.time() - t0
     print(f"predicted {len(videos)} videos in {seconds:.1f}s ({len(videos) / max(seconds, 1e-9):.1f} videos/s), "
-          f"decode {decode}" + (f", explained: {len(explain.rows(videos, n_frames))} scores" if shares else ""))
+          f"decode {decode}" + (f", at most {max_new_tokens} new tokens" if max_new_tokens else "")
+          + (f", explained: {len(explain.rows(videos, n_frames))} scores" if shares else ""))
     scores, invalid = postprocess(answers, fill)
     table = prediction_table(videos, scores, answers)
     if args.videos:
@@ -506,7 +548,11 @@ def main(argv=None):
     else:
         write_table(out, *table)
     print(f"wrote {len(scores)} predictions of the {target}-term score to {out}")
-    print(f"invalid answers: {invalid}/{len(scores)} ({100 * invalid / max(len(scores), 1):.2f}%), replaced by {fill}")
+    if decode != "expected":  # a distribution has no text: its predictions hold the whole answer
+        path = os.path.join(os.path.dirname(os.path.abspath(out)), f"answers-{suffix}.csv")
+        write_answers(path, videos, answers)
+        print(f"wrote the raw answers to {path}")
+    print(describe_invalid(invalid, len(scores), fill))
     if shares:
         header, rows = explain.table(table, shares, n_frames)
         path = os.path.join(os.path.dirname(os.path.abspath(out)), f"explain-{suffix}.csv")

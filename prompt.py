@@ -25,6 +25,7 @@ CAPTION_REQUEST = "Describe what happens in this video in one short sentence."
 IMAGE_PAD = "<|image_pad|>"  # one visual token of a frame in Qwen's chat layout
 VIDEO_PAD = "<|video_pad|>"  # one visual token of a native video input (two frames' tubelets)
 END_OF_TURN = "<|im_end|>"  # Qwen's end of an assistant turn; the model must learn to stop after the score
+END_OF_TEXT = "<|endoftext|>"  # Qwen's end of a document; the official Qwen-VL-Chat also stops an answer there
 IGNORE = -100  # label of a position that carries no loss (torch's cross_entropy ignore_index)
 
 
@@ -57,11 +58,25 @@ def target_ids(tokenizer, label):
     return tokenizer.encode(str(label), add_special_tokens=False) + [tokenizer.convert_tokens_to_ids(END_OF_TURN)]
 
 
+def stop_ids(tokenizer):
+    """The token ids that end an answer: end-of-turn, and end-of-text where the tokenizer has it (Qwen-VL-Chat's
+    official chat stops at either; its generation_config names end-of-text as the end of sequence)."""
+    end_of_text = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+    known = end_of_text is not None and end_of_text != getattr(tokenizer, "unk_token_id", None)
+    return [tokenizer.convert_tokens_to_ids(END_OF_TURN)] + ([end_of_text] if known else [])
+
+
 def answer_ids(tokenizer):
     """The token ids of every answer the method allows, scores 0..100 in order: each one's target_ids. They come from
     the tokenizer's own encoding of each number, so they are the exact answers whatever it does with digits (Qwen's
     split them one by one: 1-3 digit tokens, then end-of-turn; another may make "100" one token)."""
     return [target_ids(tokenizer, s) for s in range(101)]
+
+
+def answer_length(tokenizer):
+    """Tokens of the longest valid answer (4 with Qwen's digits: "100" and end-of-turn): all that a fine-tuned model
+    needs to say, so its decoding stops there."""
+    return max(map(len, answer_ids(tokenizer)))
 
 
 def left_pad(rows, value):
@@ -89,7 +104,7 @@ def join(prompts, targets, pad_id):
     return input_ids, attention_mask, labels
 
 
-def encode(processor, frames, captions, labels=None, seconds=None, request=None):
+def encode(processor, frames, captions, labels=None, seconds=None, request=None, answer=target_ids):
     """
     A batch of videos -> model inputs (and labels when `labels`, the integer scores, are given).
     frames: per video its frames, (3, H, W) tensors or (H, W, 3) arrays; captions: per video its captions.
@@ -100,6 +115,7 @@ def encode(processor, frames, captions, labels=None, seconds=None, request=None)
     the paper's question (see messages), and captions may be empty. The patches stay uint8 and an image is not yet repeated
     over the vision tower's two time steps: `pixels` does both where the model is, and a batch moves 8x fewer bytes
     from the loader's workers to the GPU than the processor's own float32 patches (4x for a video).
+    answer(tokenizer, label): a target's token ids, target_ids unless told (tiny.teach_answer_format teaches others).
     """
     tokenizer = processor.tokenizer
     video = seconds is not None
@@ -115,7 +131,7 @@ def encode(processor, frames, captions, labels=None, seconds=None, request=None)
     enc = processor(text=texts, **visual, padding=True, padding_side="left", return_tensors="pt", do_rescale=False,
                     do_normalize=False)
     keep = enc["attention_mask"].bool()
-    targets = [target_ids(tokenizer, y) for y in labels] if labels is not None else [[] for _ in texts]
+    targets = [answer(tokenizer, y) for y in labels] if labels is not None else [[] for _ in texts]
     input_ids, attention_mask, label_ids = join([ids[k] for ids, k in zip(enc["input_ids"], keep)], targets,
                                                 tokenizer.pad_token_id)
     batch = dict(input_ids=input_ids, attention_mask=attention_mask)

@@ -461,8 +461,8 @@ class QWenLMHeadModel(nn.Module):
             if pad_token_id is not None:
                 token = torch.where(done, pad_token_id, token)
             out.append(token)
-            if eos_token_id is not None:
-                done |= token == eos_token_id
+            if eos_token_id is not None:  # an id, or a list of them (as transformers' generate takes)
+                done |= torch.isin(token, torch.as_tensor(eos_token_id, device=token.device))
             if done.all():
                 break
             mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)

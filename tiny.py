@@ -97,13 +97,13 @@ TINY_RECIPE = dict(r=16, alpha=32, lr=1e-3, epochs=10, warmup=0.05,
                    grad_ckpt=False)
 
 
-def make_tiny(path, family="qwen2_5_vl", seed=0, teach=True, gptq=False):
+def make_tiny(path, family="qwen2_5_vl", seed=0, teach=True, gptq=False, answer=prompt.target_ids):
     """Write a tiny random checkpoint (model, tokenizer, processor) that loads like a real one and, like a real chat
     model, answers the prompt with a number (teach_answer_format), which says nothing yet. teach=False
     leaves it untaught: its answers are random tokens (what decoding must survive). gptq: then quantized to a GPTQ
-    4-bit checkpoint, calibrated on prompts of the synthetic data."""
+    4-bit checkpoint, calibrated on prompts of the synthetic data. answer: the format taught (teach_answer_format)."""
     if family == "qwen_vl":
-        return make_tiny_qwen_vl(path, seed, teach, gptq)
+        return make_tiny_qwen_vl(path, seed, teach, gptq, answer)
     if family not in TINY:
         raise InputError(f"unknown family {family!r} (qwen_vl, qwen2_5_vl or qwen3_vl)")
     text, vision = TINY[family]
@@ -111,9 +111,11 @@ def make_tiny(path, family="qwen2_5_vl", seed=0, teach=True, gptq=False):
     # stock minimum already), which keeps tiny models on small synthetic frames fast.
     side = 2 * 2 * PROCESSORS[family]["patch_size"]
     if not gptq:
-        return _write_checkpoint(path, family, text, vision, seed, tiny=True, min_pixels=side * side, teach=teach)
+        return _write_checkpoint(path, family, text, vision, seed, tiny=True, min_pixels=side * side, teach=teach,
+                                 answer=answer)
     with tempfile.TemporaryDirectory() as full:
-        _write_checkpoint(full, family, text, vision, seed, tiny=True, min_pixels=side * side, teach=teach)
+        _write_checkpoint(full, family, text, vision, seed, tiny=True, min_pixels=side * side, teach=teach,
+                          answer=answer)
         rng = random.Random(seed)
         texts = [f"{prompt.INSTRUCTION}\n{' '.join(rng.choices(synthetic.CAPTION_WORDS, k=12))}\n{prompt.ANSWER_CUE}"
                  f" {rng.randint(40, 100)}" for _ in range(32)]
@@ -133,7 +135,8 @@ def make_random(path, arch, seed=0):
     return _write_checkpoint(path, family, text, vision, seed, tied=tied)
 
 
-def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, min_pixels=None, teach=True):
+def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, min_pixels=None, teach=True,
+                      answer=prompt.target_ids):
     from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessor
 
     if family == "qwen2_5_vl":
@@ -156,7 +159,7 @@ def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, 
         # A frozen random lm_head with the default std 0.02 caps logits near 2.6 and LoRA-only training stalls.
         torch.nn.init.normal_(model.lm_head.weight, std=0.1)
         if teach:
-            teach_answer_format(model, processor, seed=seed)
+            teach_answer_format(model, processor, seed=seed, answer=answer)
     else:
         with torch.device(qwen.device()):
             model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
@@ -201,13 +204,15 @@ def quantize_gptq(src, dst, texts, group_size=128):
     return dst
 
 
-def teach_answer_format(model, processor, steps=120, batch_size=8, lr=1e-3, seed=0):
+def teach_answer_format(model, processor, steps=120, batch_size=8, lr=1e-3, seed=0, answer=prompt.target_ids):
     """
     Teach a tiny random model what a pretrained chat model knows before any fine-tuning: to answer the prompt with a
     number and end its turn. All its weights train for a few seconds on noise frames and random captions toward
     random scores 40-100 (Memento10k's range), so it learns the answer's format and nothing about any rule:
     zero-shot, its answers are valid and uninformative, as the real base model's mostly are. Without this, LoRA on
     q/k/v alone (the paper's targets) must also build the format, which takes a tiny random model thousands of steps.
+    `answer(tokenizer, score)`: the answer's token ids (prompt.encode), the score's digits and end-of-turn unless told;
+    a sentence around the score makes a model that answers as a chat model does zero-shot.
     """
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -215,7 +220,8 @@ def teach_answer_format(model, processor, steps=120, batch_size=8, lr=1e-3, seed
     for _ in range(steps):
         frames = [torch.from_numpy(rng.integers(0, 256, (3, 3, 64, 64), dtype=np.uint8)) for _ in range(batch_size)]
         captions = [[synthetic.synthetic_caption(rng) for _ in range(5)] for _ in range(batch_size)]
-        batch, labels = prompt.encode(processor, frames, captions, rng.integers(40, 101, batch_size).tolist())
+        batch, labels = prompt.encode(processor, frames, captions, rng.integers(40, 101, batch_size).tolist(),
+                                      answer=answer)
         k = int((labels != prompt.IGNORE).sum(1).max())
         loss = train.score_loss(model, prompt.to_model(batch, processor, "cpu"), labels[:, -k:])
         (loss / (labels != prompt.IGNORE).sum()).backward()
@@ -336,7 +342,7 @@ GPTQ_SETTINGS = dict(bits=4, group_size=128, damp_percent=0.01, desc_act=False, 
                      true_sequential=True, model_name_or_path=None, model_file_base_name="model")
 
 
-def make_tiny_qwen_vl(path, seed=0, teach=True, gptq=False):
+def make_tiny_qwen_vl(path, seed=0, teach=True, gptq=False, answer=prompt.target_ids):
     """Write a tiny random Qwen-VL-Chat in the official layout (config.json, qwen.tiktoken, tokenizer_config.json,
     generation_config.json, model.safetensors in fp16), taught the answer's format like the other tiny models; with
     gptq, its five quantized module types in the Int4 release's GPTQ v1 format (round to nearest)."""
@@ -349,7 +355,7 @@ def make_tiny_qwen_vl(path, seed=0, teach=True, gptq=False):
     init_qwen_vl(model, seed)
     if teach:
         transform = qwen_vl_processor.ImageTransform(TINY_QWEN_VL["visual"]["image_size"])
-        teach_answer_format(model, qwen_vl_processor.QWenVLProcessor(tokenizer, transform), seed=seed)
+        teach_answer_format(model, qwen_vl_processor.QWenVLProcessor(tokenizer, transform), seed=seed, answer=answer)
     state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
     if gptq:
         for prefix, linear in qwen_vl.language_linears(model):

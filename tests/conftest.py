@@ -90,16 +90,18 @@ TEST_RECIPE = RECIPE + ["--epochs", 6]
 QWEN_VL_RECIPE = TEST_RECIPE + ["--lr", 2e-3]
 
 
-def greedy_equals_generate(model, batch, end, pad):
-    """predict.greedy's tokens for a batch on the model, after checking they are model.generate's greedy ones."""
+def greedy_equals_generate(model, batch, end, pad, max_new_tokens=4):
+    """predict.greedy's tokens for a batch on the model, after checking they are model.generate's greedy ones; `end`:
+    the id, or ids, that end an answer; 4 new tokens at most unless told (a fine-tuned model's longest answer)."""
     import torch
 
     import predict
 
     model.eval()
-    ours = predict.greedy(model, batch, end, pad, max_new_tokens=4)
+    ours = predict.greedy(model, batch, end, pad, max_new_tokens)
     with torch.no_grad():
-        theirs = model.generate(**batch, max_new_tokens=4, do_sample=False, eos_token_id=end, pad_token_id=pad)
+        theirs = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=end,
+                                pad_token_id=pad)
     theirs = theirs[:, batch["input_ids"].shape[1]:]
     assert ours.tolist() == theirs[:, :ours.shape[1]].tolist() and ours.shape[1] == theirs.shape[1]
     return ours

@@ -20,7 +20,7 @@ import data
 import predict
 import prompt
 from errors import InputError
-from tiny import TINY_RECIPE
+from tiny import TINY_RECIPE, make_tiny
 from conftest import build_once, script
 
 CONFIGS = ("r16-a32", "r16-a4")
@@ -128,6 +128,10 @@ def test_srcc_ci_agrees_with_references():
     (["--r", 8, 0], "--r must be a positive integer, not 0"),
     (["--alpha", 16, -1], "--alpha must be positive, not -1.0"),
     (["--folds", 1], "--folds must be at least 2"),
+    (["--max-new-tokens", 16], "--max-new-tokens goes with --zero-shot"),  # a fold's adapter says 4 tokens at most
+    (["--zero-shot", "--max-new-tokens", 0], "--max-new-tokens must be at least 1, not 0"),
+    (["--zero-shot", "--decode", "expected", "--max-new-tokens", 16],
+     "--max-new-tokens is greedy decoding's budget: --decode expected reads valid answers only"),
 ])
 def test_bad_settings(flags, message, tmp_path):
     with pytest.raises(InputError, match=re.escape(message)):
@@ -175,6 +179,58 @@ def test_zero_shot(tiny, synthetic, synthetic_csv, cache, tmp_path):
     rows = read_csv(out / "zero-shot-expected" / "predictions.csv")
     assert len(rows) == 34 and list(rows[0]) == ["video_id", "mem_score", "argmax", "std"]
     assert json.loads((out / "zero-shot-expected" / "metrics.json").read_text())["decode"] == "expected"
+
+
+# How a chat model answers zero-shot: the scale first, then the score, over two lines (the paper's base model answered
+# in "a paragraph including a numerical result").
+SENTENCE = "On a scale from 0 to 100, the memorability score of this video is\n{}."
+
+
+@pytest.fixture(scope="module")
+def talker(tmp_path_factory):
+    """A tiny Qwen2.5-VL taught (tiny.teach_answer_format) to answer in SENTENCE, then end its turn."""
+    def sentence(tokenizer, score):
+        return tokenizer.encode(SENTENCE.format(score), add_special_tokens=False) + prompt.stop_ids(tokenizer)[:1]
+
+    return make_tiny(str(tmp_path_factory.mktemp("talker") / "model"), answer=sentence)
+
+
+def test_zero_shot_reads_the_score_in_a_sentence(talker, synthetic_csv, cache, tmp_path):
+    """§4.1 as the paper ran it: the base model finishes its answer (predict.ZERO_SHOT_TOKENS new tokens at most, to
+    the end of its turn) and the score is read in its sentence, not the scale before it; answers.csv keeps each whole
+    answer, line break included, as predict.py's answers file does on the same videos; metrics.json sets the invalid
+    count and rate beside the paper's. Cut at 4 new tokens (every decode's budget before), the same model's answers
+    hold no number: all invalid."""
+    logs, metrics, answers = {}, {}, {}
+    for name, flags in [("whole", []), ("cut", ["--max-new-tokens", 4])]:
+        out = tmp_path / name
+        code, logs[name] = run("--zero-shot", "--data", synthetic_csv, "--model", talker, "--cache", cache, "--out", out,
+                               "--workers", 0, *flags)
+        assert code == 0, logs[name]
+        metrics[name] = json.loads((out / "zero-shot" / "metrics.json").read_text())
+        with open(out / "zero-shot" / "answers.csv", newline="") as f:
+            answers[name] = {row["video_id"]: row["answer"] for row in csv.DictReader(f)}
+    n = len(answers["whole"])
+    assert n == 34 and metrics["whole"]["max_new_tokens"] == predict.ZERO_SHOT_TOKENS
+    said = {v: re.fullmatch(re.escape(SENTENCE).replace(r"\{\}", r"(\d+)"), a) for v, a in answers["whole"].items()}
+    assert sum(m is not None for m in said.values()) >= 0.9 * n, answers["whole"]
+    assert all(prompt.parse_score(answers["whole"][v]) == int(m[1]) for v, m in said.items() if m)
+    assert metrics["cut"]["max_new_tokens"] == 4 and set(answers["cut"].values()) == {"On a scale from"}
+    for name, invalid in [("whole", sum(prompt.parse_score(a) is None for a in answers["whole"].values())),
+                          ("cut", n)]:
+        assert metrics[name]["invalid"] == invalid and metrics[name]["invalid_rate"] == invalid / n
+        assert metrics[name]["paper"] == dict(invalid=600, n=8500, invalid_rate=0.0706, srcc=-0.050)
+        assert (f"invalid answers: {invalid}/{n} ({100 * invalid / n:.2f}%), replaced by 80 (the paper's: 600/8500, "
+                "7.06%)") in logs[name]
+    assert metrics["whole"]["invalid"] <= 0.1 * n
+    print(f"zero-shot invalid on the tiny sentence model: {metrics['cut']['invalid']}/{n} with 4 new tokens, "
+          f"{metrics['whole']['invalid']}/{n} with {predict.ZERO_SHOT_TOKENS}")
+
+    # predict.py --zero-shot on the same videos: the same answers, in answers-trainval.csv beside its predictions
+    predict.main(map(str, ["--data", synthetic_csv, "--zero-shot", "--model", talker, "--split", "trainval",
+                           "--cache", cache, "--workers", 0, "--out", tmp_path / "predict" / "predictions.csv"]))
+    with open(tmp_path / "predict" / "answers-trainval.csv", newline="") as f:
+        assert {row["video_id"]: row["answer"] for row in csv.DictReader(f)} == answers["whole"]
 
 
 def test_cross_validation(grid, synthetic):

@@ -24,7 +24,7 @@ from errors import InputError
 from frames import FrameCache
 from synthetic import fade, write_video
 from tiny import make_tiny
-from conftest import script
+from conftest import greedy_equals_generate, script
 
 # A toy vocabulary for the pure functions: digit d is token d, end-of-turn 10, a word 11.
 END, WORD, V = 10, 11, 12
@@ -192,6 +192,29 @@ def test_constrained_and_expected_are_never_invalid(untaught, tiny, synthetic, c
     for i, row in enumerate(constrained):
         row = row[:row.index(end) + 1]
         assert row in answers and (i not in valid or row == free[i][:len(row)])
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen_vl"])
+def test_greedy_decodes_a_long_answer_as_generate(family, untaught, synthetic, cache, tmp_path, request):
+    """Zero-shot's budget, predict.ZERO_SHOT_TOKENS new tokens, on both families: greedy gives model.generate's greedy
+    tokens with the same stop tokens (end-of-turn and end-of-text). A tiny model never taught to stop runs the whole
+    budget; on a taught one, the decoding stops with the last answer to end."""
+    taught = request.getfixturevalue("tiny" if family == "qwen2_5_vl" else "tiny_qvl")
+    if family == "qwen_vl":
+        untaught = make_tiny(str(tmp_path / "untaught"), family, teach=False)
+    videos = data.load_split(synthetic, "val")[:4]
+    for folder_, stops_itself in [(untaught, False), (taught, True)]:
+        processor, batch, _ = batch_of(folder_, videos, cache)
+        tokenizer = processor.tokenizer
+        stops = prompt.stop_ids(tokenizer)
+        assert stops[0] == tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN) and len(stops) == 2
+        tokens = greedy_equals_generate(qwen.load_model(folder_), batch, stops, tokenizer.pad_token_id,
+                                        predict.ZERO_SHOT_TOKENS)
+        stop = torch.isin(tokens, torch.tensor(stops))
+        if stops_itself:  # every answer ends, and the decoding with the last of them
+            assert stop.any(1).all() and stop.int().argmax(1).max() == tokens.shape[1] - 1 < predict.ZERO_SHOT_TOKENS
+        else:  # some answer never ends: the whole budget
+            assert tokens.shape[1] == predict.ZERO_SHOT_TOKENS and not stop.any(1).all()
 
 
 def test_expected_ranks_at_least_as_well_after_training(trained, synthetic, cache, tmp_path, capsys):
