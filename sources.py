@@ -187,22 +187,22 @@ def _videos(rows, video, scores_path, captions_path, lines, test, five, bad):
     for where, key, score in rows:
         where = f"{where} (video {key})"
         try:
-            value = float(score) if score else None
-        except ValueError:
-            problem(bad, where, f"score {score!r} is not a number", key)
-            continue
-        try:
-            v = video(key, value)
+            v = video(key, None)
         except ValueError:  # MediaEval 2021's ids name their files as numbers
             problem(bad, where, f"video id {key!r} is not a number", key)
+            continue
+        try:
+            v.score = float(score) if score else None
+        except ValueError:  # skipped under its video id, which keeps its place in the folds (data.trainval_folds)
+            problem(bad, where, f"score {score!r} is not a number", v.video_id)
             continue
         if _valid(v, where, not test, bad, five):
             videos.append(v)
     videos = nonempty(drop_duplicates(videos, scores_path, bad), scores_path, len(rows))
     listed = {key for _, key, _ in rows}
     for key in (k for k in lines if k not in listed):  # (a test split's rows are its captions)
-        problem(bad, f"{captions_path}: line {lines[key]}", f"video {key} is not in {os.path.basename(scores_path)}",
-                key)
+        # no video id in the list: no labelled video is left out, and none may take a place in the folds
+        problem(bad, f"{captions_path}: line {lines[key]}", f"video {key} is not in {os.path.basename(scores_path)}")
     return videos
 
 

@@ -1,8 +1,12 @@
 """data.py and frames.py: both Memento10k releases, frame selection by content, the frame cache (filled ahead by
-data.py's command line), folds, the synthetic set."""
+data.py's command line), folds (drawn from the whole labelled list: a skipped record moves no other video), the
+synthetic set."""
 
+import csv
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -14,7 +18,7 @@ import model as qwen
 import sources
 from errors import InputError
 from frames import DEFAULT_MAX_PIXELS, FrameCache, frame_indices, read_frames
-from synthetic import synthetic_frames, write_video
+from synthetic import make_synthetic, synthetic_frames, write_video
 from conftest import ROOT, script
 
 
@@ -102,11 +106,12 @@ def test_folds_disjoint_cover_and_stable(synthetic):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONHASHSEED="123"))
     assert json.loads(out.stdout) == folds
-    rest, held = data.train_heldout(synthetic, "trainval", fold=2, folds=5, seed=0)
+    rest, held, assignment = data.train_heldout(synthetic, "trainval", fold=2, folds=5, seed=0)
+    assert assignment == folds
     assert {v.video_id for v in held} == set(folds[2]) and not {v.video_id for v in rest} & set(folds[2])
     assert [v.video_id for v in data.heldout(synthetic, "trainval", 2, 5, 0)] == [v.video_id for v in held]
     with pytest.raises(InputError, match="fold 5 is outside 0..4"):
-        data.fold_split(data.load_split(synthetic, "trainval"), 5, 5, 0)
+        data.fold_split(data.load_split(synthetic, "trainval"), 5, folds)
 
 
 def test_the_command_line_fills_the_cache_ahead(synthetic, tiny, tmp_path):
@@ -121,3 +126,46 @@ def test_the_command_line_fills_the_cache_ahead(synthetic, tiny, tmp_path):
     assert all(os.path.isfile(FrameCache(str(cache), 3, budget).path(v)) for v in videos)
     mean = np.mean([v.score for v in videos])
     assert out.strip().splitlines()[-1] == f"trainval: 255 videos, 255 labelled, mean score {mean:.3f}"
+
+
+def break_score(layout, root):
+    """One labelled record's score made bad: 1.7 in the authors' JSON (record 4), 'n/a' in VideoMem's ground truth
+    (video5.webm, whose video id is video5). Returns that video's id."""
+    if layout == "json":
+        path = os.path.join(root, data.JSON_FILES["train"])
+        records = json.load(open(path))
+        records[4]["mem_score"] = 1.7
+        json.dump(records, open(path, "w"))
+        return "synthetic_00004"
+    path = os.path.join(root, "dev-set", "ground-truth", sources.VIDEOMEM_TRUTH.format("dev-set"))
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    column = rows[0].index("short-term_memorability")
+    next(r for r in rows if r[0] == "video5.webm")[column] = "n/a"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return "video5"
+
+
+@pytest.mark.parametrize("layout", ["json", "videomem"])
+def test_a_skipped_record_keeps_its_fold_and_moves_no_other(layout, tmp_path):
+    """The folds are drawn from the whole labelled list: a record --skip-bad leaves out keeps its place in the draw,
+    so its fold is one video short and every other video stays in the fold it has with the record intact; the folds
+    train.py holds out (train_heldout) and predict.py predicts (heldout) are those."""
+    clean = make_synthetic(str(tmp_path / "clean"), n=20, seed=3, layout=layout)
+    broken = str(tmp_path / "broken")
+    shutil.copytree(clean, broken)
+    dropped = break_score(layout, broken)
+    _, folds = data.trainval_folds(clean, 3, 0)
+    with pytest.raises(InputError, match=re.escape(dropped)):
+        data.trainval_folds(broken, 3, 0)  # without --skip-bad, it stops the run
+    bad = []
+    videos, drawn = data.trainval_folds(broken, 3, 0, bad)
+    assert [b["video_id"] for b in bad] == [dropped] and dropped not in {v.video_id for v in videos}
+    assert drawn == folds
+    for k in range(3):
+        rest, held, _ = data.train_heldout(broken, "trainval", k, 3, 0, [])
+        assert sorted(v.video_id for v in held) == [i for i in folds[k] if i != dropped]
+        assert sorted(v.video_id for v in rest) == sorted(i for j, f in enumerate(folds) if j != k for i in f
+                                                          if i != dropped)
+        assert [v.video_id for v in data.heldout(broken, "trainval", k, 3, 0, [])] == [v.video_id for v in held]

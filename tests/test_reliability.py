@@ -1,5 +1,6 @@
 """Bad input gets a one-line error (exit code 2) naming the file or record, or with --skip-bad a warning and a
-list in the run directory; odd but valid videos just work; a run killed at any step resumes to the same bits."""
+list in the run directory, and what it skips moves no other video's fold; odd but valid videos just work; a run
+killed at any step resumes to the same bits."""
 
 import csv
 import json
@@ -286,3 +287,33 @@ def test_an_empty_split_is_an_error(case, small, small_csv, tiny, tmp_path):
     assert code == 2, err
     assert err.strip().splitlines()[-1].startswith("error: ") and message in err and "Traceback" not in err, err
     assert not (out / "submission.csv").exists() and not (out / "config.json").exists()
+
+
+def test_a_dropped_video_or_record_moves_no_other_fold(small, tiny, tmp_path):
+    """Under --skip-bad, a video that does not decode and a record that is bad each leave their fold one video short
+    and move no other video: folds.json holds the folds of the whole labelled list as the run used them (exactly the
+    videos it trained on and held out) and names what it dropped with their folds; the held-out predictions, and
+    predict.py --fold K on the same data, are exactly the held-out fold."""
+    root = str(tmp_path / "data")
+    shutil.copytree(small, root)
+    clip = open(video(root, 2), "rb").read()
+    open(video(root, 2), "wb").write(clip[:len(clip) // 2])  # truncated: decodes no more
+    edit_json(root, "train", set_field(10, "mem_score", 1.7))
+    dropped = {"synthetic_00002", "synthetic_00010"}
+    folds = data.make_folds([v.video_id for v in data.load_split(small, "trainval")], 3, 0)  # of the data intact
+    k = next(k for k, ids in enumerate(folds) if "synthetic_00002" in ids)  # the held-out fold loses a video
+    code, out, err = train_cli("--data", root, "--model", tiny, "--out", tmp_path / "run", "--cache", tmp_path / "cache",
+                               "--split", "trainval", "--fold", k, "--folds", 3, "--skip-bad", "--epochs", 1,
+                               "--r", 4, "--alpha", 8, "--no-grad-ckpt")
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "folds.json").read_text())
+    assert record["folds"] == [[i for i in ids if i not in dropped] for ids in folds] and record["fold"] == k
+    assert record["dropped"] == {i: j for j, ids in enumerate(folds) for i in ids if i in dropped}
+    assert f"training videos: {sum(map(len, record['folds'])) - len(record['folds'][k])} |" in out
+    with open(tmp_path / "run" / f"predictions-trainval-fold{k}.csv") as f:
+        assert sorted(row["video_id"] for row in csv.DictReader(f)) == record["folds"][k]
+    code, out, err = script("predict.py", "--data", root, "--adapter", tmp_path / "run", "--split", "trainval",
+                            "--fold", k, "--skip-bad", "--cache", tmp_path / "cache", "--out", tmp_path / "fold.csv")
+    assert code == 0, err
+    with open(tmp_path / "fold.csv") as f:
+        assert sorted(row["video_id"] for row in csv.DictReader(f)) == record["folds"][k]
