@@ -347,7 +347,12 @@ def figures(template, best):
     predicted = {}
     for cfg in plan(template, [best["r"]], [best["alpha"]]):  # each video predicted by a model that did not train on it
         predicted.update(predict.read_labels(predictions_path(cfg)))
+    mismatch = predict.label_mismatch(list(predicted), truth, truth_data)
     ids = [v for v in predicted if v in truth]
+    if mismatch and not ids:
+        raise InputError(mismatch)
+    if mismatch:
+        print(f"warning: {mismatch}; figure 5 shows those {len(ids)}", file=sys.stderr)
     m = predict.metrics([round(100 * predicted[v]) for v in ids], [truth[v] for v in ids])
     scatter(os.path.join(out, "figure-5-scatter.png"), [truth[v] for v in ids], [predicted[v] for v in ids],
             f"{best['config']}, {'held-out source' if template.heldout_data else 'out of fold'}: SRCC {m['srcc']:.3f} "

@@ -16,6 +16,7 @@ captions a video; the others one (VideoMem) or several (TRECVid), and the prompt
 
 import csv
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -283,6 +284,27 @@ def _rows(path, required):
             raise InputError(f"{path}: line {reader.line_num}: expected {len(fieldnames)} fields")
         rows.append((reader.line_num, row))
     return rows
+
+
+def read_labels(path):
+    """
+    A video_id,mem_score CSV, MediaEval's submission format (a run's predictions, the synthetic test_labels.csv) ->
+    {video_id: score}. A missing column, a row with the wrong number of fields, a score that is not a number or an id
+    given twice is one line naming the file and line.
+    """
+    labels = {}
+    for n, row in _rows(path, ["video_id", "mem_score"]):
+        video_id, text = row["video_id"].strip(), row["mem_score"].strip()
+        try:
+            score = float(text)
+        except ValueError:
+            score = math.nan
+        if not math.isfinite(score):
+            raise InputError(f"{path}: line {n}: score {text!r} is not a number")
+        if video_id in labels:
+            raise InputError(f"{path}: line {n}: video {video_id} is listed twice")
+        labels[video_id] = score
+    return labels
 
 
 def read_captions(path):

@@ -1,10 +1,11 @@
 """Bad input gets a one-line error (exit code 2) naming the file or record, or with --skip-bad a warning and a
-list in the run directory, and what it skips moves no other video's fold; odd but valid videos just work; a run
-killed at any step resumes to the same bits."""
+list in the run directory, and what it skips moves no other video's fold; labels that match none or part of the
+predictions say so; odd but valid videos just work; a run killed at any step resumes to the same bits."""
 
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,8 +16,11 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
+import cv
 import data
 import model as qwen
+import predict
+import train
 from errors import InputError, cli
 from frames import read_frames
 from synthetic import make_synthetic, write_video
@@ -317,3 +321,59 @@ def test_a_dropped_video_or_record_moves_no_other_fold(small, tiny, tmp_path):
     assert code == 0, err
     with open(tmp_path / "fold.csv") as f:
         assert sorted(row["video_id"] for row in csv.DictReader(f)) == record["folds"][k]
+
+
+def write_labels(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_labels_that_do_not_match_the_predictions(small, tiny, tmp_path):
+    """predict.py --labels whose ids match only some of the predicted videos: a warning saying how many match, with an
+    id of each side, and SRCC over those; matching none: the same line as an error, exit code 2, after the
+    predictions are written. A labels file without its columns or with a score that is no number stops the run
+    before any work, in one line naming the file and line."""
+    with open(os.path.join(small, data.JSON_FILES["train"])) as f:
+        truth = {os.path.splitext(r["filename"])[0]: r["mem_score"] for r in json.load(f)}  # the 14 train videos
+    ids = list(truth)
+    flags = ["--data", small, "--zero-shot", "--model", tiny, "--split", "train", "--cache", tmp_path / "cache"]
+
+    # none: the ids written as MediaEval 2021's CSV writes them
+    labels = write_labels(tmp_path / "none.csv", "video_id,mem_score\n" + "".join(f"{i:05d},0.8\n" for i in range(14)))
+    code, out, err = script("predict.py", *flags, "--labels", labels, "--out", tmp_path / "none-predictions.csv")
+    assert code == 2, out + err
+    assert err.strip().splitlines()[-1] == (f"error: {labels}: labels for 0 of the 14 predicted videos: {ids[0]} is "
+                                            "predicted but not in the labels, 00000 is in the labels but not predicted")
+    assert "Traceback" not in err and "SRCC" not in out
+    assert len((tmp_path / "none-predictions.csv").read_text().splitlines()) == 15  # written, and kept
+
+    # part: 10 of the 14, and one id of no predicted video
+    labels = write_labels(tmp_path / "part.csv", "video_id,mem_score\n" + "".join(f"{i},{truth[i]}\n" for i in ids[4:])
+                          + "elsewhere_00001,0.5\n")
+    code, out, err = script("predict.py", *flags, "--labels", labels, "--out", tmp_path / "part-predictions.csv")
+    assert code == 0, err
+    assert (f"warning: {labels}: labels for 10 of the 14 predicted videos: {ids[0]} is predicted but not in the "
+            "labels, elsewhere_00001 is in the labels but not predicted; scoring those 10") in err
+    assert "n=10)" in out
+
+    for name, text, message in [
+        ("columns.csv", "id,score\nsynthetic_00000,0.8\n", "line 1: missing column(s) video_id, mem_score"),
+        ("number.csv", f"video_id,mem_score\n{ids[0]},0.8\n{ids[1]},high\n", "line 3: score 'high' is not a number"),
+    ]:
+        code, out, err = script("predict.py", *flags[:-2], "--labels", write_labels(tmp_path / name, text),
+                                "--cache", tmp_path / f"{name}-cache", "--out", tmp_path / f"{name}-predictions.csv")
+        assert code == 2 and err.strip().splitlines()[-1].startswith(f"error: {tmp_path / name}: {message}"), err
+        assert not (tmp_path / f"{name}-predictions.csv").exists() and not (tmp_path / f"{name}-cache").exists()
+
+
+def test_cv_figures_refuse_predictions_of_other_videos(small, tmp_path):
+    """cv.py's Figure 5 reads the folds' predictions against the truth: files whose ids name none of the data's videos
+    are one line naming the data and an id of each side, not an empty figure."""
+    template = train.Config(data=small, out=str(tmp_path), split="trainval", folds=2, r=4, alpha=8)
+    for cfg in cv.plan(template, [4], [8]):
+        os.makedirs(cfg.out)
+        predict.write_table(cv.predictions_path(cfg), ["video_id", "mem_score"], [[f"{cfg.fold:05d}", "0.80"]])
+    with pytest.raises(InputError, match=re.escape(f"{small}: labels for 0 of the 2 predicted videos: 00000 is "
+                                                   "predicted but not in the labels, synthetic_00000 is in the labels "
+                                                   "but not predicted")):
+        cv.figures(template, dict(r=4, alpha=8, config="r4-a8"))
