@@ -1,10 +1,12 @@
 """Bad input gets a one-line error (exit code 2) naming the file or record, or with --skip-bad a warning and a
 list in the run directory, and what it skips moves no other video's fold; labels that match none or part of the
-predictions say so; odd but valid videos just work; a run killed at any step resumes to the same bits."""
+predictions say so; odd but valid videos just work; a run killed at any step resumes to the same bits, every random
+generator and the whole adapter restored, or says in one line what in its checkpoint is damaged."""
 
 import csv
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -14,13 +16,15 @@ import time
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file
+import torch
+from safetensors.torch import load_file, save_file
 
 import cv
 import data
 import model as qwen
 import predict
 import train
+from checkpoint import load_checkpoint, rng_state, save_checkpoint
 from errors import InputError, cli
 from frames import read_frames
 from synthetic import make_synthetic, write_video
@@ -377,3 +381,64 @@ def test_cv_figures_refuse_predictions_of_other_videos(small, tmp_path):
                                                    "predicted but not in the labels, synthetic_00000 is in the labels "
                                                    "but not predicted")):
         cv.figures(template, dict(r=4, alpha=8, config="r4-a8"))
+
+
+@pytest.fixture(scope="module")
+def run_state(tiny, tmp_path_factory):
+    """A fresh LoRA on the tiny model, its optimizer and its run's settings: what a run checkpoints."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    cfg = train.Config(data=str(folder), model=tiny, out=str(folder / "run"), r=4, alpha=8, keep=10)
+    model = qwen.add_lora(qwen.load_model(tiny, "none"), cfg.r, cfg.alpha)
+    return cfg, model, train.optimizer(model, cfg)
+
+
+def checkpoint(cfg, model, opt, step):
+    """save_checkpoint at `step`, as a run writes it: its path."""
+    os.makedirs(cfg.out, exist_ok=True)
+    save_checkpoint(cfg, step, model, opt, dict(loss=[], epochs=[]), dict(epoch=0, position=4, order=[]))
+    return os.path.join(cfg.out, f"step-{step:06d}")
+
+
+def draws():
+    """A few draws from every generator a run has: Python's (and its Gaussian cache), NumPy's (and its Gaussian
+    cache: randn(3) leaves one Gaussian cached), torch's."""
+    return (random.random(), random.gauss(0, 1), np.random.rand(2).tolist(), np.random.randn(3).tolist(),
+            torch.rand(3).tolist())
+
+
+def test_resume_restores_every_random_generator(run_state):
+    """Through a checkpoint's file (read with weights_only), Python's, NumPy's and torch's generators, each taken
+    mid-stream with a Gaussian cached, continue exactly as they would have without the round trip."""
+    cfg, model, opt = run_state
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    draws()  # mid-stream, a Gaussian cached in Python's and in NumPy's
+    path = checkpoint(cfg, model, opt, 3)
+    expected = draws()
+    random.seed(2), np.random.seed(2), torch.manual_seed(2)  # elsewhere entirely
+    meta, step = load_checkpoint(path, model, opt)
+    assert step == 4 and meta["step"] == 3
+    assert draws() == expected
+
+
+@pytest.mark.parametrize("change", ["missing", "extra", "reshaped"])
+def test_resume_refuses_an_adapter_with_a_missing_or_extra_tensor(change, run_state):
+    """A checkpoint's adapter that lacks one of the model's LoRA tensors, holds one the model has no place for, or
+    one of another shape is one line naming the file and that tensor: never a resume on half an adapter."""
+    cfg, model, opt = run_state
+    path = checkpoint(cfg, model, opt, ["missing", "extra", "reshaped"].index(change))
+    file = os.path.join(path, "adapter", "adapter_model.safetensors")
+    tensors = load_file(file)
+    name = next(k for k in sorted(tensors) if ".layers.1.self_attn.v_proj.lora_B." in k)
+    if change == "missing":
+        del tensors[name]
+    elif change == "extra":  # the same tensor in a layer the model does not have
+        tensors[name.replace(".layers.1.", ".layers.7.")] = tensors[name].clone()
+        name = name.replace(".layers.1.", ".layers.7.")
+    else:
+        tensors[name] = torch.zeros(2, 2)
+    save_file(tensors, file)
+    with pytest.raises(InputError) as e:
+        load_checkpoint(path, model, opt)
+    message = {"missing": f"lacks the tensor {name}: ", "extra": f"holds a tensor the model has no place for, {name}: ",
+               "reshaped": f"size mismatch for {name.replace('.lora_B.', '.lora_B.default.')}: "}[change]
+    assert str(e.value).startswith(f"{file}: {message}") and "\n" not in str(e.value), str(e.value)
