@@ -371,10 +371,10 @@ def zero_shot(template):
     folder = os.path.join(template.out, "zero-shot" + ("" if template.decode == "greedy" else f"-{template.decode}"))
     bad = [] if template.skip_bad else None
     videos = data.load_split(template.data, "trainval", bad, template.target)
-    os.makedirs(folder, exist_ok=True)
-    processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
-    cache = FrameCache(template.cache, template.frames, qwen.budget_of(processor))
     video = template.input == "video"
+    processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels, video)
+    os.makedirs(folder, exist_ok=True)
+    cache = FrameCache(template.cache, template.frames, qwen.budget_of(processor))
     videos = cache.fill(videos, bad, timed=video)
     data.report_skipped(bad, os.path.join(folder, "skipped.csv"))
     if not videos:
@@ -454,7 +454,8 @@ def main(argv=None):
     read_results(os.path.join(template.out, "results.csv"))
     for root in filter(None, (template.data, template.heldout_data)):
         data.load_split(root, "trainval", [] if template.skip_bad else None, template.target)
-    qwen.load_processor(template.model)  # and a model that cannot be read, from a folder or the hub, before cv.json
+    # and a model that cannot be read (from a folder or the hub) or read as asked, before cv.json
+    qwen.load_processor(template.model, template.max_pixels, template.min_pixels, template.input == "video")
     os.makedirs(template.out, exist_ok=True)
     check_settings(template, os.path.join(template.out, "cv.json"))
     print(json.dumps(dict(dataclasses.asdict(template), r=args.r, alpha=args.alpha), indent=1))

@@ -1,6 +1,6 @@
 """data.py and frames.py: both Memento10k releases, frame selection by content, the frame cache (filled ahead by
 data.py's command line), folds (drawn from the whole labelled list: a skipped record moves no other video), the
-synthetic set."""
+synthetic set, and a broken video's one line saying what is wrong with it."""
 
 import csv
 import json
@@ -169,3 +169,55 @@ def test_a_skipped_record_keeps_its_fold_and_moves_no_other(layout, tmp_path):
         assert sorted(v.video_id for v in rest) == sorted(i for j, f in enumerate(folds) if j != k for i in f
                                                           if i != dropped)
         assert [v.video_id for v in data.heldout(broken, "trainval", k, 3, 0, [])] == [v.video_id for v in held]
+
+
+BROKEN_VIDEOS = {  # how to write the broken file, and what the one line must say after its path
+    "empty file": (lambda path, clip: open(path, "wb").close(), "empty file (0 bytes), not a video"),
+    "random bytes": (lambda path, clip: open(path, "wb").write(np.random.default_rng(0).bytes(5000)),
+                     "corrupt, truncated or not a video: FFmpeg: Invalid data found when processing input"),
+    "truncated mp4": (lambda path, clip: open(path, "wb").write(clip[:len(clip) // 2]),
+                      "corrupt, truncated or not a video: FFmpeg: Invalid data found when processing input "
+                      "(moov atom not found)"),
+    "audio only": (lambda path, clip: write_audio(path), "no video stream (the file holds audio)"),
+    "no frames": (lambda path, clip: write_no_frames(path), "its video stream holds no frames"),
+    "unknown codec": (lambda path, clip: open(path, "wb").write(clip.replace(b"avc1", b"zzzz")),
+                      "unsupported codec: this FFmpeg has no decoder for its video stream"),
+}
+
+
+def write_audio(path):
+    """Half a second of silence as AAC in an .mp4: a file with no video stream."""
+    import av
+
+    with av.open(path, "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for i in range(8):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def write_no_frames(path):
+    """An AVI with a video stream and not one frame in it."""
+    import av
+
+    with av.open(path, "w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=24)
+        stream.width = stream.height = 64
+        container.start_encoding()
+
+
+@pytest.mark.parametrize("case", list(BROKEN_VIDEOS))
+def test_a_broken_video_says_what_is_wrong(case, tmp_path):
+    """A video that gives no frames is one line naming the file and what is wrong with it, in FFmpeg's words where
+    FFmpeg rejects the data: never a traceback, nor one message for every cause."""
+    write_video(str(tmp_path / "clip.mp4"), synthetic_frames(0.2, 0.8, np.ones(3), 24, 64))
+    clip = (tmp_path / "clip.mp4").read_bytes()
+    assert clip.find(b"moov") > clip.find(b"mdat") > 0  # the index at the end: half the file has none
+    path = str(tmp_path / "broken.mp4")
+    writes, message = BROKEN_VIDEOS[case]
+    writes(path, clip)
+    with pytest.raises(InputError) as e:
+        read_frames(path, 3)
+    assert str(e.value).startswith(f"{path}: {message}") and "\n" not in str(e.value), str(e.value)

@@ -71,8 +71,8 @@ def set_field(i, key, value):
 # Each case: how to break a copy of the small dataset, and what the message must name.
 CASES = {
     "missing video": (lambda r: os.remove(video(r, 1)), "record 1 (synthetic_00001): missing video file"),
-    "zero-byte video": (lambda r: open(video(r, 2), "wb").close(), "synthetic_00002.mp4: cannot decode video"),
-    "corrupt video": (lambda r: open(video(r, 3), "wb").write(os.urandom(5000)), "synthetic_00003.mp4: cannot decode video"),
+    "zero-byte video": (lambda r: open(video(r, 2), "wb").close(), "synthetic_00002.mp4: empty file (0 bytes), not a video"),
+    "corrupt video": (lambda r: open(video(r, 3), "wb").write(os.urandom(5000)), "synthetic_00003.mp4: corrupt, truncated or not a video: FFmpeg: Invalid data"),
     "four captions": (lambda r: edit_json(r, "train", lambda x: x[4]["captions"].pop()), "record 4 (synthetic_00004): expected 5 captions, found 4"),
     "six captions": (lambda r: edit_json(r, "train", lambda x: x[5]["captions"].append("one more")), "record 5 (synthetic_00005): expected 5 captions, found 6"),
     "empty caption": (lambda r: edit_json(r, "train", lambda x: x[6]["captions"].__setitem__(2, " ")), "record 6 (synthetic_00006): caption 2 is empty"),
