@@ -357,7 +357,12 @@ def figures(template, best):
     predicted = {}
     for cfg in plan(template, [best["r"]], [best["alpha"]]):  # each video predicted by a model that did not train on it
         predicted.update(predict.read_labels(predictions_path(cfg)))
+    mismatch = predict.label_mismatch(list(predicted), truth, truth_data)
     ids = [v for v in predicted if v in truth]
+    if mismatch and not ids:
+        raise InputError(mismatch)
+    if mismatch:
+        print(f"warning: {mismatch}; figure 5 shows those {len(ids)}", file=sys.stderr)
     m = predict.metrics([round(100 * predicted[v]) for v in ids], [truth[v] for v in ids])
     scatter(os.path.join(out, "figure-5-scatter.png"), [truth[v] for v in ids], [predicted[v] for v in ids],
             f"{best['config']}, {'held-out source' if template.heldout_data else 'out of fold'}: SRCC {m['srcc']:.3f} "
@@ -378,10 +383,10 @@ def zero_shot(template, max_new_tokens):
     folder = os.path.join(template.out, "zero-shot" + ("" if template.decode == "greedy" else f"-{template.decode}"))
     bad = [] if template.skip_bad else None
     videos = data.load_split(template.data, "trainval", bad, template.target)
-    os.makedirs(folder, exist_ok=True)
-    processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
-    cache = FrameCache(template.cache, template.frames, qwen.budget_of(processor))
     video = template.input == "video"
+    processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels, video)
+    os.makedirs(folder, exist_ok=True)
+    cache = FrameCache(template.cache, template.frames, qwen.budget_of(processor))
     videos = cache.fill(videos, bad, timed=video)
     data.report_skipped(bad, os.path.join(folder, "skipped.csv"))
     if not videos:
@@ -549,7 +554,8 @@ def main(argv=None):
     read_results(os.path.join(template.out, "results.csv"))
     for root in filter(None, (template.data, template.heldout_data)):
         data.load_split(root, "trainval", [] if template.skip_bad else None, template.target)
-    qwen.load_processor(template.model)  # and a model that cannot be read, from a folder or the hub, before cv.json
+    # and a model that cannot be read (from a folder or the hub) or read as asked, before cv.json
+    qwen.load_processor(template.model, template.max_pixels, template.min_pixels, template.input == "video")
     os.makedirs(template.out, exist_ok=True)
     check_settings(template, os.path.join(template.out, "cv.json"))
     print(json.dumps(dict(dataclasses.asdict(template), r=args.r, alpha=args.alpha), indent=1))

@@ -42,7 +42,8 @@ def read_frames(path, n):
 def _decode(path, n):
     """
     The N frames of `frame_indices`, a list of (H, W, 3) uint8 arrays, and when each is shown: seconds from the
-    video's first frame, or None where the file tells no time.
+    video's first frame, or None where the file tells no time. A file that gives none says why, in one line: missing,
+    empty, no video stream, no frames, a codec this FFmpeg cannot decode, or data FFmpeg rejects (its own words).
 
     Frames are counted in display order from the packets' timestamps (demuxed once, no decoding). Every frame up to
     the last one kept must pass through the decoder, since later frames reference earlier ones, but FFmpeg may skip
@@ -50,31 +51,62 @@ def _decode(path, n):
     an H.264 clip then cost nothing, and what is kept is exact (tested against full decodes). Seeks are not exact.
     """
     import av
+    import av.logging
 
     try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            packets = [p for p in container.demux(stream) if p.size]
-            times = sorted(p.pts for p in packets if p.pts is not None)
-            if not times or len(times) < len(packets) or len(set(times)) < len(times):
-                return _decode_all(path, n)  # no timestamps to count by: count the decoded frames
-            wanted = [times[i] for i in frame_indices(len(times), n)]
-            seconds = [float((t - times[0]) * stream.time_base) for t in wanted] if stream.time_base else None
-            keep, frames = set(wanted), {}
-            stream.thread_count = 1  # FrameCache.fill runs one decoder a core; and skip_frame is then read per packet
-            for packet in packets + [None]:  # None flushes the frames the decoder still holds
-                stream.codec_context.skip_frame = "DEFAULT" if packet is None or packet.pts in keep else "NONREF"
-                for frame in stream.codec_context.decode(packet):
-                    if frame.pts in keep:
-                        frames[frame.pts] = frame.to_ndarray(format="rgb24")
-                if len(frames) == len(keep):
-                    break
-        if len(frames) < len(keep):  # a frame the timestamps promised never came out of the decoder
-            return _decode_all(path, n)
+        if os.path.getsize(path) == 0:
+            raise InputError(f"{path}: empty file (0 bytes), not a video")
     except FileNotFoundError:
         raise InputError(f"{path}: missing video file")
-    except (av.FFmpegError, OSError, IndexError, ValueError) as e:
-        raise InputError(f"{path}: cannot decode video ({getattr(e, 'strerror', None) or e})")
+    # FFmpeg says why it rejects data in its log, not in the error: logged at this level, repeats included (PyAV
+    # drops a line the same as the last, as for the previous file), it is kept to be quoted
+    level, skip = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)
+    try:
+        with av.logging.Capture() as log:
+            try:
+                return _decode_frames(path, n)
+            except OSError as e:  # cannot be read at all: permissions, a folder, a device error
+                raise InputError(f"{path}: cannot read ({e.strerror or e})")
+            except av.FFmpegError as e:
+                said = log[-1][2].strip() if log else ""
+                raise InputError(f"{path}: corrupt, truncated or not a video: FFmpeg: {e.strerror}"
+                                 + (f" ({said})" if said else ""))
+    finally:
+        av.logging.set_level(level)
+        av.logging.set_skip_repeated(skip)
+
+
+def _decode_frames(path, n):
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.video:
+            held = " and ".join(sorted({s.type for s in container.streams})) or "nothing"
+            raise InputError(f"{path}: no video stream (the file holds {held})")
+        stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise InputError(f"{path}: unsupported codec: this FFmpeg has no decoder for its video stream")
+        packets = [p for p in container.demux(stream) if p.size]
+        if not packets:
+            raise InputError(f"{path}: its video stream holds no frames")
+        times = sorted(p.pts for p in packets if p.pts is not None)
+        if len(times) < len(packets) or len(set(times)) < len(times):
+            return _decode_all(path, n)  # no timestamps to count by: count the decoded frames
+        wanted = [times[i] for i in frame_indices(len(times), n)]
+        seconds = [float((t - times[0]) * stream.time_base) for t in wanted] if stream.time_base else None
+        keep, frames = set(wanted), {}
+        stream.thread_count = 1  # FrameCache.fill runs one decoder a core; and skip_frame is then read per packet
+        for packet in packets + [None]:  # None flushes the frames the decoder still holds
+            stream.codec_context.skip_frame = "DEFAULT" if packet is None or packet.pts in keep else "NONREF"
+            for frame in stream.codec_context.decode(packet):
+                if frame.pts in keep:
+                    frames[frame.pts] = frame.to_ndarray(format="rgb24")
+            if len(frames) == len(keep):
+                break
+    if len(frames) < len(keep):  # a frame the timestamps promised never came out of the decoder
+        return _decode_all(path, n)
     return [frames[t] for t in wanted], seconds
 
 
@@ -85,7 +117,7 @@ def _decode_all(path, n):
         decoded = [(f.to_ndarray(format="rgb24"), f.time) for f in container.decode(video=0)]
         rate = container.streams.video[0].average_rate
     if not decoded:
-        raise InputError(f"{path}: no decodable frames")
+        raise InputError(f"{path}: not one frame of its video stream decodes")
     picked = frame_indices(len(decoded), n)
     times = [t for _, t in decoded]
     if None in times:  # frames without timestamps: timed by the stream's frame rate, if it has one

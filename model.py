@@ -62,10 +62,7 @@ def is_qwen_vl(model_id):
     else:
         from huggingface_hub import hf_hub_download
 
-        try:
-            path = hf_hub_download(model_id, "config.json")
-        except Exception as e:
-            raise InputError(f"{model_id}: neither a folder nor a model the hub gives ({str(e).splitlines()[0]})")
+        path = qwen_vl.from_hub(model_id, hf_hub_download, "config.json")
     try:
         with open(path) as f:
             return json.load(f).get("model_type") == "qwen"

@@ -37,6 +37,7 @@ import inspect
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -57,6 +58,7 @@ import qwen_vl
 import report
 import scoring
 from errors import InputError, cli
+from sources import read_labels
 
 # where `python train.py` writes its run with the default LoRA configuration (train.default_run)
 DEFAULT_RUN = os.path.join("runs", qwen.config_name(qwen.DEFAULT_R, qwen.DEFAULT_ALPHA))
@@ -377,10 +379,17 @@ def write_table(path, header, rows):
     os.replace(tmp, path)
 
 
-def read_labels(path):
-    """A video_id,mem_score CSV (such as the synthetic test_labels.csv) -> {video_id: score}."""
-    with open(path, newline="") as f:
-        return {row["video_id"]: float(row["mem_score"]) for row in csv.DictReader(f)}
+def label_mismatch(ids, labels, where):
+    """None where every predicted video (`ids`) has a label in `labels` (read from `where`); else one line saying how
+    many do, with a predicted id the labels lack and, if any, a labelled id that was not predicted: labels of another
+    split or source, or ids written another way, would otherwise score nothing and say nothing."""
+    lacking = next((i for i in ids if i not in labels), None)
+    if lacking is None:
+        return None
+    predicted = set(ids)
+    extra = next((i for i in labels if i not in predicted), None)
+    return (f"{where}: labels for {sum(i in labels for i in ids)} of the {len(ids)} predicted videos: {lacking} is "
+            "predicted but not in the labels" + (f", {extra} is in the labels but not predicted" if extra else ""))
 
 
 # -----------------------------------------------------------------------------
@@ -457,6 +466,7 @@ def main(argv=None):
         parser.error(f"--explain reads the expected score: drop --decode {args.decode}")
     if args.report:
         report.check(args.report)
+    labels = read_labels(args.labels) if args.labels else None  # a malformed file stops the run before any work
     if not args.zero_shot and not args.adapter:
         if not os.path.exists(DEFAULT_RUN):
             raise InputError(f"{DEFAULT_RUN}: no trained run yet: train one first (python train.py), "
@@ -559,8 +569,11 @@ def main(argv=None):
         write_table(path, header, folder.ranked(rows) if args.videos else rows)
         print(f"wrote each frame's and caption's share of the score to {path}")
 
-    truth = read_labels(args.labels) if args.labels else {v.video_id: v.score for v in videos if v.score is not None}
+    truth = labels if labels is not None else {v.video_id: v.score for v in videos if v.score is not None}
+    mismatch = label_mismatch([v.video_id for v in videos], labels, args.labels) if labels is not None else None
     pairs = [(s, truth[v.video_id]) for v, s in zip(videos, scores) if v.video_id in truth]
+    if mismatch and pairs:
+        print(f"warning: {mismatch}; scoring those {len(pairs)}", file=sys.stderr)
     measured = describe(metrics(*zip(*pairs))) if pairs else None
     if measured:
         print(measured)
@@ -570,6 +583,8 @@ def main(argv=None):
         report.write(args.report, videos, scores, cache, spread(answers), truth, shares,
                      title=f"Memorability: {suffix}", about=" | ".join(filter(None, about)))
         print(f"wrote {args.report}")
+    if mismatch and not pairs:  # after every file is written: the predictions stand, only the scoring failed
+        raise InputError(mismatch)
     return scores
 
 

@@ -481,10 +481,41 @@ def folder_of(model_id):
         return model_id
     from huggingface_hub import snapshot_download
 
+    return from_hub(model_id, snapshot_download, allow_patterns=["*.json", "*.safetensors", "qwen.tiktoken"])
+
+
+def from_hub(model_id, download, *args, **kwargs):
+    """
+    download(model_id, *args, **kwargs) with huggingface_hub's hf_hub_download or snapshot_download, for an id that is
+    no folder here. Where it fails, one line says why: no such folder (an id that reads as a path: not a hub id's
+    `name` or `owner/name`, or one whose `owner` is a folder here, as runs/ in runs/tiny), the hub not reachable
+    (offline or no network, and nothing of it in the local cache), no such model on the hub, or what the hub said.
+    """
+    from huggingface_hub import constants, errors
+    from huggingface_hub.utils import validate_repo_id
+
     try:
-        return snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "qwen.tiktoken"])
-    except Exception as e:
-        raise InputError(f"{model_id}: neither a folder nor a model the hub gives ({str(e).splitlines()[0]})")
+        validate_repo_id(model_id)
+        a_path = os.path.isdir(os.path.dirname(model_id))
+    except errors.HFValidationError:
+        a_path = True
+    if a_path:
+        raise InputError(f"{model_id}: no such folder")
+    try:
+        return download(model_id, *args, **kwargs)
+    except errors.GatedRepoError:
+        raise InputError(f"{model_id}: gated on the hub: accept its terms on its page and log in (hf auth login)")
+    except errors.RepositoryNotFoundError:  # the hub answers so for a private model too, to a login without access
+        raise InputError(f"{model_id}: no such folder here, nor a model on the hub (or a private one: log in)")
+    except errors.LocalEntryNotFoundError:  # the hub did not answer, and the local cache has nothing of it
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "no network, or the hub is down"
+        raise InputError(f"{model_id}: not a folder here, and the hub is not reachable ({why}) with nothing of it in "
+                         "the local cache: download it where the hub is reachable, or pass a local folder")
+    except errors.HfHubHTTPError as e:  # a file missing from the model, a revision, the hub's own errors
+        raise InputError(f"{model_id}: the hub says {str(e).splitlines()[0]}")
+    except Exception as e:  # a proxy that refuses, a full disk: whatever else stops the download, said in one line
+        first = str(e).partition("\n")[0]
+        raise InputError(f"{model_id}: cannot fetch it from the hub ({type(e).__name__}: {first})")
 
 
 def read_weights(folder):

@@ -16,6 +16,7 @@ captions a video; the others one (VideoMem) or several (TRECVid), and the prompt
 
 import csv
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -187,22 +188,22 @@ def _videos(rows, video, scores_path, captions_path, lines, test, five, bad):
     for where, key, score in rows:
         where = f"{where} (video {key})"
         try:
-            value = float(score) if score else None
-        except ValueError:
-            problem(bad, where, f"score {score!r} is not a number", key)
-            continue
-        try:
-            v = video(key, value)
+            v = video(key, None)
         except ValueError:  # MediaEval 2021's ids name their files as numbers
             problem(bad, where, f"video id {key!r} is not a number", key)
+            continue
+        try:
+            v.score = float(score) if score else None
+        except ValueError:  # skipped under its video id, which keeps its place in the folds (data.trainval_folds)
+            problem(bad, where, f"score {score!r} is not a number", v.video_id)
             continue
         if _valid(v, where, not test, bad, five):
             videos.append(v)
     videos = nonempty(drop_duplicates(videos, scores_path, bad), scores_path, len(rows))
     listed = {key for _, key, _ in rows}
     for key in (k for k in lines if k not in listed):  # (a test split's rows are its captions)
-        problem(bad, f"{captions_path}: line {lines[key]}", f"video {key} is not in {os.path.basename(scores_path)}",
-                key)
+        # no video id in the list: no labelled video is left out, and none may take a place in the folds
+        problem(bad, f"{captions_path}: line {lines[key]}", f"video {key} is not in {os.path.basename(scores_path)}")
     return videos
 
 
@@ -283,6 +284,27 @@ def _rows(path, required):
             raise InputError(f"{path}: line {reader.line_num}: expected {len(fieldnames)} fields")
         rows.append((reader.line_num, row))
     return rows
+
+
+def read_labels(path):
+    """
+    A video_id,mem_score CSV, MediaEval's submission format (a run's predictions, the synthetic test_labels.csv) ->
+    {video_id: score}. A missing column, a row with the wrong number of fields, a score that is not a number or an id
+    given twice is one line naming the file and line.
+    """
+    labels = {}
+    for n, row in _rows(path, ["video_id", "mem_score"]):
+        video_id, text = row["video_id"].strip(), row["mem_score"].strip()
+        try:
+            score = float(text)
+        except ValueError:
+            score = math.nan
+        if not math.isfinite(score):
+            raise InputError(f"{path}: line {n}: score {text!r} is not a number")
+        if video_id in labels:
+            raise InputError(f"{path}: line {n}: video {video_id} is listed twice")
+        labels[video_id] = score
+    return labels
 
 
 def read_captions(path):

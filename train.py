@@ -396,8 +396,8 @@ def main(cfg, resume=False, overwrite=False):
     say = print if rank == 0 else (lambda *args, **kwargs: None)
     # Bad records stop the run before anything is written, a run being replaced included.
     bad = [] if cfg.skip_bad else None
-    train_videos, heldout = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad, cfg.target,
-                                               cfg.heldout_data)
+    train_videos, heldout, assignment = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad,
+                                                           cfg.target, cfg.heldout_data)
     if cfg.targets is None:  # the paper's, for this model: recorded as such, so a resume compares like with like
         cfg.targets = qwen.paper_targets(cfg.model)
     on_first_rank(prepare_out, cfg, resume, overwrite, world)
@@ -417,9 +417,9 @@ def main(cfg, resume=False, overwrite=False):
         data.report_skipped(bad, os.path.join(cfg.out, "skipped.csv"))
     if not train_videos:
         raise InputError(f"{cfg.data}: no usable training videos in split {cfg.split}")
-    if cfg.fold is not None and rank == 0:
-        folds = data.make_folds([v.video_id for v in train_videos + heldout], cfg.folds, cfg.seed)
-        write_atomic(os.path.join(cfg.out, "folds.json"), json.dumps(dict(seed=cfg.seed, folds=folds)))
+    if assignment is not None and rank == 0:  # the folds drawn before the drops, as this run used them
+        write_atomic(os.path.join(cfg.out, "folds.json"), json.dumps(data.split_record(
+            assignment, cfg.fold, cfg.seed, [v.video_id for v in train_videos + heldout])))
     say(f"training videos: {len(train_videos)} | held-out videos: {len(heldout)}"
         + (f" (of {cfg.heldout_data})" if cfg.heldout_data else "") + f" | target: {cfg.target}-term scores")
     for note in dict.fromkeys(data.captions_note(v) for v in (train_videos, heldout) if data.captions_note(v)):

@@ -1,8 +1,11 @@
 """model.py: 4-bit NF4 language model with a full-precision vision tower, LoRA on the language model only,
 the paper's parameter count on the real Qwen2.5-VL-7B configuration, and the CPU repack trap of bitsandbytes."""
 
+import http.server
 import json
 import os
+import re
+import threading
 
 import bitsandbytes as bnb
 import pytest
@@ -12,6 +15,7 @@ import data
 import model as qwen
 import prompt
 import train
+from errors import InputError
 from conftest import script
 from frames import FrameCache
 
@@ -140,3 +144,48 @@ def test_adapter_round_trip(tiny, tmp_path):
     for n, p in loaded.named_parameters():
         if "lora_" in n:
             assert torch.equal(p, saved[n])
+
+
+class Hub(http.server.BaseHTTPRequestHandler):
+    """A stand-in for the hub that knows no model: what huggingface.co answers for an id it does not have."""
+
+    def do_HEAD(self):
+        self.send_response(404)
+        self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("X-Error-Message", "Repository not found")
+        self.end_headers()
+
+    do_GET = do_HEAD
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_model_that_cannot_be_fetched_says_why(tmp_path, monkeypatch):
+    """--model that is no folder here, read by the same code every script reads it with (load_processor): a path
+    says "no such folder" without asking the hub; an id the hub does not have says so; a hub that cannot be reached
+    (HF_HUB_OFFLINE, no network) says that, not that the model does not exist. One line, naming the id."""
+    from huggingface_hub import constants
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for path in ["runs/tiny", str(tmp_path / "nothing"), "./nothing", "a/b/c"]:
+        with pytest.raises(InputError, match=f"^{re.escape(path)}: no such folder$"):
+            qwen.load_processor(path)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 sets it when the library loads
+    with pytest.raises(InputError) as e:
+        qwen.load_processor("nobody/no-such-model")
+    assert str(e.value).startswith("nobody/no-such-model: not a folder here, and the hub is not reachable "
+                                   "(HF_HUB_OFFLINE is set) with nothing of it in the local cache"), str(e.value)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            f"http://127.0.0.1:{server.server_port}/{{repo_id}}/resolve/{{revision}}/{{filename}}")
+        with pytest.raises(InputError, match="^nobody/no-such-model: no such folder here, nor a model on the hub"):
+            qwen.load_processor("nobody/no-such-model")
+    finally:
+        server.shutdown()

@@ -282,7 +282,7 @@ def test_the_promised_commands_work_as_written(tiny, synthetic, tmp_path):
     for name, args in [("train.py", ["--r", 128, "--alpha", 1024]), ("cv.py", []),
                        ("predict.py", ["--split", "test", "--zero-shot"]), ("bench.py", ["train"])]:
         code, log = here(name, *args)
-        expected = f"error: {qwen.DEFAULT_MODEL}: neither a folder nor a model the hub gives"
+        expected = f"error: {qwen.DEFAULT_MODEL}: not a folder here, and the hub is not reachable"
         assert code == 2 and log.strip().splitlines()[-1].startswith(expected), log
         assert os.listdir(work) == ["data"], name
     code, log = here("train.py", "--r", 128, "--alpha", 1024, "--model", tiny, "--epochs", 1, "--no-grad-ckpt")
