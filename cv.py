@@ -60,9 +60,9 @@ import data
 import model as qwen
 import predict
 import train
-from checkpoint import checkpoints, write_atomic
-from claims import claimed, locked
-from errors import InputError, cli
+from plumbing.checkpoint import checkpoints, write_atomic
+from plumbing.claims import claimed, locked
+from plumbing.errors import InputError, cli
 from frames import FrameCache
 
 # §4.1: Qwen-VL-Chat-Int4 zero-shot on the 8,500 labelled videos, as the paper reports it (7.06% invalid)

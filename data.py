@@ -20,9 +20,9 @@ import numpy as np
 
 import frames
 import model as qwen
-import sources
-from errors import InputError, cli
-from sources import JSON_FILES, Video  # noqa: F401  (data.Video, data.JSON_FILES: where scripts and tests find them)
+from plumbing import sources
+from plumbing.errors import InputError, cli
+from plumbing.sources import JSON_FILES, Video  # noqa: F401  (data.Video, data.JSON_FILES: where scripts and tests find them)
 
 SPLITS = ("train", "val", "test", "trainval")
 TARGETS = ("short", "long")  # short-term memorability (every source), long-term (TRECVid, VideoMem)

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 import prompt
-from errors import InputError, problem
+from plumbing.errors import InputError, problem
 
 # 448 x 448: the input size of the paper's Qwen-VL-Chat, 256 visual tokens a frame on Qwen2-VL / Qwen2.5-VL
 DEFAULT_MAX_PIXELS = 448 * 448

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-import qwen_vl
-import qwen_vl_processor
-from errors import InputError, cli
+from qwen_vl import modeling as qwen_vl
+from qwen_vl import processing as qwen_vl_processor
+from plumbing.errors import InputError, cli
 
 # On AVX512-BF16 CPUs bitsandbytes looks for an optional hub-hosted kernel of the inference fast path, which
 # _keep_cpu_4bit_trainable turns off anyway; its warning that the kernel is absent is noise.
@@ -435,7 +435,7 @@ def main(argv=None):
                         "reference outputs in DIR (verify.py); exit 1 past tolerance")
     args = parser.parse_args(argv)
     if args.verify:
-        import verify
+        from qwen_vl import verify
 
         sys.exit(verify.main(args.verify))
     if args.arch:

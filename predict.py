@@ -49,16 +49,16 @@ from scipy import stats
 from tqdm import tqdm
 
 import data
-import explain
-import folder
+from scoring import explain
+from scoring import videos as folder
 import frames
 import model as qwen
 import prompt
-import qwen_vl
-import report
-import scoring
-from errors import InputError, cli
-from sources import read_labels
+from qwen_vl import modeling as qwen_vl
+from scoring import report
+from scoring import decode as scoring
+from plumbing.errors import InputError, cli
+from plumbing.sources import read_labels
 
 # where `python train.py` writes its run with the default LoRA configuration (train.default_run)
 DEFAULT_RUN = os.path.join("runs", qwen.config_name(qwen.DEFAULT_R, qwen.DEFAULT_ALPHA))

@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import torch
 
-from qwen_vl_processor import ImageTransform
+from qwen_vl.processing import ImageTransform
 
 INSTRUCTION = (
     "You are an expert in multimedia perception and memorability. On a scale from 0 to 100, predict how "

@@ -45,9 +45,9 @@ import frames
 import model as qwen
 import predict
 import prompt
-from checkpoint import checkpoints, csv_text, load_checkpoint, save_checkpoint, write_atomic
-from distributed import bare, gather, init_distributed, on_first_rank, rank_world
-from errors import InputError, cli
+from plumbing.checkpoint import checkpoints, csv_text, load_checkpoint, save_checkpoint, write_atomic
+from plumbing.distributed import bare, gather, init_distributed, on_first_rank, rank_world
+from plumbing.errors import InputError, cli
 
 
 DEFAULT_MAX_PIXELS, DEFAULT_WORKERS = frames.DEFAULT_MAX_PIXELS, frames.default_workers()

@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 warnings.filterwarnings("ignore")
 
-from tiny import TINY_RECIPE  # noqa: E402
+from scaffold.tiny import TINY_RECIPE  # noqa: E402
 
 
 def script(name, *args, cwd=ROOT, env=None):

@@ -88,7 +88,7 @@ def test_trainer_baseline_trains_what_train_py_trains(tiny_qvl):
 
     import model as qwen
     import prompt
-    import synthetic
+    from scaffold import synthetic
     import train
 
     rng = np.random.default_rng(0)
@@ -110,7 +110,7 @@ def test_random_weights_of_a_published_architecture_load_in_4_bit(tmp_path, monk
     import bitsandbytes as bnb
 
     import model as qwen
-    from tiny import TINY, make_random
+    from scaffold.tiny import TINY, make_random
 
     monkeypatch.setitem(qwen.ARCHS, "tiny-test", ("qwen2_5_vl", *TINY["qwen2_5_vl"], False))
     folder = make_random(str(tmp_path / "random"), "tiny-test")
@@ -131,7 +131,7 @@ def test_random_weights_of_qwen_vl_load_in_4_bit(tmp_path, monkeypatch):
     from safetensors import safe_open
 
     import model as qwen
-    import tiny
+    from scaffold import tiny
 
     family, text, visual, tied = qwen.ARCHS["qwen-vl-chat"]
     small = {k: v for k, v in tiny.TINY_QWEN_VL.items() if k != "visual"}
@@ -159,7 +159,7 @@ def test_step_flops_count_the_published_parameters():
     forward and activation gradients) plus attention; patches add the vision tower's forward pass."""
     import torch
 
-    import bench
+    from scaffold import bench
     import model as qwen
 
     config = qwen.published_config("qwen2.5-vl-7b")
@@ -180,9 +180,9 @@ def test_step_flops_count_qwen_vl_parameters():
     import torch
     from torch import nn
 
-    import bench
+    from scaffold import bench
     import model as qwen
-    import qwen_vl
+    from qwen_vl import modeling as qwen_vl
 
     config = qwen.published_config("qwen-vl-chat")
     with torch.device("meta"):

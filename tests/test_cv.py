@@ -19,8 +19,8 @@ import cv
 import data
 import predict
 import prompt
-from errors import InputError
-from tiny import TINY_RECIPE, make_tiny
+from plumbing.errors import InputError
+from scaffold.tiny import TINY_RECIPE, make_tiny
 from conftest import build_once, script
 
 CONFIGS = ("r16-a32", "r16-a4")

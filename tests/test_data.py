@@ -15,10 +15,10 @@ import pytest
 
 import data
 import model as qwen
-import sources
-from errors import InputError
+from plumbing import sources
+from plumbing.errors import InputError
 from frames import DEFAULT_MAX_PIXELS, FrameCache, frame_indices, read_frames
-from synthetic import make_synthetic, synthetic_frames, write_video
+from scaffold.synthetic import make_synthetic, synthetic_frames, write_video
 from conftest import ROOT, script
 
 

@@ -14,16 +14,16 @@ import pytest
 import torch
 
 import data
-import folder
+from scoring import videos as folder
 import model as qwen
 import predict
 import prompt
-import scoring
+from scoring import decode as scoring
 import train
-from errors import InputError
+from plumbing.errors import InputError
 from frames import FrameCache
-from synthetic import fade, write_video
-from tiny import make_tiny
+from scaffold.synthetic import fade, write_video
+from scaffold.tiny import make_tiny
 from conftest import greedy_equals_generate, script
 
 # A toy vocabulary for the pure functions: digit d is token d, end-of-turn 10, a word 11.

@@ -16,12 +16,12 @@ import pytest
 import torch
 
 import data
-import explain
+from scoring import explain
 import model as qwen
 import predict
 import prompt
-import report
-from errors import InputError
+from scoring import report
+from plumbing.errors import InputError
 from frames import DEFAULT_MAX_PIXELS, FrameCache
 from conftest import script
 

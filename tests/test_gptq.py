@@ -15,8 +15,8 @@ import data
 import model as qwen
 import prompt
 import train
-from checkpoint import checkpoints
-from errors import InputError
+from plumbing.checkpoint import checkpoints
+from plumbing.errors import InputError
 from frames import Batches, FrameCache
 from conftest import TEST_RECIPE, build_once, command
 from test_train import LEARNED, MSE, read_csv, run

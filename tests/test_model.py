@@ -15,7 +15,7 @@ import data
 import model as qwen
 import prompt
 import train
-from errors import InputError
+from plumbing.errors import InputError
 from conftest import script
 from frames import FrameCache
 

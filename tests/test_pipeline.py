@@ -13,7 +13,7 @@ import data
 import model as qwen
 import prompt
 from frames import DEFAULT_MAX_PIXELS, Batches, FrameCache, frame_indices, loader, read_frames
-from synthetic import synthetic_frames
+from scaffold.synthetic import synthetic_frames
 from conftest import greedy_equals_generate
 
 CAPTIONS = ["a man walks in a park", "a dog runs on the beach", "two people dance", "a child jumps", "a cat sits"]
@@ -66,7 +66,7 @@ def test_frames_are_exactly_those_of_a_full_decode(codec, tmp_path):
 @pytest.fixture(scope="module")
 def clip720(tmp_path_factory):
     """A 720p H.264 clip of textured motion, as bench.py writes them (1 second here)."""
-    import synthetic
+    from scaffold import synthetic
 
     return synthetic.write_clips(str(tmp_path_factory.mktemp("clips")), n=1, seconds=1)[0]
 

@@ -17,7 +17,7 @@ import data
 import model as qwen
 import predict
 import prompt
-import qwen_vl
+from qwen_vl import modeling as qwen_vl
 from conftest import QWEN_VL_RECIPE, ROOT, greedy_equals_generate, script
 from frames import Batches, FrameCache
 from test_gptq import learns_and_resumes, lora_gradients
@@ -169,7 +169,7 @@ def test_left_padding_stays_finite_in_bf16_whatever_the_attention_kernel(tiny_qv
     import numpy as np
     import torch.nn.functional as F
 
-    import synthetic
+    from scaffold import synthetic
 
     def plain(q, k, v, attn_mask=None, *args, **kwargs):
         w = q.float() @ k.float().transpose(-1, -2) / q.shape[-1] ** 0.5
@@ -264,7 +264,7 @@ def test_scores_your_own_videos_in_four_frames_with_captions_it_writes(tiny_qvl,
     """predict.py --videos on the paper's model, zero-shot, with --frames 4 (each frame one image of its own) and
     --explain: the captions are written by the model's own sampling on its KV cache (qwen_vl.generate), each video
     gets its expected score and a share for each of its 4 frames and its captions."""
-    from synthetic import fade, write_video
+    from scaffold.synthetic import fade, write_video
 
     import numpy as np
 

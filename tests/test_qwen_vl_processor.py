@@ -13,14 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from errors import InputError
+from plumbing.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORACLE = os.path.join(ROOT, "..", "shared", "qwen-vl")
 if not os.path.isdir(ORACLE):
     pytest.skip(f"no official Qwen-VL-Chat references at {ORACLE}", allow_module_level=True)
 
-from qwen_vl_processor import (IMAGE_TAGS, ImageTransform, QWenTokenizer, QWenVLProcessor, chatml,  # noqa: E402
+from qwen_vl.processing import (IMAGE_TAGS, ImageTransform, QWenTokenizer, QWenVLProcessor, chatml,  # noqa: E402
                                context_ids, from_list_format)
 
 REFERENCE = os.path.join(ORACLE, "reference")

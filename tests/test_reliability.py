@@ -24,10 +24,10 @@ import data
 import model as qwen
 import predict
 import train
-from checkpoint import load_checkpoint, rng_state, save_checkpoint
-from errors import InputError, cli
+from plumbing.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from plumbing.errors import InputError, cli
 from frames import read_frames
-from synthetic import make_synthetic, write_video
+from scaffold.synthetic import make_synthetic, write_video
 from conftest import ROOT, script
 
 

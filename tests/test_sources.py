@@ -15,11 +15,11 @@ from scipy import stats
 import data
 import predict
 import prompt
-import sources
+from plumbing import sources
 import train
-from errors import InputError
+from plumbing.errors import InputError
 from frames import read_frames
-from synthetic import make_synthetic
+from scaffold.synthetic import make_synthetic
 from conftest import RECIPE, command, script
 from test_train import LEARNED, MSE, UNLEARNED
 

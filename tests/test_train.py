@@ -16,7 +16,7 @@ import model as qwen
 import prompt
 import train
 from frames import Batches, FrameCache
-from tiny import TINY_RECIPE
+from scaffold.tiny import TINY_RECIPE
 from conftest import ROOT, TEST_RECIPE, build_once, command, script
 
 

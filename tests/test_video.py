@@ -19,7 +19,7 @@ import data
 import model as qwen
 import prompt
 import train
-from errors import InputError
+from plumbing.errors import InputError
 from frames import DEFAULT_MAX_PIXELS, Batches, FrameCache
 from conftest import TEST_RECIPE, greedy_equals_generate
 from test_train import MSE, read_csv, run

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from errors import InputError
+from plumbing.errors import InputError
 
 # The modules the official Int4 release quantizes, in every block of the language model: what `--targets all` reaches.
 QUANTIZED = ("attn.c_attn", "attn.c_proj", "mlp.w1", "mlp.w2", "mlp.c_proj")

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from errors import InputError
+from plumbing.errors import InputError
 
 
 def init_distributed():

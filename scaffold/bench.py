@@ -29,17 +29,17 @@ import numpy as np
 import torch
 
 import data
-import explain
+from scoring import explain
 import frames
 import model as qwen
 import predict
 import prompt
-import qwen_vl
-import scoring
-import synthetic
+from qwen_vl import modeling as qwen_vl
+from scoring import decode as scoring
+from scaffold import synthetic
 import train
-from errors import InputError, cli
-from tiny import TINY_RECIPE, make_random, make_tiny
+from plumbing.errors import InputError, cli
+from scaffold.tiny import TINY_RECIPE, make_random, make_tiny
 
 # Dense bf16 peak of the cards we expect, FLOP/s (NVIDIA's datasheets, without sparsity); --peak-tflops overrides.
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12}

@@ -18,8 +18,8 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-import sources
-from errors import cli
+from plumbing import sources
+from plumbing.errors import cli
 
 
 CAPTION_PARTS = (

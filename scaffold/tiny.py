@@ -22,10 +22,10 @@ import torch
 
 import model as qwen
 import prompt
-import qwen_vl
-import synthetic
+from qwen_vl import modeling as qwen_vl
+from scaffold import synthetic
 import train
-from errors import InputError, cli
+from plumbing.errors import InputError, cli
 
 # The chat template Qwen2-VL and Qwen2.5-VL checkpoints ship (system turn, then the user's images and text).
 CHAT_TEMPLATE = (
@@ -245,7 +245,7 @@ def tiny_vocabulary(corpus, merges=600):
 
     import regex
 
-    import qwen_vl_processor
+    from qwen_vl import processing as qwen_vl_processor
 
     words = collections.Counter(tuple(bytes([b]) for b in piece.encode())
                                 for text in corpus for piece in regex.findall(qwen_vl_processor.SPLIT, text))
@@ -346,7 +346,7 @@ def make_tiny_qwen_vl(path, seed=0, teach=True, gptq=False, answer=prompt.target
     """Write a tiny random Qwen-VL-Chat in the official layout (config.json, qwen.tiktoken, tokenizer_config.json,
     generation_config.json, model.safetensors in fp16), taught the answer's format like the other tiny models; with
     gptq, its five quantized module types in the Int4 release's GPTQ v1 format (round to nearest)."""
-    import qwen_vl_processor
+    from qwen_vl import processing as qwen_vl_processor
 
     torch.manual_seed(seed)
     tokenizer = qwen_vl_tokenizer(path, TINY_QWEN_VL["visual"]["n_queries"])
@@ -383,7 +383,7 @@ def qwen_vl_tokenizer(path, image_span):
     tokenizer."""
     import base64
 
-    import qwen_vl_processor
+    from qwen_vl import processing as qwen_vl_processor
 
     corpus = [prompt.INSTRUCTION, prompt.ANSWER_CUE, prompt.CAPTION_REQUEST, *synthetic.CAPTION_WORDS,
               qwen_vl_processor.SYSTEM, "system user assistant", *(f"Picture {k}:" for k in range(1, 17))] * 4

@@ -20,7 +20,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from errors import InputError, problem
+from plumbing.errors import InputError, problem
 
 
 @dataclass

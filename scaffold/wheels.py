@@ -12,7 +12,7 @@ import subprocess
 import sys
 import zipfile
 
-from errors import cli
+from plumbing.errors import cli
 
 PACKAGES = ("av==18.1.0", "bitsandbytes==0.50.2")
 

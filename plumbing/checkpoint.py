@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 import model as qwen
-from distributed import gather, rank_world
-from errors import InputError
+from plumbing.distributed import gather, rank_world
+from plumbing.errors import InputError
 
 
 def rng_state():

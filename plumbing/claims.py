@@ -13,7 +13,7 @@ import time
 import uuid
 from contextlib import contextmanager
 
-from checkpoint import write_atomic
+from plumbing.checkpoint import write_atomic
 
 HEARTBEAT, STALE = 30, 600  # seconds between touches of a live claim; a claim untouched this long is a dead worker's
 

@@ -22,7 +22,7 @@ import tiktoken
 import torch
 from PIL import Image
 
-from errors import InputError
+from plumbing.errors import InputError
 
 # Qwen's pre-tokenizer: like cl100k's, but every digit is its own piece, so a score 0-100 is 1-3 digit tokens.
 SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""

@@ -29,8 +29,8 @@ Pure functions and a Dataset; predict.py runs the model.
 import math
 
 import prompt
-import scoring
-from folder import CAPTIONS
+from scoring import decode as scoring
+from scoring.videos import CAPTIONS
 from frames import Batches, chunks
 
 

@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 import data
 import prompt
-import sources
-from errors import InputError
+from plumbing import sources
+from plumbing.errors import InputError
 from frames import chunks
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi")

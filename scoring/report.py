@@ -18,7 +18,7 @@ import io
 import os
 import tempfile
 
-from errors import InputError
+from plumbing.errors import InputError
 
 THUMBNAIL = (160, 120)  # pixels a frame's thumbnail keeps at most (width, height); JPEG quality 85
 BINS = 20  # of the histogram, over scores 0-1

@@ -23,9 +23,9 @@ import os
 import torch
 
 import prompt
-import qwen_vl
-import qwen_vl_processor
-from errors import InputError
+from qwen_vl import modeling as qwen_vl
+from qwen_vl import processing as qwen_vl_processor
+from plumbing.errors import InputError
 
 TOLERANCE = 2e-3
 
