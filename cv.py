@@ -41,7 +41,6 @@ import argparse
 import csv
 import dataclasses
 import gc
-import io
 import itertools
 import json
 import math
@@ -53,23 +52,24 @@ import time
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from tqdm import tqdm
 
 import data
-import model as qwen
+import model
 import predict
 import train
-from plumbing.checkpoint import checkpoints, write_atomic
+from frames import FrameCache
+from plumbing.checkpoint import checkpoints
 from plumbing.claims import claimed, locked
 from plumbing.errors import InputError, cli
-from frames import FrameCache
+from plumbing.files import write_csv, write_text
+from plumbing.sources import read_labels
+from scoring import decode, metrics
+from scoring.figures import heatmap, scatter, sheet
 
 # §4.1: Qwen-VL-Chat-Int4 zero-shot on the 8,500 labelled videos, as the paper reports it (7.06% invalid)
 PAPER_ZERO_SHOT = dict(invalid=600, n=8500, invalid_rate=0.0706, srcc=-0.050)
 COLUMNS = ["config", "r", "alpha", "fold", "n", "srcc", "pearson", "mse", "invalid", "seconds"]
-DPI = 100
-HEATMAP_SIZE, SCATTER_SIZE, SHEET_SIZE = (640, 480), (600, 600), (960, 560)  # pixels of the PNGs
 
 
 def predictions_path(cfg):
@@ -80,7 +80,7 @@ def predictions_path(cfg):
 
 def job(cfg):
     """A (config, fold) as results.csv names it: a held-out source is the config's one fold, 0."""
-    return qwen.config_name(cfg.r, cfg.alpha), cfg.fold or 0
+    return model.config_name(cfg.r, cfg.alpha), cfg.fold or 0
 
 
 def n_folds(template):
@@ -96,10 +96,10 @@ def plan(template, ranks, alphas):
     config. Building them all first checks every setting before the first fold trains."""
     if template.heldout_data:
         return [dataclasses.replace(template, r=r, alpha=alpha,
-                                    out=os.path.join(template.out, qwen.config_name(r, alpha), "heldout-source"))
+                                    out=os.path.join(template.out, model.config_name(r, alpha), "heldout-source"))
                 for r, alpha in itertools.product(ranks, alphas)]
     return [dataclasses.replace(template, r=r, alpha=alpha, fold=k,
-                                out=os.path.join(template.out, qwen.config_name(r, alpha), f"fold{k}"))
+                                out=os.path.join(template.out, model.config_name(r, alpha), f"fold{k}"))
             for r, alpha in itertools.product(ranks, alphas) for k in range(template.folds)]
 
 
@@ -107,7 +107,7 @@ def check_settings(template, path):
     """OUT/cv.json records the training settings; a rerun with others would mix two experiments in one table.
     The grid may grow between runs: ranks and alphas are not part of the record."""
     settings = {k: v for k, v in dataclasses.asdict(template).items() if k not in ("r", "alpha", "fold")}
-    settings["model_identity"] = qwen.identity(template.model)
+    settings["model_identity"] = model.identity(template.model)
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
@@ -116,7 +116,7 @@ def check_settings(template, path):
         if changed:
             raise InputError(f"{path}: this CV ran with other settings ({', '.join(changed)}); "
                                   "rerun with those or choose another --out")
-    write_atomic(path, json.dumps(settings, indent=1))
+    write_text(path, json.dumps(settings, indent=1))
 
 
 def read_results(path):
@@ -135,20 +135,12 @@ def read_results(path):
     return rows
 
 
-def write_rows(path, header, rows):
-    """A CSV written to a temporary file beside `path` and renamed into place: a kill at any moment leaves the
-    old file or the new one, never half a row."""
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
-    write_atomic(path, buf.getvalue())
-
-
 def append_result(path, row):
     """Add a (config, fold)'s row, once: workers append under a lock, and a row that landed already stays as it is."""
     with locked(path + ".lock"):
         rows = read_results(path)
         if (row["config"], str(row["fold"])) not in {(r["config"], r["fold"]) for r in rows}:
-            write_rows(path, COLUMNS, [[r[c] for c in COLUMNS] for r in rows + [row]])
+            write_csv(path, COLUMNS, [[r[c] for c in COLUMNS] for r in rows + [row]])
 
 
 # -----------------------------------------------------------------------------
@@ -171,7 +163,7 @@ def run_fold(cfg):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return dict(config=qwen.config_name(cfg.r, cfg.alpha), r=cfg.r, alpha=f"{cfg.alpha:g}", fold=job(cfg)[1], n=m["n"],
+    return dict(config=model.config_name(cfg.r, cfg.alpha), r=cfg.r, alpha=f"{cfg.alpha:g}", fold=job(cfg)[1], n=m["n"],
                 srcc=f"{m['srcc']:.6f}", pearson=f"{m['pearson']:.6f}", mse=f"{m['mse']:.6f}",
                 invalid=m["invalid"], seconds=m["seconds"])
 
@@ -282,69 +274,7 @@ def markdown(table, best, folds, heldout_source=None):
 
 
 # -----------------------------------------------------------------------------
-# figures: written through matplotlib's Figure, without pyplot's global state, at a fixed pixel size
-
-
-def new_figure(size):
-    return Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
-
-
-def save(fig, path):
-    tmp = f"{path}.{os.getpid()}.tmp"  # renamed into place: workers finishing together each write a whole file
-    fig.savefig(tmp, dpi=DPI, format="png")  # no bbox_inches="tight": it would change the size
-    os.replace(tmp, path)
-    print(f"wrote {path}")
-
-
-def heatmap(path, table):
-    """Figure 4: mean SRCC over folds for each (rank, alpha); a config not run is left blank."""
-    ranks, alphas = sorted({t["r"] for t in table}), sorted({t["alpha"] for t in table})
-    grid = np.full((len(ranks), len(alphas)), np.nan)
-    for t in table:
-        grid[ranks.index(t["r"]), alphas.index(t["alpha"])] = t["srcc"]
-    fig = new_figure(HEATMAP_SIZE)
-    ax = fig.subplots()
-    image = ax.imshow(grid, cmap="viridis", aspect="auto")
-    middle = np.nanmean(grid) if np.isfinite(grid).any() else 0
-    for (i, j), value in np.ndenumerate(grid):
-        if np.isfinite(value):
-            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < middle else "black")
-    ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
-    ax.set_yticks(range(len(ranks)), [str(r) for r in ranks])
-    ax.set(xlabel="LoRA alpha", ylabel="LoRA rank r", title="mean SRCC over folds")
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    save(fig, path)
-
-
-def scatter(path, truth, predicted, title):
-    """Figures 3 and 5: prediction against ground truth (scores 0-1), with the identity line."""
-    fig = new_figure(SCATTER_SIZE)
-    ax = fig.subplots()
-    ax.scatter(truth, predicted, s=8, alpha=0.5, edgecolors="none")
-    ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="identity")
-    ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="ground truth", ylabel="prediction", title=title)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    save(fig, path)
-
-
-def sheet(path, videos, truth, predicted, cache, k=4):
-    """Figure 6: the k best and k worst predicted videos (absolute error), each as its middle frame."""
-    ranked = sorted(predicted, key=lambda v: (abs(predicted[v] - truth[v]), v))
-    k = max(1, min(k, len(ranked) // 2))
-    fig = new_figure(SHEET_SIZE)
-    axes = fig.subplots(2, k, squeeze=False)
-    for row, (label, chosen) in enumerate([("best", ranked[:k]), ("worst", ranked[::-1][:k])]):
-        for ax, video_id in zip(axes[row], chosen):
-            frames = cache.get(videos[video_id])
-            ax.imshow(frames[len(frames) // 2].permute(1, 2, 0).numpy())
-            short = video_id if len(video_id) <= 24 else video_id[:21] + "..."
-            ax.set_title(f"{label}: {short}\ntruth {truth[video_id]:.2f} | predicted {predicted[video_id]:.2f}",
-                         fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
-    save(fig, path)
+# figures 5 and 6 of the best config (scoring/figures.py draws them)
 
 
 def figures(template, best):
@@ -356,20 +286,20 @@ def figures(template, best):
     truth = {video_id: v.score for video_id, v in videos.items()}
     predicted = {}
     for cfg in plan(template, [best["r"]], [best["alpha"]]):  # each video predicted by a model that did not train on it
-        predicted.update(predict.read_labels(predictions_path(cfg)))
-    mismatch = predict.label_mismatch(list(predicted), truth, truth_data)
+        predicted.update(read_labels(predictions_path(cfg)))
+    mismatch = metrics.label_mismatch(list(predicted), truth, truth_data)
     ids = [v for v in predicted if v in truth]
     if mismatch and not ids:
         raise InputError(mismatch)
     if mismatch:
         print(f"warning: {mismatch}; figure 5 shows those {len(ids)}", file=sys.stderr)
-    m = predict.metrics([round(100 * predicted[v]) for v in ids], [truth[v] for v in ids])
+    m = metrics.metrics([round(100 * predicted[v]) for v in ids], [truth[v] for v in ids])
     scatter(os.path.join(out, "figure-5-scatter.png"), [truth[v] for v in ids], [predicted[v] for v in ids],
             f"{best['config']}, {'held-out source' if template.heldout_data else 'out of fold'}: SRCC {m['srcc']:.3f} "
             f"(n={m['n']})")
-    processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
+    processor = model.load_processor(template.model, template.max_pixels, template.min_pixels)
     sheet(os.path.join(out, "figure-6-best-worst.png"), videos, truth, {v: predicted[v] for v in ids},
-          FrameCache(template.cache, template.frames, qwen.budget_of(processor)))
+          FrameCache(template.cache, template.frames, model.budget_of(processor)))
 
 
 # -----------------------------------------------------------------------------
@@ -377,42 +307,28 @@ def figures(template, best):
 
 
 def zero_shot(template, max_new_tokens):
-    """The base model on train+val through predict.py's own steps (generate, postprocess, the files it writes);
-    max_new_tokens: greedy's budget (predict.token_budget)."""
+    """The base model on train+val: predict.py's own run (`predict.py --zero-shot --split trainval`, the paper's
+    post-processing and fill of 80 included) into OUT/zero-shot/, then the paper's invalid count beside its own in
+    metrics.json, and Figure 3. max_new_tokens: greedy's budget (decode.token_budget)."""
     # one folder a decoding mode: a run with another --decode never overwrites or mixes with the paper's
     folder = os.path.join(template.out, "zero-shot" + ("" if template.decode == "greedy" else f"-{template.decode}"))
-    bad = [] if template.skip_bad else None
-    videos = data.load_split(template.data, "trainval", bad, template.target)
-    video = template.input == "video"
-    processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels, video)
-    os.makedirs(folder, exist_ok=True)
-    cache = FrameCache(template.cache, template.frames, qwen.budget_of(processor))
-    videos = cache.fill(videos, bad, timed=video)
-    data.report_skipped(bad, os.path.join(folder, "skipped.csv"))
-    if not videos:
-        raise InputError(f"{template.data}: no usable videos in train+val")
-    model = qwen.load_model(template.model, template.quant)
-    answers = predict.generate(model, processor, videos, cache, template.eval_batch_size, template.workers,
-                               video=video, decode=template.decode, max_new_tokens=max_new_tokens)
-    # The paper fills an invalid answer with the training mean, 80 (train+val mean score 0.801)
-    scores, invalid = predict.postprocess(answers, predict.PAPER_TRAIN_MEAN)
-    m = predict.metrics(scores, [v.score for v in videos])
-
-    predict.write_predictions(os.path.join(folder, "predictions.csv"), videos, scores, answers)
-    if template.decode != "expected":  # with expected, predictions.csv holds the whole answer: score, argmax and std
-        predict.write_answers(os.path.join(folder, "answers.csv"), videos, answers)
-    rate = invalid / max(len(videos), 1)
-    result = dict(model=template.model, decode=template.decode, max_new_tokens=max_new_tokens, n=m["n"],
-                  invalid=invalid, invalid_rate=rate, fill=predict.PAPER_TRAIN_MEAN, srcc=m["srcc"],
-                  srcc_ci=list(m["srcc_ci"]), srcc_ci_spearman=list(m["srcc_ci_spearman"]),
-                  ci_method=predict.CI_METHODS, pearson=m["pearson"], mse=m["mse"], paper=PAPER_ZERO_SHOT)
-    write_atomic(os.path.join(folder, "metrics.json"), json.dumps(result, indent=1))
-    paper = PAPER_ZERO_SHOT
-    print(predict.describe_invalid(invalid, len(videos), predict.PAPER_TRAIN_MEAN)
-          + f" (the paper's: {paper['invalid']}/{paper['n']}, {100 * paper['invalid_rate']:.2f}%)")
-    print(f"zero-shot {predict.describe(m)}")
-    scatter(os.path.join(folder, "figure-3-scatter.png"), [v.score for v in videos], [s / 100 for s in scores],
-            f"zero-shot: SRCC {m['srcc']:.3f}, {invalid} invalid of {len(videos)}")
+    flags = dict(data=template.data, model=template.model, quant=template.quant, decode=template.decode,
+                 target=template.target, frames=template.frames, input=template.input, max_pixels=template.max_pixels,
+                 min_pixels=template.min_pixels, batch_size=template.eval_batch_size, workers=template.workers,
+                 cache=template.cache, max_new_tokens=max_new_tokens, out=os.path.join(folder, "predictions.csv"))
+    argv = ["--zero-shot", "--split", "trainval"] + ["--skip-bad"] * template.skip_bad
+    argv += [str(x) for k, v in flags.items() if v is not None for x in (f"--{k.replace('_', '-')}", v)]
+    job, scores, invalid, m = predict.run(predict.parse_args(argv))
+    n, paper = len(job.videos), PAPER_ZERO_SHOT
+    result = dict(model=template.model, decode=template.decode, max_new_tokens=max_new_tokens, n=n, invalid=invalid,
+                  invalid_rate=invalid / max(n, 1), fill=job.fill, srcc=m["srcc"], srcc_ci=list(m["srcc_ci"]),
+                  srcc_ci_spearman=list(m["srcc_ci_spearman"]), ci_method=metrics.CI_METHODS, pearson=m["pearson"],
+                  mse=m["mse"], paper=paper)
+    write_text(os.path.join(folder, "metrics.json"), json.dumps(result, indent=1))
+    print(f"the paper's: {paper['invalid']}/{paper['n']} invalid ({100 * paper['invalid_rate']:.2f}%), "
+          f"SRCC {paper['srcc']:.3f}")
+    scatter(os.path.join(folder, "figure-3-scatter.png"), [v.score for v in job.videos], [s / 100 for s in scores],
+            f"zero-shot: SRCC {m['srcc']:.3f}, {invalid} invalid of {n}")
     return result
 
 
@@ -423,7 +339,7 @@ def zero_shot(template, max_new_tokens):
 def read_predictions(path):
     """predict.py's CSV (video_id,mem_score,...) -> {video_id: score}."""
     try:
-        return predict.read_labels(path)
+        return read_labels(path)
     except OSError as e:
         raise InputError(f"{path}: {e.strerror.lower()}")
     except (KeyError, TypeError, ValueError):  # a column missing, a short row, a score that is no number
@@ -457,11 +373,11 @@ def compare(args):
     for path, scores in [(path_a, a), (path_b, b)]:
         if len({scores[v] for v in ids}) < 2:
             raise InputError(f"{path}: the same score for all {len(ids)} videos compared: its SRCC is undefined")
-    result = predict.srcc_difference([truth[v] for v in ids], [a[v] for v in ids], [b[v] for v in ids])
+    result = metrics.srcc_difference([truth[v] for v in ids], [a[v] for v in ids], [b[v] for v in ids])
     if np.isnan(result["delta_ci"]).any():
         raise InputError(f"{path_a}, {path_b}: {len(ids)} videos are too few for a bootstrap interval: some resamples "
                          "hold one score of a file only, where SRCC is undefined")
-    method = predict.BOOTSTRAP
+    method = metrics.BOOTSTRAP
     result = dict(a=path_a, b=path_b, **result, delta_is="srcc_a - srcc_b",
                   ci_method=f"paired bootstrap over videos: {method['n_resamples']} resamples, {method['method']}, "
                             f"seed {method['seed']}")
@@ -494,7 +410,7 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     parser.add_argument("--zero-shot", action="store_true", help="instead: the base model on train+val, no training")
     parser.add_argument("--max-new-tokens", type=int, help="with --zero-shot: greedy decoding's budget of new tokens; "
-                        f"it stops where the answer ends (default {predict.ZERO_SHOT_TOKENS}: the base model answers "
+                        f"it stops where the answer ends (default {decode.ZERO_SHOT_TOKENS}: the base model answers "
                         "in sentences); the folds' adapters answer in at most 4 (3 digits and end-of-turn)")
     parser.add_argument("--gpus", type=lambda s: s.split(","), help="comma-separated GPUs to run folds on side by "
                         "side, one a GPU (e.g. 0,1,2,3); default: this process's device")
@@ -525,7 +441,7 @@ def parse_args(argv=None):
                                    folds=args.folds, epochs=args.epochs, lr=args.lr, heldout_data=args.heldout_source))
     args.r, args.alpha = list(dict.fromkeys(args.r)), list(dict.fromkeys(args.alpha))  # a repeated value runs once
     if args.zero_shot:
-        args.max_new_tokens = predict.token_budget(args.max_new_tokens, template.decode, zero_shot=True)
+        args.max_new_tokens = decode.token_budget(args.max_new_tokens, template.decode, zero_shot=True)
     return args, template
 
 
@@ -555,7 +471,7 @@ def main(argv=None):
     for root in filter(None, (template.data, template.heldout_data)):
         data.load_split(root, "trainval", [] if template.skip_bad else None, template.target)
     # and a model that cannot be read (from a folder or the hub) or read as asked, before cv.json
-    qwen.load_processor(template.model, template.max_pixels, template.min_pixels, template.input == "video")
+    model.load_processor(template.model, template.max_pixels, template.min_pixels, template.input == "video")
     os.makedirs(template.out, exist_ok=True)
     check_settings(template, os.path.join(template.out, "cv.json"))
     print(json.dumps(dict(dataclasses.asdict(template), r=args.r, alpha=args.alpha), indent=1))
@@ -571,7 +487,7 @@ def main(argv=None):
                   "to finish writes the whole summary")
         table, best = summarize(rows, n_folds(template))
         text = markdown(table, best, n_folds(template), template.heldout_data)
-        write_atomic(os.path.join(template.out, "summary.md"), text)
+        write_text(os.path.join(template.out, "summary.md"), text)
         print(text, end="")
         heatmap(os.path.join(template.out, "figure-4-heatmap.png"), table)
         if best:

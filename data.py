@@ -12,16 +12,16 @@ with one line, or under --skip-bad is listed and left out (report_skipped).
 """
 
 import argparse
-import csv
 import os
 import sys
 
 import numpy as np
 
 import frames
-import model as qwen
+import model
 from plumbing import sources
 from plumbing.errors import InputError, cli
+from plumbing.files import write_csv
 from plumbing.sources import JSON_FILES, Video  # noqa: F401  (data.Video, data.JSON_FILES: where scripts and tests find them)
 
 SPLITS = ("train", "val", "test", "trainval")
@@ -149,11 +149,8 @@ def report_skipped(bad, path):
         return
     for b in bad:
         print(f"warning: skipped {b['where']}: {b['problem']}", file=sys.stderr)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, ["video_id", "where", "problem"])
-        w.writeheader()
-        w.writerows(bad)
+    columns = ["video_id", "where", "problem"]
+    write_csv(path, columns, [[b[c] for c in columns] for b in bad])
     print(f"skipped {len(bad)} bad videos or records; listed in {path}", file=sys.stderr)
 
 
@@ -177,7 +174,7 @@ def main(argv=None):
     if note:
         print(note)
     if args.model:
-        budget = qwen.budget_of(qwen.load_processor(args.model, args.max_pixels, args.min_pixels))
+        budget = model.budget_of(model.load_processor(args.model, args.max_pixels, args.min_pixels))
         frames.FrameCache(args.cache, args.frames, budget).fill(videos, workers=args.workers)
     labelled = [v.score for v in videos if v.score is not None]
     print(f"{args.split}: {len(videos)} videos, {len(labelled)} labelled"

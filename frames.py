@@ -10,14 +10,15 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import prompt
+from qwen_vl.processing import ImageTransform
 from plumbing.errors import InputError, problem
+from plumbing.files import atomic
 
 # 448 x 448: the input size of the paper's Qwen-VL-Chat, 256 visual tokens a frame on Qwen2-VL / Qwen2.5-VL
 DEFAULT_MAX_PIXELS = 448 * 448
@@ -194,12 +195,10 @@ class FrameCache:
         if n * height > 65500:  # JPEG's limit on a side
             raise InputError(f"{video.path}: {n} frames of {height} rows do not fit the cache; "
                              "lower --frames or --max-pixels")
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic(self.path(video), "wb") as f:  # a killed run never leaves half a file under the real name
             stacked = frames.permute(0, 2, 3, 1).reshape(n * height, width, 3).numpy()
             Image.fromarray(stacked).save(f, format="JPEG", quality=95, subsampling=0,
                                           comment=json.dumps(dict(seconds=seconds)))
-        os.replace(tmp, self.path(video))  # atomic: a killed run never leaves half a file under the real name
 
     def fill(self, videos, bad=None, workers=None, timed=False):
         """Decode every video not cached yet (with `timed`, also those stored before the cache recorded times: see
@@ -290,6 +289,32 @@ def loader(dataset, batches, workers):
         # Its own generator: the loader draws a seed at each pass, which must not move the global RNG (LoRA
         # dropout), or a resumed run would differ from an uninterrupted one.
         generator=torch.Generator())
+
+
+def pixels(patches, processor, repeat=True):
+    """
+    The uint8 patches of `encode` -> the float32 pixel values the processor (its image or video processor) makes
+    itself: its rescale and normalization, fused as it fuses them ((x - mean / r) / (std / r), r the rescale factor,
+    per channel), then with `repeat` each still frame repeated over the vision tower's time steps (Qwen embeds
+    tubelets of temporal_patch_size frames). A patch is laid out (channel, time, row, column).
+    """
+    mean = torch.tensor(processor.image_mean, device=patches.device) * (1.0 / processor.rescale_factor)
+    std = torch.tensor(processor.image_std, device=patches.device) * (1.0 / processor.rescale_factor)
+    x = patches.to(torch.float32).view(len(patches), len(mean), 1, -1)
+    x = x.sub_(mean[:, None, None]).div_(std[:, None, None])
+    return x.expand(-1, -1, processor.temporal_patch_size if repeat else 1, -1).reshape(len(patches), -1)
+
+
+def to_model(batch, processor, device):
+    """A batch of `encode` on the model's device, its patches normalized there; copies from pinned memory overlap."""
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if "pixel_values" in batch and isinstance(processor.image_processor, ImageTransform):  # Qwen-VL-Chat's own
+        batch["pixel_values"] = processor.image_processor.normalize(batch["pixel_values"])
+    elif "pixel_values" in batch:
+        batch["pixel_values"] = pixels(batch["pixel_values"], processor.image_processor)
+    if "pixel_values_videos" in batch:  # a tubelet's time steps are two different frames already: nothing to repeat
+        batch["pixel_values_videos"] = pixels(batch["pixel_values_videos"], processor.video_processor, repeat=False)
+    return batch
 
 
 def chunks(n, size):

@@ -13,7 +13,6 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import torch
 
-from qwen_vl.processing import ImageTransform
 
 INSTRUCTION = (
     "You are an expert in multimedia perception and memorability. On a scale from 0 to 100, predict how "
@@ -161,32 +160,6 @@ def video_metadata(seconds, n_frames):
     span = seconds[-1] - seconds[0] if seconds else 0.0
     fps = (n_frames - 1) / span if span > 0 else ASSUMED_FPS
     return dict(total_num_frames=n_frames, fps=fps, frames_indices=list(range(n_frames)))
-
-
-def pixels(patches, processor, repeat=True):
-    """
-    The uint8 patches of `encode` -> the float32 pixel values the processor (its image or video processor) makes
-    itself: its rescale and normalization, fused as it fuses them ((x - mean / r) / (std / r), r the rescale factor,
-    per channel), then with `repeat` each still frame repeated over the vision tower's time steps (Qwen embeds
-    tubelets of temporal_patch_size frames). A patch is laid out (channel, time, row, column).
-    """
-    mean = torch.tensor(processor.image_mean, device=patches.device) * (1.0 / processor.rescale_factor)
-    std = torch.tensor(processor.image_std, device=patches.device) * (1.0 / processor.rescale_factor)
-    x = patches.to(torch.float32).view(len(patches), len(mean), 1, -1)
-    x = x.sub_(mean[:, None, None]).div_(std[:, None, None])
-    return x.expand(-1, -1, processor.temporal_patch_size if repeat else 1, -1).reshape(len(patches), -1)
-
-
-def to_model(batch, processor, device):
-    """A batch of `encode` on the model's device, its patches normalized there; copies from pinned memory overlap."""
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    if "pixel_values" in batch and isinstance(processor.image_processor, ImageTransform):  # Qwen-VL-Chat's own
-        batch["pixel_values"] = processor.image_processor.normalize(batch["pixel_values"])
-    elif "pixel_values" in batch:
-        batch["pixel_values"] = pixels(batch["pixel_values"], processor.image_processor)
-    if "pixel_values_videos" in batch:  # a tubelet's time steps are two different frames already: nothing to repeat
-        batch["pixel_values_videos"] = pixels(batch["pixel_values_videos"], processor.video_processor, repeat=False)
-    return batch
 
 
 def token_counts(batch, tokenizer):

@@ -1,6 +1,5 @@
 """
-A run's checkpoints, `step-NNNNNN/` directories that a killed run resumes from bit for bit, and the files of a run
-written whole (write_atomic): a kill at any moment leaves the old file or the new one.
+A run's checkpoints, `step-NNNNNN/` directories that a killed run resumes from bit for bit.
 
     out/step-000123/  adapter/ (PEFT format), optimizer.pt, rng.pt (every rank's RNG states), meta.json
 """
@@ -15,7 +14,6 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-import model as qwen
 from plumbing.distributed import gather, rank_world
 from plumbing.errors import InputError
 
@@ -52,7 +50,7 @@ def save_checkpoint(cfg, step, model, opt, history, position):
         return
     final = os.path.join(cfg.out, f"step-{step:06d}")
     tmp = tempfile.mkdtemp(dir=cfg.out, prefix=".tmp-")
-    qwen.save_adapter(model, os.path.join(tmp, "adapter"))
+    model.save_pretrained(os.path.join(tmp, "adapter"), safe_serialization=True)  # PEFT format
     torch.save(opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
     torch.save(dict(ranks=states), os.path.join(tmp, "rng.pt"))
     with open(os.path.join(tmp, "meta.json"), "w") as f:
@@ -101,17 +99,3 @@ def load_adapter_strictly(path, model):
                f"{result.unexpected_keys[0]}" if result.unexpected_keys else None)
     if problem:  # named as the file names it, without the adapter's name that peft adds
         raise InputError(f"{path}: {problem.replace(adapter, '.')}: a damaged checkpoint, or another run's; not resumed")
-
-
-def write_atomic(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def csv_text(rows, keys, header=True):
-    """CSV lines of dict rows whose values are numbers."""
-    lines = ([list(keys)] if header else []) + [[r[k] for k in keys] for r in rows]
-    return "".join(",".join(map(str, line)) + "\n" for line in lines)
-

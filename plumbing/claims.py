@@ -13,7 +13,7 @@ import time
 import uuid
 from contextlib import contextmanager
 
-from plumbing.checkpoint import write_atomic
+from plumbing.files import write_text
 
 HEARTBEAT, STALE = 30, 600  # seconds between touches of a live claim; a claim untouched this long is a dead worker's
 
@@ -64,7 +64,7 @@ def acquire(path):
                 return False
             shutil.rmtree(dead, ignore_errors=True)
             continue
-        write_atomic(os.path.join(path, "owner"), f"{socket.gethostname()} {os.getpid()}\n")
+        write_text(os.path.join(path, "owner"), f"{socket.gethostname()} {os.getpid()}\n")
         return True
     return False
 

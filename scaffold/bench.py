@@ -31,15 +31,15 @@ import torch
 import data
 from scoring import explain
 import frames
-import model as qwen
-import predict
+import model
 import prompt
 from qwen_vl import modeling as qwen_vl
-from scoring import decode as scoring
 from scaffold import synthetic
 import train
 from plumbing.errors import InputError, cli
+from plumbing.files import write_text
 from scaffold.tiny import TINY_RECIPE, make_random, make_tiny
+import scoring.decode
 
 # Dense bf16 peak of the cards we expect, FLOP/s (NVIDIA's datasheets, without sparsity); --peak-tflops overrides.
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12}
@@ -90,15 +90,15 @@ def setup(args, template):
     """The run's configuration, processor, clip videos with their frames cached at the budget, and the model."""
     cfg = replace(template, model=checkpoint(args), cache=os.path.join(args.work, "cache"),
                   out=os.path.join(args.work, "run"))
-    processor = qwen.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
+    processor = model.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
     # a few short clips (12 frames: three are used) are enough to feed the timed steps
     videos = videos_of(clips(os.path.join(args.work, "clips-train"), 2 * max(cfg.batch_size, cfg.eval_batch_size), fps=4))
-    cache = frames.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
+    cache = frames.FrameCache(cfg.cache, cfg.frames, model.budget_of(processor))
     cache.fill(videos, timed=cfg.input == "video")
     t0 = time.time()
-    model = train.build_model(cfg)
+    net = train.build_model(cfg)
     print(f"loaded {cfg.model} ({cfg.quant}) with LoRA r={cfg.r} on {cfg.targets} in {time.time() - t0:.0f}s")
-    return cfg, processor, videos, cache, model
+    return cfg, processor, videos, cache, net
 
 
 def cycle(n_videos, batch_size, steps):
@@ -228,7 +228,7 @@ def bench_trainer(cfg, processor, videos, cache, model, steps, warmup):
 
     def collate(indices):
         batch, labels = samples[indices]
-        return dict(prompt.to_model(batch, processor, "cpu"), labels=labels)
+        return dict(frames.to_model(batch, processor, "cpu"), labels=labels)
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
@@ -265,7 +265,7 @@ def bench_predict(cfg, processor, videos, cache, model, batch_size):
     answers_ids = prompt.answer_ids(tokenizer)
 
     def ready(dataset, plan):
-        return [prompt.to_model(b, processor, device) for b, _ in frames.loader(dataset, plan, 0)]
+        return [frames.to_model(b, processor, device) for b, _ in frames.loader(dataset, plan, 0)]
 
     batches = ready(frames.Batches(videos, cache, processor, labelled=False, video=video),
                     frames.chunks(len(videos), batch_size))
@@ -278,12 +278,12 @@ def bench_predict(cfg, processor, videos, cache, model, batch_size):
         out = model.generate(**batch, max_new_tokens=4, do_sample=False, eos_token_id=end, pad_token_id=pad)
         return out[:, batch["input_ids"].shape[1]:]
 
-    modes = dict(greedy=(batches, lambda b: predict.greedy(model, b, end, pad, 4)),
+    modes = dict(greedy=(batches, lambda b: scoring.decode.greedy(model, b, end, pad, 4)),
                  generate=(batches, plain),
-                 constrained=(batches, lambda b: predict.greedy(model, b, end, pad, max(map(len, answers_ids)),
-                                                                scoring.trie(answers_ids))),
-                 expected=(batches, lambda b: predict.expected(model, b, answers_ids)),
-                 explain=(variants, lambda b: predict.expected(model, b, answers_ids)))
+                 constrained=(batches, lambda b: scoring.decode.greedy(model, b, end, pad, max(map(len, answers_ids)),
+                                                                scoring.decode.trie(answers_ids))),
+                 expected=(batches, lambda b: scoring.decode.expected(model, b, answers_ids)),
+                 explain=(variants, lambda b: scoring.decode.expected(model, b, answers_ids)))
     seconds, answers, memory = {}, {}, {}
     # A round over the modes warms up, the second is timed; --explain, 9x the prompts of expected, runs once, after
     # expected has warmed the same code.
@@ -293,7 +293,7 @@ def bench_predict(cfg, processor, videos, cache, model, batch_size):
         reset_peak(device)
         before = torch.cuda.memory_allocated() if device.type == "cuda" else None
         t0 = time.time()
-        with predict.autocast(device):
+        with scoring.decode.autocast(device):
             answers[name] = [decode(b).tolist() for b in inputs]
         seconds[name] = time.time() - t0
         memory[name] = peak_gib(device), before
@@ -322,7 +322,7 @@ def cmd_data(args, template):
     import av
 
     # the budget and processor of --model or --arch, else of a tiny Qwen2.5-VL (whose image processor is the stock one)
-    budget_processor = qwen.load_processor(checkpoint(args) if args.model or args.arch else tiny(args),
+    budget_processor = model.load_processor(checkpoint(args) if args.model or args.arch else tiny(args),
                                            template.max_pixels, template.min_pixels)
     paths = sorted(os.path.join(args.videos, f) for f in os.listdir(args.videos)) if args.videos else \
         clips(os.path.join(args.work, "clips-720p"), args.n)
@@ -331,7 +331,7 @@ def cmd_data(args, template):
 
     # first-pass extraction: frames.read_frames + model.Budget.fit + the JPEG, one process a core
     with tempfile.TemporaryDirectory() as folder:
-        cache = frames.FrameCache(folder, template.frames, qwen.budget_of(budget_processor))
+        cache = frames.FrameCache(folder, template.frames, model.budget_of(budget_processor))
         t0 = time.time()
         cache.fill(videos, workers=cores, timed=template.input == "video")
         decode = len(videos) / (time.time() - t0)
@@ -374,25 +374,25 @@ def tiny(args):
 
 
 def cmd_train(args, template):
-    cfg, processor, videos, cache, model = setup(args, template)
+    cfg, processor, videos, cache, net = setup(args, template)
     return dict(model=cfg.model, batch_size=cfg.batch_size, r=cfg.r, grad_ckpt=cfg.grad_ckpt, device=device_name(),
-                **bench_train(cfg, processor, videos, cache, model, args.steps, args.warmup_steps, args.peak_tflops))
+                **bench_train(cfg, processor, videos, cache, net, args.steps, args.warmup_steps, args.peak_tflops))
 
 
 def cmd_baseline(args, template):
-    cfg, processor, videos, cache, model = setup(args, template)
-    ours = bench_train(cfg, processor, videos, cache, model, args.steps, args.warmup_steps, args.peak_tflops)
+    cfg, processor, videos, cache, net = setup(args, template)
+    ours = bench_train(cfg, processor, videos, cache, net, args.steps, args.warmup_steps, args.peak_tflops)
     free()
-    trainer = bench_trainer(cfg, processor, videos, cache, model, args.steps, args.warmup_steps)
+    trainer = bench_trainer(cfg, processor, videos, cache, net, args.steps, args.warmup_steps)
     return dict(model=cfg.model, batch_size=cfg.batch_size, r=cfg.r, device=device_name(),
                 ours_samples_per_s=ours["samples_per_s"], ours_peak_mem_gib=ours["peak_mem_gib"], **trainer,
                 speedup=ours["samples_per_s"] / trainer["samples_per_s"])
 
 
 def cmd_predict(args, template):
-    cfg, processor, videos, cache, model = setup(args, template)
+    cfg, processor, videos, cache, net = setup(args, template)
     return dict(model=cfg.model, batch_size=cfg.eval_batch_size, device=device_name(),
-                **bench_predict(cfg, processor, videos, cache, model, cfg.eval_batch_size))
+                **bench_predict(cfg, processor, videos, cache, net, cfg.eval_batch_size))
 
 
 def cmd_gpu(args, template):
@@ -401,7 +401,7 @@ def cmd_gpu(args, template):
     at the default budget; (c) train, baseline and predict on the paper's Qwen-VL-Chat (or --paper-model) in the
     paper's setup; (d) one JSON file, written after each step. On a machine without a GPU it runs the same steps on the
     CPU, slowly."""
-    if args.paper_model and not qwen.is_qwen_vl(args.paper_model):  # said before (a) and (b) run, not after
+    if args.paper_model and not model.is_qwen_vl(args.paper_model):  # said before (a) and (b) run, not after
         raise InputError(f"--paper-model {args.paper_model}: not a Qwen-VL-Chat checkpoint (config.json's model_type "
                          "is not 'qwen')")
     result = dict(device=device_name(), torch=torch.__version__, transformers=__import__("transformers").__version__)
@@ -409,10 +409,8 @@ def cmd_gpu(args, template):
 
     def save():
         result["seconds"] = time.time() - t0
-        if args.out:
-            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-            with open(args.out, "w") as f:
-                json.dump(result, f, indent=1)
+        if args.out:  # whole after each block: a run cut short keeps what it measured
+            write_text(args.out, json.dumps(result, indent=1))
 
     # (a) the tiny model's recipe (tiny.TINY_RECIPE) on the demo's rule. The bar, 0.6: with no signal, the SRCC of the
     # 45 held-out videos has a standard deviation of 1/sqrt(44) = 0.15, so 0.6 is 4 of them above chance; the CPU
@@ -454,20 +452,20 @@ def measure(args, template, step, compare_checkpointing=False):
     the GPU memory still held before it loads (what an earlier model left: 0 expected)."""
     t0 = time.time()
     held = torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    cfg, processor, videos, cache, model = setup(args, template)
-    measured = [("train", lambda: bench_train(cfg, processor, videos, cache, model, args.steps, args.warmup_steps,
+    cfg, processor, videos, cache, net = setup(args, template)
+    measured = [("train", lambda: bench_train(cfg, processor, videos, cache, net, args.steps, args.warmup_steps,
                                               args.peak_tflops)),
-                ("baseline", lambda: bench_trainer(cfg, processor, videos, cache, model, args.steps, args.warmup_steps)),
-                ("predict", lambda: bench_predict(cfg, processor, videos, cache, model, cfg.eval_batch_size))]
+                ("baseline", lambda: bench_trainer(cfg, processor, videos, cache, net, args.steps, args.warmup_steps)),
+                ("predict", lambda: bench_predict(cfg, processor, videos, cache, net, cfg.eval_batch_size))]
     if cfg.grad_ckpt and compare_checkpointing:
         def without_checkpointing():
-            model.gradient_checkpointing_disable()
+            net.gradient_checkpointing_disable()
             try:
-                return bench_train(cfg, processor, videos, cache, model, args.steps, args.warmup_steps, args.peak_tflops)
+                return bench_train(cfg, processor, videos, cache, net, args.steps, args.warmup_steps, args.peak_tflops)
             except torch.OutOfMemoryError:
                 return dict(error="out of memory")
             finally:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         measured.insert(1, ("train_no_grad_ckpt", without_checkpointing))
     result = {}
     for name, run in measured:
@@ -476,7 +474,7 @@ def measure(args, template, step, compare_checkpointing=False):
         print(f"{step} {name}: {json.dumps(result[name])}")
     result["baseline"]["speedup"] = result["train"]["samples_per_s"] / result["baseline"]["samples_per_s"]
     return dict(result, model=args.arch or args.model, batch_size=cfg.batch_size, r=cfg.r, alpha=cfg.alpha,
-                targets=cfg.targets or qwen.paper_targets(cfg.model), frames=cfg.frames, input=cfg.input,
+                targets=cfg.targets or model.paper_targets(cfg.model), frames=cfg.frames, input=cfg.input,
                 max_pixels=cfg.max_pixels, held_before_gib=held, block_seconds=time.time() - t0)
 
 
@@ -496,8 +494,8 @@ def parse_args(argv=None):
     parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu"])
     # ---
     parser.add_argument("--model", help=f"a model folder (or hub id) to measure (train, baseline, predict: default "
-                        f"{qwen.DEFAULT_MODEL}, the paper's)")
-    parser.add_argument("--arch", choices=list(qwen.ARCHS), help="instead: a published architecture, random weights")
+                        f"{model.DEFAULT_MODEL}, the paper's)")
+    parser.add_argument("--arch", choices=list(model.ARCHS), help="instead: a published architecture, random weights")
     parser.add_argument("--work", default="runs/bench", help="folder for clips, built models, caches")
     parser.add_argument("--videos", help="data: a folder of your own clips instead of written 720p ones")
     parser.add_argument("--n", type=int, default=16, help="data: clips to write and decode")
@@ -513,7 +511,7 @@ def parse_args(argv=None):
     # ---
     args, rest = parser.parse_known_args(argv)
     if args.command in ("train", "baseline", "predict") and not args.arch:
-        args.model = args.model or qwen.DEFAULT_MODEL
+        args.model = args.model or model.DEFAULT_MODEL
     # The rest is read by train.py's own parser: its flags, defaults and checks, not a copy of them.
     _, template = train.parse_args(rest)
     return args, template

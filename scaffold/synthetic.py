@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from plumbing import sources
 from plumbing.errors import cli
+from plumbing.files import atomic
 
 
 CAPTION_PARTS = (
@@ -242,8 +243,7 @@ def write_clips(folder, n=16, seconds=3, fps=30, height=720, width=1280, seed=0,
         texture = np.clip(128 + 60 * texture.numpy() / texture.std().item(), 0, 255).astype(np.uint8)
         color = rng.integers(0, 256, 3).astype(np.uint8)
         path = os.path.join(folder, f"clip_{i:03d}.mp4")
-        tmp = os.path.join(folder, f".clip_{i:03d}.mp4")  # renamed when whole: a killed run leaves no half clip
-        with av.open(tmp, "w") as container:
+        with atomic(path, "wb") as f, av.open(f, "w", format="mp4") as container:  # a killed run leaves no half clip
             stream = container.add_stream("libx264", rate=fps)
             stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
             stream.options = {"crf": "23"}
@@ -253,7 +253,6 @@ def write_clips(folder, n=16, seconds=3, fps=30, height=720, width=1280, seed=0,
                 frame += rng.integers(0, 6, size=frame.shape, dtype=np.uint8)
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())
-        os.replace(tmp, path)
         paths.append(path)
     return paths
 

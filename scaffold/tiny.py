@@ -20,8 +20,9 @@ import tempfile
 import numpy as np
 import torch
 
-import model as qwen
+import model
 import prompt
+from frames import to_model
 from qwen_vl import modeling as qwen_vl
 from scaffold import synthetic
 import train
@@ -127,9 +128,9 @@ def make_random(path, arch, seed=0):
     bf16, built on the GPU when there is one (seconds instead of minutes for 8 B parameters). The vocabulary stays at
     its full size; the tiny tokenizer's ids are a subset of it. Qwen-VL-Chat: in its official layout
     (make_random_qwen_vl)."""
-    if arch not in qwen.ARCHS:
-        raise InputError(f"unknown architecture {arch!r}: expected one of {', '.join(qwen.ARCHS)}")
-    family, text, vision, tied = qwen.ARCHS[arch]
+    if arch not in model.ARCHS:
+        raise InputError(f"unknown architecture {arch!r}: expected one of {', '.join(model.ARCHS)}")
+    family, text, vision, tied = model.ARCHS[arch]
     if family == "qwen_vl":
         return make_random_qwen_vl(path, text, vision, seed)
     return _write_checkpoint(path, family, text, vision, seed, tied=tied)
@@ -155,17 +156,17 @@ def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, 
                           video_processor=VideoProcessor(patch_size=p["patch_size"]), chat_template=CHAT_TEMPLATE)
     config = _config(family, text, vision, tok, tied)
     if tiny:
-        model = AutoModelForImageTextToText.from_config(config)
+        net = AutoModelForImageTextToText.from_config(config)
         # A frozen random lm_head with the default std 0.02 caps logits near 2.6 and LoRA-only training stalls.
-        torch.nn.init.normal_(model.lm_head.weight, std=0.1)
+        torch.nn.init.normal_(net.lm_head.weight, std=0.1)
         if teach:
-            teach_answer_format(model, processor, seed=seed, answer=answer)
+            teach_answer_format(net, processor, seed=seed, answer=answer)
     else:
-        with torch.device(qwen.device()):
-            model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    model.save_pretrained(path)
+        with torch.device(model.device()):
+            net = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
+    net.generation_config.eos_token_id = config.text_config.eos_token_id
+    net.generation_config.pad_token_id = config.text_config.pad_token_id
+    net.save_pretrained(path)
     processor.save_pretrained(path)
     return path
 
@@ -175,7 +176,7 @@ def _config(family, text, vision, tokenizer, tied=False):
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text = dict(text, vocab_size=text["vocab_size"] or len(tokenizer), eos_token_id=ids["<|im_end|>"],
                 pad_token_id=ids["<|endoftext|>"], bos_token_id=None)
-    return qwen.family_config(family, text, vision, tied, image_token_id=ids["<|image_pad|>"],
+    return model.family_config(family, text, vision, tied, image_token_id=ids["<|image_pad|>"],
                               video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
                               vision_end_token_id=ids["<|vision_end|>"])
 
@@ -183,7 +184,7 @@ def _config(family, text, vision, tokenizer, tied=False):
 def quantize_gptq(src, dst, texts, group_size=128):
     """A GPTQ 4-bit copy of the checkpoint `src` in `dst`, calibrated on `texts` (gptqmodel): the language model's
     linear layers quantized; the vision tower, the embeddings and lm_head as they were."""
-    qwen_vl.gptq_environment(qwen.device())
+    qwen_vl.gptq_environment(model.device())
     from gptqmodel import GPTQModel, QuantizeConfig
     from transformers import AutoProcessor
 
@@ -195,9 +196,9 @@ def quantize_gptq(src, dst, texts, group_size=128):
     with tempfile.TemporaryDirectory() as scratch:
         os.chdir(scratch)  # gptqmodel writes its quantization logs to ./logs: not into the user's folder
         try:
-            model = GPTQModel.load(src, config)
-            model.quantize(texts, tokenizer=processor.tokenizer)
-            model.save(dst)
+            net = GPTQModel.load(src, config)
+            net.quantize(texts, tokenizer=processor.tokenizer)
+            net.save(dst)
         finally:
             os.chdir(here)
     processor.save_pretrained(dst)
@@ -223,7 +224,7 @@ def teach_answer_format(model, processor, steps=120, batch_size=8, lr=1e-3, seed
         batch, labels = prompt.encode(processor, frames, captions, rng.integers(40, 101, batch_size).tolist(),
                                       answer=answer)
         k = int((labels != prompt.IGNORE).sum(1).max())
-        loss = train.score_loss(model, prompt.to_model(batch, processor, "cpu"), labels[:, -k:])
+        loss = train.score_loss(model, to_model(batch, processor, "cpu"), labels[:, -k:])
         (loss / (labels != prompt.IGNORE).sum()).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -374,8 +375,8 @@ def make_random_qwen_vl(path, text, visual, seed=0):
     tokenizer = qwen_vl_tokenizer(path, visual.get("n_queries", 256))
     config = qwen_vl_config(tokenizer, dict(text, visual=visual, bf16=True, fp16=False, torch_dtype="bfloat16"))
     with torch.device("meta"):  # names and shapes only: the tensors are made where they are written from
-        model = qwen_vl.QWenLMHeadModel(qwen_vl.QWenConfig.from_dict(config))
-    return write_qwen_vl(path, config, dict(qwen_vl_weights(model, seed, qwen.device(), torch.bfloat16)), tokenizer)
+        net = qwen_vl.QWenLMHeadModel(qwen_vl.QWenConfig.from_dict(config))
+    return write_qwen_vl(path, config, dict(qwen_vl_weights(net, seed, model.device(), torch.bfloat16)), tokenizer)
 
 
 def qwen_vl_tokenizer(path, image_span):
@@ -437,7 +438,7 @@ def main(argv=None):
     parser.add_argument("out", help="folder to write the checkpoint to")
     parser.add_argument("--family", default="qwen2_5_vl", choices=["qwen_vl", *TINY], help="the tiny model's architecture")
     parser.add_argument("--gptq", action="store_true", help="a GPTQ 4-bit checkpoint of the tiny model")
-    parser.add_argument("--arch", choices=list(qwen.ARCHS), help="instead: this published architecture, random weights")
+    parser.add_argument("--arch", choices=list(model.ARCHS), help="instead: this published architecture, random weights")
     args = parser.parse_args(argv)
     if args.arch:
         make_random(args.out, args.arch)

@@ -7,7 +7,7 @@ Why this score (predict.py --explain): each frame's and each caption's share of 
 A video with N frames and C captions (Memento10k's five) is scored 1 + N + C times: with all its inputs, with each
 frame occluded in turn, with each caption taken away in turn (below). An input's share is what the score loses
 without it, score(all) - score(without it), in mem_score's 0-1 units: positive, the input raised the score; negative,
-it lowered it. The scores are the exact expected ones (scoring.py), so a share is a difference of two continuous numbers, not of
+it lowered it. The scores are the exact expected ones (scoring.decode.py), so a share is a difference of two continuous numbers, not of
 two integers that tie.
 
 How an input is taken away, and why so:
@@ -29,8 +29,8 @@ Pure functions and a Dataset; predict.py runs the model.
 import math
 
 import prompt
-from scoring import decode as scoring
-from scoring.videos import CAPTIONS
+import scoring.decode
+from scoring.decode.videos import CAPTIONS
 from frames import Batches, chunks
 
 
@@ -103,7 +103,7 @@ def shares(distributions, videos, n_frames):
     distribution with all its inputs (predict.generate's answer with --decode expected), and its shares as
     {"frames": [N floats], "captions": [C floats]} in 0-1 units: score(all) - score(without the input).
     """
-    mean = scoring.summary(distributions.float())[0] / 100
+    mean = scoring.decode.summary(distributions.float())[0] / 100
     answers, out, start = [], [], 0
     for v in videos:
         n = variants(v, n_frames)

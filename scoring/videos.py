@@ -22,7 +22,7 @@ import data
 import prompt
 from plumbing import sources
 from plumbing.errors import InputError
-from frames import chunks
+from frames import chunks, to_model
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 CAPTIONS = 5  # captions a video, as Memento10k has
@@ -91,7 +91,7 @@ def write_captions(model, processor, videos, cache, video=False, batch_size=8, s
             frames, seconds = [f for f, _ in clips], [s for _, s in clips] if video else None
             batch, _ = prompt.encode(processor, frames, [[] for _ in chunk], seconds=seconds,
                                      request=prompt.CAPTION_REQUEST)
-            batch = prompt.to_model(batch, processor, model.device)
+            batch = to_model(batch, processor, model.device)
             with torch.no_grad():
                 out = model.generate(**batch, do_sample=True, top_p=0.9, temperature=0.7, num_return_sequences=CAPTIONS,
                                      max_new_tokens=max_new_tokens, eos_token_id=end,

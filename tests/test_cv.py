@@ -22,6 +22,10 @@ import prompt
 from plumbing.errors import InputError
 from scaffold.tiny import TINY_RECIPE, make_tiny
 from conftest import build_once, script
+import scoring.decode
+from plumbing import files
+import scoring.metrics
+from plumbing import sources
 
 CONFIGS = ("r16-a32", "r16-a4")
 FOLDS = 2
@@ -64,7 +68,7 @@ def grid(tiny, synthetic, cache, tmp_path_factory):
                                             (0.665, 0.636, 0.692), (0.663, 0.634, 0.690)])
 def test_srcc_ci_reproduces_table_1(rho, low, high):
     """srcc_ci is the paper's interval: each of Table 1's five rows (n = 1,500 test videos) to its three decimals."""
-    lo, hi = predict.srcc_ci(rho, 1500)
+    lo, hi = scoring.metrics.srcc_ci(rho, 1500)
     assert (round(lo, 3), round(hi, 3)) == (low, high)
 
 
@@ -75,14 +79,14 @@ def test_srcc_ci_spearman_is_bonett_wright():
     y = [21, 4, 9, 12, 35, 18, 10, 22, 24, 1, 6, 8, 13, 16, 19]
     x = [67, 28, 30, 28, 52, 40, 25, 37, 44, 10, 14, 20, 28, 40, 51]
     rho = stats.spearmanr(x, y).statistic
-    lo, hi = predict.srcc_ci_spearman(rho, len(x))
+    lo, hi = scoring.metrics.srcc_ci_spearman(rho, len(x))
     assert (round(rho, 7), round(lo, 7), round(hi, 7)) == (0.8699639, 0.5840951, 0.9638297)
 
     for rho, n in [(0.744, 1500), (0.05, 8500), (-0.3, 45), (0.95, 90)]:
         half = 1.959963984540054 * np.sqrt((1 + rho ** 2 / 2) / (n - 3))
-        assert predict.srcc_ci_spearman(rho, n) == pytest.approx(np.tanh(np.arctanh(rho) + np.array([-1, 1]) * half),
+        assert scoring.metrics.srcc_ci_spearman(rho, n) == pytest.approx(np.tanh(np.arctanh(rho) + np.array([-1, 1]) * half),
                                                                  abs=1e-12)
-        paper, spearman = np.arctanh(predict.srcc_ci(rho, n)), np.arctanh(predict.srcc_ci_spearman(rho, n))
+        paper, spearman = np.arctanh(scoring.metrics.srcc_ci(rho, n)), np.arctanh(scoring.metrics.srcc_ci_spearman(rho, n))
         assert np.ptp(spearman) / np.ptp(paper) == pytest.approx(np.sqrt(1 + rho ** 2 / 2))
 
 
@@ -91,12 +95,12 @@ def test_metrics_give_both_intervals_and_describe_names_them():
     prints both on one line, each with its method's name."""
     rng = np.random.default_rng(0)
     truth = rng.uniform(0.4, 1, size=200)
-    m = predict.metrics(np.round(100 * (truth + 0.1 * rng.normal(size=200))), truth)
-    assert m["srcc_ci"] == predict.srcc_ci(m["srcc"], 200)
-    assert m["srcc_ci_spearman"] == predict.srcc_ci_spearman(m["srcc"], 200)
-    assert set(predict.CI_METHODS) == {"srcc_ci", "srcc_ci_spearman"}
+    m = scoring.metrics.metrics(np.round(100 * (truth + 0.1 * rng.normal(size=200))), truth)
+    assert m["srcc_ci"] == scoring.metrics.srcc_ci(m["srcc"], 200)
+    assert m["srcc_ci_spearman"] == scoring.metrics.srcc_ci_spearman(m["srcc"], 200)
+    assert set(scoring.metrics.CI_METHODS) == {"srcc_ci", "srcc_ci_spearman"}
     (lo, hi), (s_lo, s_hi) = m["srcc_ci"], m["srcc_ci_spearman"]
-    assert predict.describe(m).startswith(f"SRCC {m['srcc']:.4f} (95% CI {lo:.3f} to {hi:.3f}, Fisher z as the paper; "
+    assert scoring.metrics.describe(m).startswith(f"SRCC {m['srcc']:.4f} (95% CI {lo:.3f} to {hi:.3f}, Fisher z as the paper; "
                                           f"{s_lo:.3f} to {s_hi:.3f}, Bonett-Wright; n=200) | Pearson ")
 
 
@@ -108,7 +112,7 @@ def test_srcc_ci_agrees_with_references():
     y = np.round(0.76 * x + 0.65 * rng.normal(size=1500), 1)  # rounded: ties, as integer scores have
     rho = stats.spearmanr(x, y).statistic
     assert 0.7 < rho < 0.78
-    lo, hi = predict.srcc_ci(rho, len(x))
+    lo, hi = scoring.metrics.srcc_ci(rho, len(x))
 
     reference = stats.pearsonr(stats.rankdata(x), stats.rankdata(y)).confidence_interval(0.95)
     assert lo == pytest.approx(reference.low, abs=1e-12) and hi == pytest.approx(reference.high, abs=1e-12)
@@ -165,7 +169,7 @@ def test_zero_shot(tiny, synthetic, synthetic_csv, cache, tmp_path):
     rows = read_csv(folder / "predictions.csv")
     assert len(rows) == 255 and sum(r["mem_score"] == "0.80" for r in rows) >= invalid
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["invalid"] == invalid and metrics["n"] == 255 and metrics["ci_method"] == predict.CI_METHODS
+    assert metrics["invalid"] == invalid and metrics["n"] == 255 and metrics["ci_method"] == scoring.metrics.CI_METHODS
     assert len(metrics["srcc_ci"]) == len(metrics["srcc_ci_spearman"]) == 2
     with Image.open(folder / "figure-3-scatter.png") as image:
         assert image.size == (600, 600)
@@ -196,7 +200,7 @@ def talker(tmp_path_factory):
 
 
 def test_zero_shot_reads_the_score_in_a_sentence(talker, synthetic_csv, cache, tmp_path):
-    """§4.1 as the paper ran it: the base model finishes its answer (predict.ZERO_SHOT_TOKENS new tokens at most, to
+    """§4.1 as the paper ran it: the base model finishes its answer (scoring.decode.ZERO_SHOT_TOKENS new tokens at most, to
     the end of its turn) and the score is read in its sentence, not the scale before it; answers.csv keeps each whole
     answer, line break included, as predict.py's answers file does on the same videos; metrics.json sets the invalid
     count and rate beside the paper's. Cut at 4 new tokens (every decode's budget before), the same model's answers
@@ -211,7 +215,7 @@ def test_zero_shot_reads_the_score_in_a_sentence(talker, synthetic_csv, cache, t
         with open(out / "zero-shot" / "answers.csv", newline="") as f:
             answers[name] = {row["video_id"]: row["answer"] for row in csv.DictReader(f)}
     n = len(answers["whole"])
-    assert n == 34 and metrics["whole"]["max_new_tokens"] == predict.ZERO_SHOT_TOKENS
+    assert n == 34 and metrics["whole"]["max_new_tokens"] == scoring.decode.ZERO_SHOT_TOKENS
     said = {v: re.fullmatch(re.escape(SENTENCE).replace(r"\{\}", r"(\d+)"), a) for v, a in answers["whole"].items()}
     assert sum(m is not None for m in said.values()) >= 0.9 * n, answers["whole"]
     assert all(prompt.parse_score(answers["whole"][v]) == int(m[1]) for v, m in said.items() if m)
@@ -224,7 +228,7 @@ def test_zero_shot_reads_the_score_in_a_sentence(talker, synthetic_csv, cache, t
                 "7.06%)") in logs[name]
     assert metrics["whole"]["invalid"] <= 0.1 * n
     print(f"zero-shot invalid on the tiny sentence model: {metrics['cut']['invalid']}/{n} with 4 new tokens, "
-          f"{metrics['whole']['invalid']}/{n} with {predict.ZERO_SHOT_TOKENS}")
+          f"{metrics['whole']['invalid']}/{n} with {scoring.decode.ZERO_SHOT_TOKENS}")
 
     # predict.py --zero-shot on the same videos: the same answers, in answers-trainval.csv beside its predictions
     predict.main(map(str, ["--data", synthetic_csv, "--zero-shot", "--model", talker, "--split", "trainval",
@@ -241,7 +245,7 @@ def test_cross_validation(grid, synthetic):
     assert len(trainval) == 255
     for config in CONFIGS:
         folder = out / config
-        held = [set(predict.read_labels(folder / f"fold{k}" / f"predictions-trainval-fold{k}.csv"))
+        held = [set(sources.read_labels(folder / f"fold{k}" / f"predictions-trainval-fold{k}.csv"))
                 for k in range(FOLDS)]
         assert all(not held[i] & held[j] for i in range(FOLDS) for j in range(i + 1, FOLDS))  # disjoint
         assert set.union(*held) == trainval  # together, every labelled video once
@@ -284,7 +288,7 @@ def test_figures_are_pngs_of_a_fixed_size(grid):
 
 def write_predictions(path, scores):
     """A prediction file as predict.py writes it (video_id,mem_score), from {video_id: score}."""
-    predict.write_table(path, ["video_id", "mem_score"], [[v, f"{s:.4f}"] for v, s in scores.items()])
+    files.write_csv(path, ["video_id", "mem_score"], [[v, f"{s:.4f}"] for v, s in scores.items()])
     return path
 
 
@@ -316,7 +320,7 @@ def test_compare_tells_a_better_model_from_noise(synthetic, tmp_path):
 
     code, line, err = compare(paths["a"], paths["worse"], *flags)
     assert code == 0 and line["n"] == 255 and not err, err
-    scores = {name: predict.read_labels(path) for name, path in paths.items()}
+    scores = {name: sources.read_labels(path) for name, path in paths.items()}
     ids = sorted(truth)
     srcc = {name: stats.spearmanr([s[v] for v in ids], [truth[v] for v in ids]).statistic
             for name, s in scores.items()}
@@ -337,7 +341,7 @@ def test_compare_tells_a_better_model_from_noise(synthetic, tmp_path):
     assert hi - lo < 0.01, line
 
     # unrounded: the function's delta is scipy's difference to rounding
-    result = predict.srcc_difference([truth[v] for v in ids], [scores["a"][v] for v in ids],
+    result = scoring.metrics.srcc_difference([truth[v] for v in ids], [scores["a"][v] for v in ids],
                                      [scores["worse"][v] for v in ids])
     assert result["delta"] == pytest.approx(srcc["a"] - srcc["worse"], abs=1e-12)
 
@@ -356,7 +360,7 @@ def test_compare_ids_must_match(synthetic, tmp_path):
 
     fold = data.heldout(synthetic, "trainval", 1, 3, 0)
     code, line, err = compare(a, part, "--data", synthetic, "--split", "trainval", "--fold", 1, "--folds", 3)
-    assert code == 0 and line["n"] == len({v.video_id for v in fold} & set(predict.read_labels(part))), err
+    assert code == 0 and line["n"] == len({v.video_id for v in fold} & set(sources.read_labels(part))), err
 
     renamed = write_predictions(tmp_path / "renamed.csv", {f"x{v}": s for v, s in noisy(truth, 0.1, seed=2).items()})
     code, _, err = compare(a, renamed, "--data", synthetic, "--split", "trainval")

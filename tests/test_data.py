@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import data
-import model as qwen
+import model
 from plumbing import sources
 from plumbing.errors import InputError
 from frames import DEFAULT_MAX_PIXELS, FrameCache, frame_indices, read_frames
@@ -122,7 +122,7 @@ def test_the_command_line_fills_the_cache_ahead(synthetic, tiny, tmp_path):
     assert code == 0, out + err
     videos = data.load_split(synthetic, "trainval")
     assert len(os.listdir(cache)) == len(videos) == 255  # one JPEG a video
-    budget = qwen.budget_of(qwen.load_processor(tiny, DEFAULT_MAX_PIXELS))
+    budget = model.budget_of(model.load_processor(tiny, DEFAULT_MAX_PIXELS))
     assert all(os.path.isfile(FrameCache(str(cache), 3, budget).path(v)) for v in videos)
     mean = np.mean([v.score for v in videos])
     assert out.strip().splitlines()[-1] == f"trainval: 255 videos, 255 labelled, mean score {mean:.3f}"

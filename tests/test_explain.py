@@ -17,13 +17,15 @@ import torch
 
 import data
 from scoring import explain
-import model as qwen
+import model
 import predict
+import frames
 import prompt
 from scoring import report
 from plumbing.errors import InputError
 from frames import DEFAULT_MAX_PIXELS, FrameCache
 from conftest import script
+import scoring.decode
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # Headless, and nothing of its own on the network: no updates, no sync, no QUIC probes.
@@ -133,17 +135,17 @@ def test_untrained_shares_are_near_zero_and_each_is_its_own_occlusion(tiny, synt
     assert len(rows) == 45 and np.abs([[float(r[c]) for c in SHARES] for r in rows]).max() < 0.02
 
     videos = data.load_split(synthetic, "val")[:2]
-    processor = qwen.load_processor(tiny, DEFAULT_MAX_PIXELS)  # predict.py's budget
-    stored = FrameCache(cache, 3, qwen.budget_of(processor)).get(videos[0])
+    processor = model.load_processor(tiny, DEFAULT_MAX_PIXELS)  # predict.py's budget
+    stored = FrameCache(cache, 3, model.budget_of(processor)).get(videos[0])
     mean = torch.from_numpy(stored.numpy().mean(axis=(0, 2, 3)).round().astype(np.uint8))
     occluded = stored.clone()
     occluded[2] = mean[:, None, None]
     captions = list(videos[0].captions)
     swapped = captions[:1] + [videos[1].captions[1]] + captions[2:]
     batch, _ = prompt.encode(processor, [stored, occluded, stored], [captions, captions, swapped])
-    m = qwen.load_model(tiny)
+    m = model.load_model(tiny)
     m.eval()
-    p = predict.expected(m, prompt.to_model(batch, processor, "cpu"), prompt.answer_ids(processor.tokenizer))
+    p = scoring.decode.expected(m, frames.to_model(batch, processor, "cpu"), prompt.answer_ids(processor.tokenizer))
     score = (p * torch.arange(101)).sum(-1) / 100
     row = rows[0]
     assert float(row["mem_score"]) == pytest.approx(score[0].item(), abs=1e-4)

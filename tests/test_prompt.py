@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-import model as qwen
+import model
 import prompt
 
 CAPTIONS = ["a man walks in a park", "a dog runs on the beach", "two people dance", "a child jumps", "a cat sits"]
 
 
 def test_prompt_text_is_listing_1_in_the_chat_layout(tiny):
-    processor = qwen.load_processor(tiny)
+    processor = model.load_processor(tiny)
     text = processor.apply_chat_template(prompt.messages(CAPTIONS, 3), tokenize=False, add_generation_prompt=True)
     frame = "<|vision_start|><|image_pad|><|vision_end|>"
     expected = (
@@ -26,7 +26,7 @@ def test_prompt_text_is_listing_1_in_the_chat_layout(tiny):
 
 def test_video_prompt_is_listing_1_around_one_video(tiny):
     """--input video: the paper's text word for word around one video input, with no label."""
-    processor = qwen.load_processor(tiny)
+    processor = model.load_processor(tiny)
     text = processor.apply_chat_template(prompt.messages(CAPTIONS, 8, video=True), tokenize=False,
                                          add_generation_prompt=True)
     assert text == (
@@ -45,7 +45,7 @@ def test_frames_follow_the_count():
 
 
 def test_target_is_digits_then_end_of_turn(tiny):
-    tok = qwen.load_processor(tiny).tokenizer
+    tok = model.load_processor(tiny).tokenizer
     end = tok.convert_tokens_to_ids("<|im_end|>")
     for label, digits in [(7, "7"), (73, "73"), (100, "100")]:
         ids = prompt.target_ids(tok, label)
@@ -66,7 +66,7 @@ def test_encode_appends_targets_after_the_processed_prompt(tiny, synthetic, cach
     import data
     from frames import FrameCache
 
-    processor = qwen.load_processor(tiny)
+    processor = model.load_processor(tiny)
     videos = data.load_split(synthetic, "train")[:3]
     frames = [FrameCache(cache).get(v) for v in videos]
     with_targets, labels = prompt.encode(processor, frames, [v.captions for v in videos], [v.label for v in videos])

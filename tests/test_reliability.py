@@ -21,14 +21,14 @@ from safetensors.torch import load_file, save_file
 
 import cv
 import data
-import model as qwen
-import predict
+import model
 import train
 from plumbing.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from plumbing.errors import InputError, cli
 from frames import read_frames
 from scaffold.synthetic import make_synthetic, write_video
 from conftest import ROOT, script
+from plumbing import files
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +168,8 @@ def test_model_folder_without_weights(tiny, small, tmp_path):
 
 
 def test_adapter_of_another_base_model(tiny, tiny3, small, tmp_path):
-    m = qwen.add_lora(qwen.load_model(tiny), 4, 8)
-    qwen.save_adapter(m, str(tmp_path / "adapter"))
+    m = model.add_lora(model.load_model(tiny), 4, 8)
+    model.save_adapter(m, str(tmp_path / "adapter"))
     code, _, err = script("predict.py", "--data", small, "--adapter", tmp_path / "adapter", "--model", tiny3, "--split",
                           "val", "--cache", tmp_path / "cache")
     assert code == 2 and f"adapter was trained on {tiny}, not {tiny3}" in err, err
@@ -376,7 +376,7 @@ def test_cv_figures_refuse_predictions_of_other_videos(small, tmp_path):
     template = train.Config(data=small, out=str(tmp_path), split="trainval", folds=2, r=4, alpha=8)
     for cfg in cv.plan(template, [4], [8]):
         os.makedirs(cfg.out)
-        predict.write_table(cv.predictions_path(cfg), ["video_id", "mem_score"], [[f"{cfg.fold:05d}", "0.80"]])
+        files.write_csv(cv.predictions_path(cfg), ["video_id", "mem_score"], [[f"{cfg.fold:05d}", "0.80"]])
     with pytest.raises(InputError, match=re.escape(f"{small}: labels for 0 of the 2 predicted videos: 00000 is "
                                                    "predicted but not in the labels, synthetic_00000 is in the labels "
                                                    "but not predicted")):
@@ -388,8 +388,8 @@ def run_state(tiny, tmp_path_factory):
     """A fresh LoRA on the tiny model, its optimizer and its run's settings: what a run checkpoints."""
     folder = tmp_path_factory.mktemp("checkpoints")
     cfg = train.Config(data=str(folder), model=tiny, out=str(folder / "run"), r=4, alpha=8, keep=10)
-    model = qwen.add_lora(qwen.load_model(tiny, "none"), cfg.r, cfg.alpha)
-    return cfg, model, train.optimizer(model, cfg)
+    net = model.add_lora(model.load_model(tiny, "none"), cfg.r, cfg.alpha)
+    return cfg, net, train.optimizer(net, cfg)
 
 
 def checkpoint(cfg, model, opt, step):
