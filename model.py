@@ -4,7 +4,7 @@ This file builds and returns things; it never trains.
 
     python model.py --model runs/tiny --r 128 --alpha 1024      # load in 4 bit, attach LoRA, print the count
     python model.py --arch qwen-vl-chat --r 128 --alpha 1024    # the count on a published configuration, no weights
-    python model.py --verify ../shared/qwen-vl                  # Qwen-VL-Chat here against the official code (verify.py)
+    python model.py --verify                  # Qwen-VL-Chat here against the official code (qwen_vl/verify.py)
 
 The default is the paper's model, Qwen-VL-Chat-Int4 (GPTQ 4-bit, written here: qwen_vl.py), with LoRA on its fused
 c_attn. Qwen-VL-Chat (fp16) loads in NF4; any native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint, the modern choice,
@@ -22,12 +22,16 @@ from dataclasses import dataclass
 import torch
 
 from qwen_vl import modeling as qwen_vl
+from qwen_vl import verify
 from qwen_vl import processing as qwen_vl_processor
 from plumbing.errors import InputError, cli
 
 # On AVX512-BF16 CPUs bitsandbytes looks for an optional hub-hosted kernel of the inference fast path, which
 # _keep_cpu_4bit_trainable turns off anyway; its warning that the kernel is absent is noise.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# peft imports torchao where it is installed (gptqmodel brings it), and torchao registers two enums with torch's pytree
+# in a way torch 2.14 deprecates: two warnings at every start that no user of this project can act on.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 DEFAULT_MODEL = "Qwen/Qwen-VL-Chat-Int4"  # the paper's model
 DEFAULT_R, DEFAULT_ALPHA = 128, 1024  # the paper's best LoRA configuration
@@ -431,12 +435,11 @@ def main(argv=None):
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="LoRA alpha")
     parser.add_argument("--targets", help="language-model modules that get LoRA, comma-separated, or all (default: the "
                         "paper's: c_attn on Qwen-VL-Chat, q_proj,k_proj,v_proj on the others)")
-    parser.add_argument("--verify", metavar="DIR", help="instead: check Qwen-VL-Chat here against the official code's "
-                        "reference outputs in DIR (verify.py); exit 1 past tolerance")
+    parser.add_argument("--verify", metavar="DIR", nargs="?", const=verify.REFERENCES, help="instead: check Qwen-VL-Chat "
+                        "here against the official code's reference outputs in DIR (qwen_vl/verify.py; default: "
+                        "qwen_vl/reference, carried in the repository); exit 1 past tolerance")
     args = parser.parse_args(argv)
     if args.verify:
-        from qwen_vl import verify
-
         sys.exit(verify.main(args.verify))
     if args.arch:
         from transformers import AutoModelForImageTextToText

@@ -1,11 +1,13 @@
 """
-Qwen-VL-Chat as written here (qwen_vl.py, qwen_vl_processor.py, prompt.py) against what the official code computed
-(transformers 4.32 + its remote code) on a tiny random checkpoint in both official layouts.
+Qwen-VL-Chat as written here (modeling.py, processing.py, and the project's prompt.py) against what the official code
+computed (transformers 4.32 + its remote code) on a tiny random checkpoint in both official layouts.
 
-    python model.py --verify ../shared/qwen-vl     # one JSON line of the largest differences; exit 1 past tolerance
+    python model.py --verify         # qwen_vl/reference/: one JSON line of the largest differences; exit 1 past tolerance
+    python model.py --verify DIR     # another set of references in the same layout
 
 DIR holds tiny-chat/ (fp16) and tiny-chat-int4/ (GPTQ v1) checkpoints, reference/ and reference-int4/ with
-reference.json, reference.safetensors and the frames, and optionally tokenizer/ (the real vocabulary's ids). Every
+reference.json, reference.safetensors and the frames, and tokenizer/ with the official tokenizer's ids on the real
+vocabulary, checked where DIR/tokenizer/qwen.tiktoken (Qwen's file, not carried in this repository) is there. Every
 reference quantity is recomputed through the project's own code: the prompt (prompt.messages and the chat layout),
 the tokenizer, the pixels, the vision tower, every position's final hidden state, the last logits, the answer's
 loss, greedy decoding on the KV cache, a left-padded batch, and a prompt past seq_length (dynamic NTK and log-n).
@@ -19,6 +21,7 @@ tanh-GELU, (i3) log-n off by one position: under 1e-3) no tolerance could tell f
 
 import json
 import os
+import sys
 
 import torch
 
@@ -28,6 +31,8 @@ from qwen_vl import processing as qwen_vl_processor
 from plumbing.errors import InputError
 
 TOLERANCE = 2e-3
+REFERENCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")  # carried in the repository
+REAL_VOCABULARY = "qwen.tiktoken"  # Qwen-VL-Chat's 151,643 ranks, Qwen's to distribute: not carried
 
 
 def greedy(model, input_ids, attention_mask, pixel_values, steps):
@@ -160,9 +165,12 @@ def verify(dir_):
     if os.path.isdir(os.path.join(dir_, "tiny-chat-int4")):
         check_model(dir_, "tiny-chat-int4", "reference-int4", diffs, "int4")
     real = os.path.join(dir_, "tokenizer")
-    if os.path.isfile(os.path.join(real, "tokenizer_reference.json")):
+    if os.path.isfile(os.path.join(real, REAL_VOCABULARY)):
         with open(os.path.join(real, "tokenizer_reference.json")) as f:
             check_tokenizer(qwen_vl_processor.QWenTokenizer.from_pretrained(real), json.load(f), diffs, "real_tokenizer")
+    else:
+        print(f"not checked: the real vocabulary ({os.path.join(real, REAL_VOCABULARY)} is Qwen's, not carried here: copy "
+              "Qwen-VL-Chat's own there to check its ids too)", file=sys.stderr)
     return diffs
 
 

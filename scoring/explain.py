@@ -30,7 +30,7 @@ import math
 
 import prompt
 import scoring.decode
-from scoring.decode.videos import CAPTIONS
+from scoring.videos import CAPTIONS
 from frames import Batches, chunks
 
 

@@ -88,6 +88,7 @@ def test_trainer_baseline_trains_what_train_py_trains(tiny_qvl):
 
     import model
     import prompt
+    from frames import to_model
     from scaffold import synthetic
     import train
 
@@ -95,7 +96,7 @@ def test_trainer_baseline_trains_what_train_py_trains(tiny_qvl):
     processor, m = model.load_processor(tiny_qvl), model.load_model(tiny_qvl)
     frames = [torch.from_numpy(rng.integers(0, 256, (3, 3, 112, 112), dtype=np.uint8)) for _ in range(2)]
     batch, labels = prompt.encode(processor, frames, [[synthetic.synthetic_caption(rng)] * 5] * 2, [57, 100])
-    batch = frames.to_model(batch, processor, "cpu")
+    batch = to_model(batch, processor, "cpu")
     k = int((labels != prompt.IGNORE).sum(1).max())
     with torch.no_grad():
         ours = train.score_loss(m, batch, labels[:, -k:]) / (labels != prompt.IGNORE).sum()

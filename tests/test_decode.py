@@ -20,7 +20,7 @@ import predict
 import prompt
 import train
 from plumbing.errors import InputError
-from frames import FrameCache
+from frames import FrameCache, to_model
 from scaffold.synthetic import fade, write_video
 from scaffold.tiny import make_tiny
 from conftest import greedy_equals_generate, script
@@ -124,7 +124,7 @@ def batch_of(folder_, videos, cache, video=False, labels=None):
     clips = [frames.clip(v) if video else (frames.get(v), None) for v in videos]
     batch, label_ids = prompt.encode(processor, [f for f, _ in clips], [v.captions for v in videos], labels,
                                      [s for _, s in clips] if video else None)
-    return processor, frames.to_model(batch, processor, "cpu"), label_ids
+    return processor, to_model(batch, processor, "cpu"), label_ids
 
 
 @pytest.mark.parametrize("family, video", [("tiny", False), ("tiny3", False), ("tiny", True)])

@@ -19,11 +19,10 @@ import data
 from scoring import explain
 import model
 import predict
-import frames
 import prompt
 from scoring import report
 from plumbing.errors import InputError
-from frames import DEFAULT_MAX_PIXELS, FrameCache
+from frames import DEFAULT_MAX_PIXELS, FrameCache, to_model
 from conftest import script
 import scoring.decode
 
@@ -145,7 +144,7 @@ def test_untrained_shares_are_near_zero_and_each_is_its_own_occlusion(tiny, synt
     batch, _ = prompt.encode(processor, [stored, occluded, stored], [captions, captions, swapped])
     m = model.load_model(tiny)
     m.eval()
-    p = scoring.decode.expected(m, frames.to_model(batch, processor, "cpu"), prompt.answer_ids(processor.tokenizer))
+    p = scoring.decode.expected(m, to_model(batch, processor, "cpu"), prompt.answer_ids(processor.tokenizer))
     score = (p * torch.arange(101)).sum(-1) / 100
     row = rows[0]
     assert float(row["mem_score"]) == pytest.approx(score[0].item(), abs=1e-4)

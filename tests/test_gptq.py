@@ -13,12 +13,11 @@ from safetensors.torch import load_file
 
 import data
 import model
-import frames
 import prompt
 import train
 from plumbing.checkpoint import checkpoints
 from plumbing.errors import InputError
-from frames import Batches, FrameCache
+from frames import Batches, FrameCache, to_model
 from conftest import TEST_RECIPE, build_once, command
 from test_train import LEARNED, MSE, read_csv, run
 
@@ -52,7 +51,7 @@ def lora_gradients(net, batch, labels, processor, eval_first, targets=None):
         for name, p in lora.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
-    inputs = frames.to_model(batch, processor, "cpu")
+    inputs = to_model(batch, processor, "cpu")
     if eval_first:  # the trap of gptqmodel's default CPU kernels: after a no-grad forward they pass no gradient
         lora.eval()
         with torch.no_grad():

@@ -17,7 +17,7 @@ import prompt
 import train
 from plumbing.errors import InputError
 from conftest import script
-from frames import FrameCache
+from frames import FrameCache, to_model
 
 
 def lora_modules(model):
@@ -90,7 +90,7 @@ def test_cpu_repack_trap(tiny, synthetic, cache):
     videos = data.load_split(synthetic, "train")[:4]
     frames = [FrameCache(cache).get(v) for v in videos]
     batch, labels = prompt.encode(processor, frames, [v.captions for v in videos], [v.label for v in videos])
-    batch = frames.to_model(batch, processor, "cpu")
+    batch = to_model(batch, processor, "cpu")
 
     def fresh(fast_path):
         torch.manual_seed(0)

@@ -12,7 +12,7 @@ import torch
 import data
 import model
 import prompt
-from frames import DEFAULT_MAX_PIXELS, Batches, FrameCache, frame_indices, loader, read_frames
+from frames import Batches, DEFAULT_MAX_PIXELS, FrameCache, frame_indices, loader, pixels, read_frames, to_model
 from scaffold.synthetic import synthetic_frames
 from conftest import greedy_equals_generate
 
@@ -94,7 +94,7 @@ def test_pixel_budget_is_the_processors(family, clip720, request):
     batch, _ = prompt.encode(processor, [fitted], [CAPTIONS])
     assert batch["pixel_values"].dtype == torch.uint8 and batch["pixel_values"].numel() * 8 == full["pixel_values"].nbytes
     assert torch.equal(batch["input_ids"], full["input_ids"])
-    assert torch.equal(frames.pixels(batch["pixel_values"], processor.image_processor), full["pixel_values"])
+    assert torch.equal(pixels(batch["pixel_values"], processor.image_processor), full["pixel_values"])
 
 
 def test_cache_keeps_frames_at_the_budget(tiny, clip720, tmp_path):
@@ -141,7 +141,7 @@ def test_greedy_decoding_equals_generate(family, synthetic, cache, request):
     frames.fill(videos)
     batch, _ = Batches(videos, frames, processor, labelled=False)[list(range(6))]
     assert (batch["attention_mask"] == 0).any()  # padding is exercised
-    batch = frames.to_model(batch, processor, "cpu")
+    batch = to_model(batch, processor, "cpu")
     end, pad = processor.tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), processor.tokenizer.pad_token_id
     torch.manual_seed(0)
     base = model.load_model(folder)

@@ -155,10 +155,10 @@ def test_the_paper_map_names_functions_that_exist():
         text = f.read()
     section = text.split("## The paper in the code")[1].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| the paper")]
-    names = re.findall(r"`(\w+)\.py:([\w.]+)`", "\n".join(rows))
+    names = re.findall(r"`([\w/]+)\.py:([\w.]+)`", "\n".join(rows))
     assert len(rows) >= 19 and len(names) >= 30
     for module, dotted in names:
-        target = importlib.import_module(module)
+        target = importlib.import_module(module.replace("/", "."))
         for part in dotted.split("."):
             target = getattr(target, part)
         assert callable(target) or isinstance(target, property), f"{module}.py:{dotted}"

@@ -15,17 +15,15 @@ from safetensors.torch import load_file, save_file
 
 import data
 import model
-import frames
 import prompt
 from qwen_vl import modeling as qwen_vl
 from conftest import QWEN_VL_RECIPE, ROOT, greedy_equals_generate, script
-from frames import Batches, FrameCache
+from frames import Batches, FrameCache, to_model
 from test_gptq import learns_and_resumes, lora_gradients
 from test_train import LEARNED, read_csv
 import scoring.decode
 
-SHARED = os.path.join(ROOT, "..", "shared", "qwen-vl")
-needs_references = pytest.mark.skipif(not os.path.isdir(SHARED), reason=f"no official references in {SHARED}")
+SHARED = os.path.join(ROOT, "qwen_vl", "reference")  # the official code's outputs, carried in the repository
 
 
 def verify(folder):
@@ -33,7 +31,6 @@ def verify(folder):
     return code, json.loads(out.strip().splitlines()[-1]) if out.strip() else None, err
 
 
-@needs_references
 def test_equal_to_the_official_code_on_its_references():
     rc, result, err = verify(SHARED)
     assert rc == 0 and result["ok"], (result, err[-2000:])
@@ -72,7 +69,6 @@ def norm_eps(folder):
     json.dump(config, open(folder / "config.json", "w"))
 
 
-@needs_references
 @pytest.mark.parametrize("edit", [swap_mlp_gate, norm_eps])
 def test_a_broken_copy_fails(edit, tmp_path):
     rc, result, err = verify(broken_copy(tmp_path, edit))
@@ -142,13 +138,13 @@ def test_greedy_decoding_on_the_cache_equals_generate(tiny_qvl, synthetic, cache
     processor, batch, _ = a_batch(tiny_qvl, synthetic, cache)
     m = model.load_model(tiny_qvl)
     tok = processor.tokenizer
-    greedy_equals_generate(m, frames.to_model(batch, processor, "cpu"), tok.eos_token_id, tok.pad_token_id)
+    greedy_equals_generate(m, to_model(batch, processor, "cpu"), tok.eos_token_id, tok.pad_token_id)
 
 
 def test_expected_decoding_equals_a_plain_forward_of_each_answer(tiny_qvl, synthetic, cache):
     processor, batch, _ = a_batch(tiny_qvl, synthetic, cache, n=2)
     m = model.load_model(tiny_qvl).eval()
-    inputs = frames.to_model(batch, processor, "cpu")
+    inputs = to_model(batch, processor, "cpu")
     answers = prompt.answer_ids(processor.tokenizer)
     fast = scoring.decode.answer_logprobs(m, inputs, answers)
     for s in (0, 7, 42, 100):  # each answer appended to the prompts, scored by one ordinary forward
@@ -181,7 +177,7 @@ def test_left_padding_stays_finite_in_bf16_whatever_the_attention_kernel(tiny_qv
     frames = [torch.from_numpy(rng.integers(0, 256, (3, 3, 112, 112), dtype=np.uint8)) for _ in range(2)]
     captions = [[synthetic.synthetic_caption(rng) for _ in range(5)], ["a"] * 5]  # the second row is left-padded
     batch, _ = prompt.encode(processor, frames, captions, None)
-    batch = frames.to_model(batch, processor, "cpu")
+    batch = to_model(batch, processor, "cpu")
     real = batch["attention_mask"].bool()
     assert not real[1].all()
     logits = {}

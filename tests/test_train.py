@@ -13,10 +13,9 @@ from scipy import stats
 
 import data
 import model
-import frames
 import prompt
 import train
-from frames import Batches, FrameCache
+from frames import Batches, FrameCache, to_model
 from scaffold.tiny import TINY_RECIPE
 from conftest import ROOT, TEST_RECIPE, build_once, command, script
 
@@ -175,7 +174,7 @@ def test_gradient_accumulation_equals_one_large_batch(tiny, synthetic, cache):
     batch, labels = batches[[0, 1, 2, 3]]
     n_targets = int((labels != prompt.IGNORE).sum())
     k = int((labels != prompt.IGNORE).sum(1).max())
-    loss = train.score_loss(m, frames.to_model(batch, processor, "cpu"), labels[:, -k:]) / n_targets
+    loss = train.score_loss(m, to_model(batch, processor, "cpu"), labels[:, -k:]) / n_targets
     reference = torch.autograd.grad(loss, params)
 
     for batch_size in (4, 2, 1):

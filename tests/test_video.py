@@ -20,7 +20,7 @@ import model
 import prompt
 import train
 from plumbing.errors import InputError
-from frames import DEFAULT_MAX_PIXELS, Batches, FrameCache
+from frames import Batches, DEFAULT_MAX_PIXELS, FrameCache, to_model
 from conftest import TEST_RECIPE, greedy_equals_generate
 from test_train import MSE, read_csv, run
 
@@ -46,7 +46,7 @@ def test_video_inputs_are_the_processors_own(family, request):
         assert "pixel_values" not in ours and ours["pixel_values_videos"].dtype == torch.uint8
         assert ours["pixel_values_videos"].numel() * 4 == stock["pixel_values_videos"].nbytes
         patches = ours["pixel_values_videos"]
-        on_device = frames.to_model(ours, processor, "cpu")
+        on_device = to_model(ours, processor, "cpu")
         assert on_device.keys() == stock.keys()
         for key in stock:
             assert torch.equal(on_device[key], stock[key]), (n, key)
@@ -135,7 +135,7 @@ def test_video_trains_and_decodes_as_generate(family, synthetic, cache, request)
 
     batch, _ = Batches(videos, frames, processor, labelled=False, video=True)[list(range(6))]
     assert (batch["attention_mask"] == 0).any()
-    batch = frames.to_model(batch, processor, "cpu")
+    batch = to_model(batch, processor, "cpu")
     end, pad = processor.tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), processor.tokenizer.pad_token_id
     greedy_equals_generate(lora, batch, end, pad)
 
