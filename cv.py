@@ -61,7 +61,7 @@ import train
 from frames import FrameCache
 from plumbing.checkpoint import checkpoints
 from plumbing.claims import claimed, locked
-from plumbing.errors import InputError, cli
+from plumbing.errors import Help, InputError, cli
 from plumbing.files import write_csv, write_text
 from plumbing.sources import read_labels
 from scoring import decode, metrics
@@ -392,14 +392,15 @@ def compare(args):
 def parse_args(argv=None):
     d = train.Config()
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__, formatter_class=Help,
         epilog="Every other flag is train.py's and goes to each fold (python train.py --help), e.g. --target, "
                "--targets, --batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --input, --quant, "
                "--no-grad-ckpt, --cache, --decode.",
         allow_abbrev=False)  # else --fold would silently abbreviate --folds
     # ---
     parser.add_argument("--data", default=d.data, help="dataset root (Memento10k, TRECVid, VideoMem): what to train on")
-    parser.add_argument("--model", default=d.model, help="hub id or local folder of a native Qwen VLM")
+    parser.add_argument("--model", default=d.model, help="hub id or local folder: Qwen-VL-Chat-Int4 (the paper's), "
+                        "Qwen-VL-Chat, or a native Qwen2-VL / Qwen2.5-VL / Qwen3-VL")
     parser.add_argument("--out", default="runs/cv", help="CV directory: results.csv, summary.md, figures, fold runs")
     parser.add_argument("--folds", type=int, default=d.folds, help="number of folds over train+val")
     parser.add_argument("--heldout-source", help="another source's root: hold it out whole (train on all of --data, "

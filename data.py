@@ -20,7 +20,7 @@ import numpy as np
 import frames
 import model
 from plumbing import sources
-from plumbing.errors import InputError, cli
+from plumbing.errors import Help, InputError, cli
 from plumbing.files import write_csv
 from plumbing.sources import JSON_FILES, Video  # noqa: F401  (data.Video, data.JSON_FILES: where scripts and tests find them)
 
@@ -158,7 +158,7 @@ def report_skipped(bad, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
     parser.add_argument("--data", required=True, help="dataset root to parse and decode (Memento10k, TRECVid, VideoMem)")
     parser.add_argument("--split", default="trainval", choices=SPLITS, help="split to parse")
     parser.add_argument("--target", default="short", choices=TARGETS, help="the score read: short- or long-term")

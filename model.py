@@ -24,7 +24,7 @@ import torch
 from qwen_vl import modeling as qwen_vl
 from qwen_vl import verify
 from qwen_vl import processing as qwen_vl_processor
-from plumbing.errors import InputError, cli
+from plumbing.errors import Help, InputError, cli
 
 # On AVX512-BF16 CPUs bitsandbytes looks for an optional hub-hosted kernel of the inference fast path, which
 # _keep_cpu_4bit_trainable turns off anyway; its warning that the kernel is absent is noise.
@@ -427,7 +427,7 @@ def family_config(family, text, vision, tied=False, **special):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder to load")
     parser.add_argument("--arch", choices=list(ARCHS), help="instead: a published configuration, built with no weights")
     parser.add_argument("--quant", default="nf4", choices=["nf4", "none"], help="4-bit NF4 or full precision")

@@ -47,7 +47,7 @@ import prompt
 from model import DEFAULT_ALPHA, DEFAULT_MODEL, DEFAULT_R
 from plumbing.checkpoint import checkpoints, load_checkpoint, save_checkpoint
 from plumbing.distributed import bare, gather, init_distributed, on_first_rank, rank_world
-from plumbing.errors import InputError, cli
+from plumbing.errors import Help, InputError, cli
 from plumbing.files import csv_lines, write_csv, write_text
 from scoring import decode, metrics
 
@@ -479,11 +479,12 @@ def main(cfg, resume=False, overwrite=False):
 
 def parse_args(argv=None):
     d = Config()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
     # ---
     parser.add_argument("--data", default=d.data, help="dataset root: Memento10k (authors' JSON or MediaEval 2021 CSV), "
                         "MediaEval 2021's TRECVid or VideoMem; the layout is detected")
-    parser.add_argument("--model", default=d.model, help="hub id or local folder of a native Qwen VLM")
+    parser.add_argument("--model", default=d.model, help="hub id or local folder: Qwen-VL-Chat-Int4 (the paper's), "
+                        "Qwen-VL-Chat, or a native Qwen2-VL / Qwen2.5-VL / Qwen3-VL")
     parser.add_argument("--quant", default=d.quant, choices=["nf4", "none"], help="4-bit NF4 or the checkpoint's precision")
     parser.add_argument("--out", help="run directory (default: runs/r{R}-a{ALPHA})")
     parser.add_argument("--split", default=d.split, choices=["train", "trainval"], help="what to train on")

@@ -4,7 +4,18 @@ it or, under --skip-bad, records it in a list instead (data.report_skipped write
 that turns it into that line on stderr and exit code 2 instead of a traceback. Imported by every script; imports none.
 """
 
+import argparse
 import sys
+
+
+class Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every script's --help: its docstring as written, and each flag's default after its text, where the text does
+    not say it already (a default of None or False says nothing)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class InputError(Exception):

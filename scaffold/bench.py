@@ -36,7 +36,7 @@ import prompt
 from qwen_vl import modeling as qwen_vl
 from scaffold import synthetic
 import train
-from plumbing.errors import InputError, cli
+from plumbing.errors import Help, InputError, cli
 from plumbing.files import write_text
 from scaffold.tiny import TINY_RECIPE, make_random, make_tiny
 import scoring.decode
@@ -487,7 +487,7 @@ def device_name():
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+        description=__doc__, formatter_class=Help, allow_abbrev=False,
         epilog="Every other flag is train.py's (python train.py --help) and sets what is measured, e.g. --r, --alpha, "
                "--targets, --batch-size, --eval-batch-size, --frames, --input, --max-pixels, --quant, --no-grad-ckpt, "
                "--workers.")

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from plumbing import sources
-from plumbing.errors import cli
+from plumbing.errors import Help, cli
 from plumbing.files import atomic
 
 
@@ -258,7 +258,7 @@ def write_clips(folder, n=16, seconds=3, fps=30, height=720, width=1280, seed=0,
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
     parser.add_argument("out", help="folder to write")
     parser.add_argument("--n", type=int, default=200, help="number of synthetic videos")
     parser.add_argument("--layout", default="json", choices=LAYOUTS, help="the dataset's layout (sources.py)")

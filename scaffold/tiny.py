@@ -26,7 +26,7 @@ from frames import to_model
 from qwen_vl import modeling as qwen_vl
 from scaffold import synthetic
 import train
-from plumbing.errors import InputError, cli
+from plumbing.errors import Help, InputError, cli
 
 # The chat template Qwen2-VL and Qwen2.5-VL checkpoints ship (system turn, then the user's images and text).
 CHAT_TEMPLATE = (
@@ -434,7 +434,7 @@ def write_qwen_vl(path, config, state, tokenizer):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
     parser.add_argument("out", help="folder to write the checkpoint to")
     parser.add_argument("--family", default="qwen2_5_vl", choices=["qwen_vl", *TINY], help="the tiny model's architecture")
     parser.add_argument("--gptq", action="store_true", help="a GPTQ 4-bit checkpoint of the tiny model")

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import zipfile
 
-from plumbing.errors import cli
+from plumbing.errors import Help, cli
 
 PACKAGES = ("av==18.1.0", "bitsandbytes==0.50.2")
 
@@ -47,7 +47,7 @@ def keep_only(path, libraries):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
     # ---
     parser.add_argument("folder", nargs="?", default=".whl", help="where to put the wheels")
     parser.add_argument("--python", default="3.12", help="the GPU box's Python")
