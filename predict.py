@@ -308,8 +308,9 @@ def main(argv=None):
                         "run's source, or another one")
     parser.add_argument("--videos", help="instead of a split: score every video file in this folder (folder.py)")
     parser.add_argument("--recursive", action="store_true", help="with --videos: also the videos in its subfolders")
-    parser.add_argument("--captions", help="with --videos: a video,caption CSV (1-5 rows a video; video: its path "
-                        "relative to the folder); videos it does not name get five captions of the base model")
+    parser.add_argument("--captions", help="with --videos: a video,caption CSV (one or more rows a video, as many as "
+                        "it has; video: its path relative to the folder); videos it does not name get five captions of "
+                        "the base model")
     parser.add_argument("--sheet", help="with --videos: a PNG of the middle frames, ranked, labelled with their scores")
     parser.add_argument("--explain", action="store_true", help="also each frame's and caption's share of the expected "
                         "score, by occlusion (explain.py): explain-NAME.csv beside the predictions; decodes expected")
