@@ -21,7 +21,8 @@ run's target (--target): a long-term run's file is named ...-long.csv, one of an
 source (predictions-videomem-test.csv). With labels, SRCC is printed with its 95% CI. With --videos, the CSV is the
 ranking of the folder's videos with their captions (folder.py).
 --explain (explain.py) also writes explain-NAME.csv beside it: each frame's and caption's share of the expected score,
-what the score loses when that input alone is taken away. --report FILE.html (report.py) writes the scored videos as
+what the score loses when that input alone is replaced by the same input of other videos (--stand-ins of them, one at
+a time), and its standard deviation over them. --report FILE.html (report.py) writes the scored videos as
 one self-contained page: ranks, scores, frames, captions and shares, sortable.
 """
 
@@ -74,16 +75,18 @@ def generate(model, processor, videos, cache, batch_size=8, workers=0, max_new_t
     return answer(model, processor, batches, decode, max_new_tokens, progress)
 
 
-def attribute(model, processor, videos, cache, batch_size=9, workers=0, progress=True, video=False):
+def attribute(model, processor, videos, cache, batch_size=33, workers=0, progress=True, video=False,
+              stand_ins=explain.STAND_INS):
     """
-    --explain (explain.py): (answers, shares). Each video is scored by expected decoding with all its inputs, with
-    each frame occluded and with each caption removed, `batch_size` of these rows a forward pass; answers are its
-    distributions with all inputs (generate's with decode expected), shares its frames' and captions' in 0-1 units.
+    --explain (explain.py): (answers, shares). Each video is scored by expected decoding with all its inputs, then with
+    each frame and each caption replaced by each of `stand_ins` other videos' in turn, `batch_size` of these rows a
+    forward pass; answers are its distributions with all inputs (generate's with decode expected), shares its frames'
+    and captions' in 0-1 units, with their standard deviations over the stand-ins.
     """
-    dataset = explain.Occlusions(videos, cache, processor, labelled=False, video=video)
-    batches = frames.loader(dataset, explain.plan(videos, cache.n_frames, batch_size), workers)
+    dataset = explain.Replacements(videos, cache, processor, labelled=False, video=video)
+    batches = frames.loader(dataset, explain.plan(videos, cache.n_frames, batch_size, stand_ins), workers)
     p = answer(model, processor, batches, "expected", progress=progress, desc="explaining")
-    return explain.shares(torch.stack(p), videos, cache.n_frames)
+    return explain.shares(torch.stack(p), videos, cache.n_frames, stand_ins)
 
 
 def answer(model, processor, batches, decode, max_new_tokens=4, progress=True, desc="predicting"):
@@ -313,7 +316,11 @@ def main(argv=None):
                         "the base model")
     parser.add_argument("--sheet", help="with --videos: a PNG of the middle frames, ranked, labelled with their scores")
     parser.add_argument("--explain", action="store_true", help="also each frame's and caption's share of the expected "
-                        "score, by occlusion (explain.py): explain-NAME.csv beside the predictions; decodes expected")
+                        "score, each replaced by other videos' in turn (explain.py): explain-NAME.csv beside the "
+                        "predictions; decodes expected")
+    parser.add_argument("--stand-ins", type=int, default=explain.STAND_INS, help="with --explain: how many other "
+                        "videos (the next ones in order, wrapping) stand in, one at a time, for an input taken away; a "
+                        "share is the mean over them, its _std their spread (default %(default)s)")
     parser.add_argument("--report", help="an HTML page of the scored videos (report.py): one self-contained file, "
                         "sortable, with the frames, the captions and, with --explain, their shares")
     parser.add_argument("--adapter", help=f"run directory of train.py, or an adapter directory (default: {DEFAULT_RUN})")
@@ -337,7 +344,8 @@ def main(argv=None):
     parser.add_argument("--min-pixels", type=int, default=None,
                         help="pixels a frame keeps at least (default: the run's, or the processor's)")
     parser.add_argument("--batch-size", type=int, default=None, help="prompts a forward pass: videos (default 8); "
-                        "with --explain, variants of videos (1 + N frames + 5 captions each; default: 9 with 3 frames)")
+                        "with --explain, variants of videos (1 + stand-ins x (N frames + C captions) each; default: "
+                        "those of the video with the most captions, 33 with 3 frames, 5 captions, 4 stand-ins)")
     parser.add_argument("--workers", type=int, default=frames.default_workers(), help="processes that make batches ahead")
     parser.add_argument("--labels", help="a video_id,mem_score CSV to score the predictions against")
     parser.add_argument("--cache", default=frames.default_cache(), help="folder of decoded frames")
@@ -353,6 +361,8 @@ def main(argv=None):
         parser.error("--recursive, --captions and --sheet go with --videos")
     if args.explain and args.decode not in (None, "expected"):
         parser.error(f"--explain reads the expected score: drop --decode {args.decode}")
+    if args.stand_ins < 1:
+        parser.error("--stand-ins takes 1 or more")
     if args.report:
         report.check(args.report)
     if not args.zero_shot and not args.adapter:
@@ -374,7 +384,7 @@ def main(argv=None):
     max_pixels = args.max_pixels or run.get("max_pixels", frames.DEFAULT_MAX_PIXELS)
     min_pixels = args.min_pixels or run.get("min_pixels")
     fill = round(run["train_mean"]) if "train_mean" in run else PAPER_TRAIN_MEAN
-    batch_size = args.batch_size or (explain.default_batch(n_frames) if args.explain else 8)
+    batch_size = args.batch_size or 8
     target = args.target or run.get("target", "short")
     if args.videos:
         suffix = os.path.basename(os.path.normpath(os.path.abspath(args.videos)))
@@ -412,6 +422,9 @@ def main(argv=None):
     if not videos:
         raise InputError(f"{args.videos or args.data}: no usable videos to predict"
                               + ("" if args.videos else f" in split {args.split}"))
+    if args.explain and len(videos) < 2:
+        raise InputError(f"{args.videos or args.data}: --explain needs two videos or more (other videos stand in for "
+                         f"a video's frames and captions); one here: {videos[0].video_id}")
     model = qwen.load_model(model_id, quant)
     if adapter:
         model = qwen.load_adapter(model, adapter, model_id, recorded=run.get("model_identity"))
@@ -426,13 +439,16 @@ def main(argv=None):
             v.captions = given.get(v.video_id, v.captions)
     t0 = time.time()
     if args.explain:
-        answers, shares = attribute(model, processor, videos, cache, batch_size, args.workers, video=video)
+        per_pass = args.batch_size or explain.default_batch(videos, n_frames, args.stand_ins)
+        answers, shares = attribute(model, processor, videos, cache, per_pass, args.workers, video=video,
+                                    stand_ins=args.stand_ins)
     else:
         answers, shares = generate(model, processor, videos, cache, batch_size, args.workers, video=video,
                                    decode=decode), None
     seconds = time.time() - t0
+    explained = f", explained: {len(explain.rows(videos, n_frames, args.stand_ins))} scores" if shares else ""
     print(f"predicted {len(videos)} videos in {seconds:.1f}s ({len(videos) / max(seconds, 1e-9):.1f} videos/s), "
-          f"decode {decode}" + (f", explained: {len(explain.rows(videos, n_frames))} scores" if shares else ""))
+          f"decode {decode}{explained}")
     scores, invalid = postprocess(answers, fill)
     table = prediction_table(videos, scores, answers)
     if args.videos:
