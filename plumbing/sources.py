@@ -110,6 +110,18 @@ def read(root, kind, split, bad=None, target="short"):
 # the releases
 
 
+def clean_caption(text):
+    """A caption as one line: every run of whitespace (line breaks, tabs, spaces) one space, none at the edges. The
+    prompt puts one caption a line (prompt.messages), and the CSVs one a cell: a line break inside a caption would make
+    it two captions to the model's eye."""
+    return " ".join(text.split())
+
+
+def _clean(captions):
+    """A record's captions, each a `clean_caption` where it is text; anything else is left for `_valid` to report."""
+    return [clean_caption(c) if isinstance(c, str) else c for c in captions] if isinstance(captions, list) else captions
+
+
 def _read_json(root, split, bad):
     path = os.path.join(root, JSON_FILES[split])
     try:
@@ -124,7 +136,7 @@ def _read_json(root, split, bad):
         if not isinstance(filename, str) or not filename:
             problem(bad, f"{path}: record {i}", "no filename")
             continue
-        video = Video(os.path.splitext(filename)[0], os.path.join(root, "videos", filename), r.get("captions"),
+        video = Video(os.path.splitext(filename)[0], os.path.join(root, "videos", filename), _clean(r.get("captions")),
                       r.get("mem_score"))
         if _valid(video, f"{path}: record {i} ({video.video_id})", split != "test", bad):
             videos.append(video)
@@ -310,8 +322,8 @@ def read_labels(path):
 def read_captions(path):
     """
     MediaEval 2021's text descriptions, either one row per video (video_id, description_0..4: Memento10k as public code
-    reads it) or one row per caption (video_id, description: TRECVid's, several rows a video). Returns ({video_id:
-    captions}, {video_id: the first line that names it}).
+    reads it) or one row per caption (video_id, description: TRECVid's, several rows a video), each made one line
+    (clean_caption). Returns ({video_id: captions}, {video_id: the first line that names it}).
     """
     captions, lines = {}, {}
     rows = _rows(path, ["video_id"])
@@ -322,9 +334,9 @@ def read_captions(path):
         video_id = row["video_id"].strip()
         lines.setdefault(video_id, n)
         if "description" in row:
-            captions.setdefault(video_id, []).append(row["description"])
+            captions.setdefault(video_id, []).append(clean_caption(row["description"]))
         else:
-            captions[video_id] = [row[k] for k in sorted(row) if k.startswith("description_")]
+            captions[video_id] = [clean_caption(row[k]) for k in sorted(row) if k.startswith("description_")]
     return captions, lines
 
 
@@ -342,7 +354,7 @@ def _read_caption_lines(path):
         if len(parts) < 2:
             raise InputError(f"{path}: line {n}: expected a video's file name, then its caption")
         name, caption = parts
-        captions.setdefault(name, []).append(" ".join(caption.replace("-", " ").split()))
+        captions.setdefault(name, []).append(clean_caption(caption.replace("-", " ")))
         lines.setdefault(name, n)
     return captions, lines
 

@@ -8,8 +8,8 @@ embedded, no server and no network, that opens in any browser from the disk.
 A row a video, highest score first: its rank, the score (± the standard deviation of the model's distribution with
 --decode expected; the ground truth and the error where known), the frames the model saw, its captions, and with
 --explain each frame's and caption's share of the score as a bar (green: it raised the score; red: it lowered it; all
-bars on one scale, the largest share on the page). Buttons sort the rows by score, std and error; a histogram shows
-the scores.
+bars on one scale, the largest share on the page), with its standard deviation over the stand-ins (± s). Buttons sort
+the rows by score, std and error; a histogram shows the scores.
 """
 
 import base64
@@ -19,6 +19,7 @@ import os
 import tempfile
 
 from plumbing.errors import InputError
+from plumbing.files import atomic
 
 THUMBNAIL = (160, 120)  # pixels a frame's thumbnail keeps at most (width, height); JPEG quality 85
 BINS = 20  # of the histogram, over scores 0-1
@@ -48,15 +49,17 @@ def thumbnail(frame):
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def share_bar(share, scale):
+def share_bar(share, std, scale):
     """A diverging bar for one share (0-1 units): from the middle to the right when it raised the score, to the left
-    when it lowered it, its length |share| / scale of half the bar; the value beside it."""
+    when it lowered it, its length |share| / scale of half the bar; the value beside it, ± its standard deviation over
+    the stand-ins."""
     share = round(share, 4) + 0.0  # as printed, and never -0.0000
     side = "raised" if share >= 0 else "lowered"
     width = 50 * min(1.0, abs(share) / scale) if scale > 0 else 0
-    return (f'<span class="share" data-share="{share:.4f}" title="without it the score is {abs(share):.4f} '
-            f'{"lower" if share >= 0 else "higher"}"><span class="bar {side}" style="width:{width:.1f}%"></span>'
-            f'</span><span class="value">{share:+.4f}</span>')
+    return (f'<span class="share" data-share="{share:.4f}" data-std="{std:.4f}" title="with other videos\' in its '
+            f'place the score is {abs(share):.4f} {"lower" if share >= 0 else "higher"} on average, ± {std:.4f}">'
+            f'<span class="bar {side}" style="width:{width:.1f}%"></span></span>'
+            f'<span class="value">{share:+.4f}</span> <span class="spread">± {std:.4f}</span>')
 
 
 def histogram(scores, truth=None):
@@ -104,12 +107,12 @@ def row(rank, video, score, std, truth, share, frames, scale):
                                         f'{truth:.4f}<br><span class="error">error {error:+.4f}</span>') + "</td>")
     figures = []
     for k, frame in enumerate(frames):
-        bar = share_bar(share["frames"][k], scale) if share else ""
+        bar = share_bar(share["frames"][k], share["frames_std"][k], scale) if share else ""
         figures.append(f'<figure><img src="{thumbnail(frame)}" alt="frame {k + 1} of {html.escape(video.video_id)}">'
                        f"<figcaption>frame {k + 1}<br>{bar}</figcaption></figure>")
     cells.append(f'<td class="frames">{"".join(figures)}</td>')
     captions = [f'<li><span class="caption">{html.escape(c)}</span>'
-                + (f" {share_bar(share['captions'][k], scale)}" if share else "") + "</li>"
+                + (f" {share_bar(share['captions'][k], share['captions_std'][k], scale)}" if share else "") + "</li>"
                 for k, c in enumerate(video.captions)]
     cells.append(f'<td class="captions"><ol>{"".join(captions)}</ol></td>')
     return f'<tr class="video" data-id="{html.escape(video.video_id)}" {data}>{"".join(cells)}</tr>'
@@ -123,7 +126,7 @@ table { border-collapse: collapse; width: 100%; }
 th, td { border-bottom: 1px solid #ddd; padding: 6px; vertical-align: top; text-align: left; }
 th { position: sticky; top: 0; background: #fafafa; }
 .rank, .score { font-weight: 600; }
-.std, .error, .value { color: #666; font-size: .9em; }
+.std, .error, .value, .spread { color: #666; font-size: .9em; }
 .frames { white-space: nowrap; }
 figure { display: inline-block; width: 150px; margin: 0 6px 0 0; text-align: center; vertical-align: top; }
 figure img { height: 90px; max-width: 150px; display: block; margin: 0 auto; image-rendering: pixelated; }
@@ -176,9 +179,9 @@ def render(videos, scores, cache, spread=None, truth=None, shares=None, title="M
             for rank, i in enumerate(order, start=1)]
     known = [truth[v.video_id] for v in videos if v.video_id in truth]
     keys = ["score"] + (["std"] if spread else []) + (["error"] if known else [])  # what the rows can be sorted by
-    legend = (f"<p class=\"about\">Shares: what the score loses when a frame is replaced by the video's mean colour, or "
-              f"a caption by the next video's (green: it raised the score, red: it lowered it; a full half-bar is "
-              f"{scale:.4f}, the largest share here).</p>" if shares else "")
+    legend = (f"<p class=\"about\">Shares: what the score loses, on average, when a frame or a caption is replaced by "
+              f"the same one of other videos in turn, ± its standard deviation over them (green: it raised the score, "
+              f"red: it lowered it; a full half-bar is {scale:.4f}, the largest share here).</p>" if shares else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>
 <body>
@@ -201,8 +204,5 @@ def write(path, *args, **kwargs):
     """`render` to `path`, through a temporary file renamed into place: a reader never sees half a page."""
     page = render(*args, **kwargs)
     check(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic(path, encoding="utf-8") as f:  # a page to share: readable by all
         f.write(page)
-    os.chmod(tmp, 0o644)  # a page to share: readable by all, as open() would make it (mkstemp's is the owner's only)
-    os.replace(tmp, path)

@@ -22,10 +22,11 @@ import data
 import prompt
 from plumbing import sources
 from plumbing.errors import InputError
+from plumbing.files import atomic
 from frames import chunks, to_model
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi")
-CAPTIONS = 5  # captions a video, as Memento10k has
+CAPTIONS = 5  # captions the base model writes a video, as Memento10k has
 CELL = (2.4, 2.2)  # inches of one video in the contact sheet, at 100 dpi
 
 
@@ -48,10 +49,11 @@ def find_videos(root, recursive=False):
 
 def read_captions(path, videos):
     """
-    Captions of yours: a CSV file with the columns video,caption and one to five rows a video, in the order they are
-    to be read. `video` is the video's path relative to DIR, as the ranking writes it (its file name where it lies
-    directly in DIR). A video the file does not name gets the base model's captions. Returns {video_id: captions};
-    a row that names no video found, an empty caption or a sixth one stops the run with the line.
+    Captions of yours: a CSV file with the columns video,caption and one or more rows a video (as many as it has, as
+    TRECVid gives several), in the order they are to be read. `video` is the video's path relative to DIR, as the
+    ranking writes it (its file name where it lies directly in DIR). A video the file does not name gets the base
+    model's captions. Each caption is made one line (sources.clean_caption). Returns {video_id: captions}; a row that
+    names no video found or an empty caption stops the run with the line.
     """
     known, captions = {v.video_id for v in videos}, {}
     reader = csv.DictReader(sources.read_text(path).splitlines())
@@ -59,14 +61,12 @@ def read_captions(path, videos):
         raise InputError(f"{path}: line 1: expected the columns video,caption")
     for row in reader:
         where = f"{path}: line {reader.line_num}"
-        video, caption = (row["video"] or "").strip(), " ".join((row["caption"] or "").split())
+        video, caption = (row["video"] or "").strip(), sources.clean_caption(row["caption"] or "")
         if video not in known:
             raise InputError(f"{where}: no video {video!r} in the folder (name it by its path relative to it)")
         if not caption:
             raise InputError(f"{where}: the caption is empty")
         captions.setdefault(video, []).append(caption)
-        if len(captions[video]) > CAPTIONS:
-            raise InputError(f"{where}: more than {CAPTIONS} captions for {video}")
     return captions
 
 
@@ -97,7 +97,7 @@ def write_captions(model, processor, videos, cache, video=False, batch_size=8, s
                                      max_new_tokens=max_new_tokens, eos_token_id=end,
                                      pad_token_id=tokenizer.pad_token_id)
             texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-            texts = [" ".join(t.split()) for t in texts]
+            texts = [sources.clean_caption(t) for t in texts]
             written += [texts[k:k + CAPTIONS] for k in range(0, len(texts), CAPTIONS)]
     model.train(was_training)
     return written
@@ -105,11 +105,12 @@ def write_captions(model, processor, videos, cache, video=False, batch_size=8, s
 
 def ranking(table, videos, sources):
     """predict.prediction_table's (header, rows) -> the same, sorted by score (highest first), with where the captions
-    came from and the captions themselves."""
+    came from and the captions themselves: caption_1..caption_K, K the most any video has, empty where one has fewer."""
     header, rows = table
-    rows = [row + [source] + v.captions + [""] * (CAPTIONS - len(v.captions))
+    most = max((len(v.captions) for v in videos), default=0)
+    rows = [row + [source] + v.captions + [""] * (most - len(v.captions))
             for row, v, source in zip(rows, videos, sources)]
-    return header + ["captions_from"] + [f"caption_{k + 1}" for k in range(CAPTIONS)], ranked(rows)
+    return header + ["captions_from"] + [f"caption_{k + 1}" for k in range(most)], ranked(rows)
 
 
 def ranked(rows):
@@ -134,6 +135,5 @@ def contact_sheet(path, videos, scores, cache):
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic(path, "wb") as f:
+        fig.savefig(f, format="png")

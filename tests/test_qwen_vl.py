@@ -279,4 +279,5 @@ def test_scores_your_own_videos_in_four_frames_with_captions_it_writes(tiny_qvl,
     assert all(0 <= float(r["mem_score"]) <= 1 and "std" in r for r in rows.values())
     explained = read_csv(out.split("share of the score to ")[1].splitlines()[0])
     assert sorted(r["video_id"] for r in explained) == sorted(rows)
-    assert [c for c in explained[0] if c.startswith("frame_")] == [f"frame_{k}" for k in range(1, 5)]
+    assert [c for c in explained[0] if c.startswith("frame_")] == [f"frame_{k}{std}" for std in ("", "_std")
+                                                                     for k in range(1, 5)]
