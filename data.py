@@ -159,7 +159,8 @@ def report_skipped(bad, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
-    parser.add_argument("--data", required=True, help="dataset root to parse and decode (Memento10k, TRECVid, VideoMem)")
+    parser.add_argument("--data", required=True, help="dataset root to parse and decode (Memento10k, TRECVid, VideoMem; "
+                        "required)")
     parser.add_argument("--split", default="trainval", choices=SPLITS, help="split to parse")
     parser.add_argument("--target", default="short", choices=TARGETS, help="the score read: short- or long-term")
     parser.add_argument("--model", help="cache the frames for this model's processor (hub id or folder) at --max-pixels")

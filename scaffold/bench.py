@@ -1,11 +1,11 @@
 """
 Benchmarks of the real run, one figure per subcommand, each through the project's own functions (never a copy).
 
-    python bench.py data [--videos DIR]               # first-pass decoding of 720p clips; batches out of the cache
-    python bench.py train --model DIR | --arch NAME   # train.py's step: samples/s, tokens/s, step ms, memory, MFU
-    python bench.py baseline --model DIR | --arch NAME  # the same, then HF Trainer + PEFT; speedup = ours / Trainer's
-    python bench.py predict --model DIR | --arch NAME # predict.py's decoding modes, --explain; greedy vs generate
-    python bench.py gpu --out gpu.json                # the prepared GPU check (README): learnability on CUDA, then
+    python -m scaffold.bench data [--videos DIR]               # first-pass decoding of 720p clips; batches out of the cache
+    python -m scaffold.bench train --model DIR | --arch NAME   # train.py's step: samples/s, tokens/s, step ms, memory, MFU
+    python -m scaffold.bench baseline --model DIR | --arch NAME  # the same, then HF Trainer + PEFT; speedup = ours / Trainer's
+    python -m scaffold.bench predict --model DIR | --arch NAME # predict.py's decoding modes, --explain; greedy vs generate
+    python -m scaffold.bench gpu --out gpu.json                # the prepared GPU check (README): learnability on CUDA, then
                                                       # train, baseline and predict on qwen2.5-vl-7b and on the
                                                       # paper's qwen-vl-chat, one JSON file
 
@@ -258,11 +258,13 @@ def bench_trainer(cfg, processor, videos, cache, model, steps, warmup):
                 peak_mem_gib=peak_gib(device))
 
 
-def bench_predict(cfg, processor, videos, cache, model, batch_size):
+def bench_predict(cfg, processor, videos, cache, model, batch_size, repeats=3):
     """predict.py's decoding modes on the same videos, their batches ready on the device: greedy (one prefill, at most
     three cached steps) against plain model.generate, whose answers must agree; constrained; expected (and its peak
     memory); --explain (expected over each video's 1 + 4 x (N + 5) variants in predict.py's batches, four other videos
-    standing in), on the first five videos: videos/s of each."""
+    standing in), on the first five videos: videos/s of each. Greedy and generate run one after the other in each of
+    `repeats` timed rounds, their order swapped each round; `speedup` is the median of the rounds' ratios, what a
+    machine busy with other work shifts least."""
     device, tokenizer, video = model.device, processor.tokenizer, cfg.input == "video"
     end, pad = tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), tokenizer.pad_token_id
     answers_ids = prompt.answer_ids(tokenizer)
@@ -292,9 +294,8 @@ def bench_predict(cfg, processor, videos, cache, model, batch_size):
                  expected=(batches, lambda b: scoring.decode.expected(model, b, answers_ids)),
                  explain=(variants, lambda b: scoring.decode.expected(model, b, answers_ids)))
     seconds, answers, memory = {}, {}, {}
-    # A round over the modes warms up, the second is timed; --explain, 33x the prompts of expected, runs once, after
-    # expected has warmed the same code.
-    for name in [name for _ in range(2) for name in modes if name != "explain"] + ["explain"]:
+
+    def timed(name):
         inputs, decode = modes[name]
         sync(device)
         reset_peak(device)
@@ -304,10 +305,21 @@ def bench_predict(cfg, processor, videos, cache, model, batch_size):
             answers[name] = [decode(b).tolist() for b in inputs]
         seconds[name] = time.time() - t0
         memory[name] = peak_gib(device), before
+        return seconds[name]
+
+    for name in modes:  # a round that warms up every mode but --explain (33x the prompts of expected: after expected)
+        if name != "explain":
+            timed(name)
+    ratios = []
+    for k in range(repeats):
+        took = {name: timed(name) for name in (("greedy", "generate") if k % 2 == 0 else ("generate", "greedy"))}
+        ratios.append(took["generate"] / took["greedy"])
+    for name in ("constrained", "expected", "explain"):
+        timed(name)
     same = all(a[:len(b)] == b[:len(a)] for x, y in zip(answers["greedy"], answers["generate"]) for a, b in zip(x, y))
     n, (peak, before) = len(videos), memory["expected"]
     return dict(videos_per_s=n / seconds["greedy"], generate_videos_per_s=n / seconds["generate"],
-                speedup=seconds["generate"] / seconds["greedy"], same_answers=same,
+                speedup=float(np.median(ratios)), speedups=ratios, same_answers=same,
                 constrained_videos_per_s=n / seconds["constrained"], expected_videos_per_s=n / seconds["expected"],
                 explain_videos_per_s=len(explained) / seconds["explain"],
                 explain_cost=seconds["explain"] / len(explained) / (seconds["expected"] / n),
@@ -387,20 +399,33 @@ def cmd_train(args, template):
                 **bench_train(cfg, processor, videos, cache, net, args.steps, args.warmup_steps, args.peak_tflops))
 
 
+def against_trainer(cfg, processor, videos, cache, net, args):
+    """train.py's step and HF Trainer + PEFT on the same model and batches, one after the other in each of
+    --repeats rounds, their order swapped each round: the last round's figures, and `speedup`, the median of the
+    rounds' ratios of samples/s (ours / Trainer's), what a machine busy with other work shifts least."""
+    ratios = []
+    for k in range(args.repeats):
+        for name in ("ours", "trainer") if k % 2 == 0 else ("trainer", "ours"):
+            if name == "ours":
+                ours = bench_train(cfg, processor, videos, cache, net, args.steps, args.warmup_steps, args.peak_tflops)
+            else:
+                trainer = bench_trainer(cfg, processor, videos, cache, net, args.steps, args.warmup_steps)
+            free()
+        ratios.append(ours["samples_per_s"] / trainer["samples_per_s"])
+    return dict(ours_samples_per_s=ours["samples_per_s"], ours_peak_mem_gib=ours["peak_mem_gib"], **trainer,
+                speedup=float(np.median(ratios)), speedups=ratios)
+
+
 def cmd_baseline(args, template):
     cfg, processor, videos, cache, net = setup(args, template)
-    ours = bench_train(cfg, processor, videos, cache, net, args.steps, args.warmup_steps, args.peak_tflops)
-    free()
-    trainer = bench_trainer(cfg, processor, videos, cache, net, args.steps, args.warmup_steps)
     return dict(model=cfg.model, batch_size=cfg.batch_size, r=cfg.r, device=device_name(),
-                ours_samples_per_s=ours["samples_per_s"], ours_peak_mem_gib=ours["peak_mem_gib"], **trainer,
-                speedup=ours["samples_per_s"] / trainer["samples_per_s"])
+                **against_trainer(cfg, processor, videos, cache, net, args))
 
 
 def cmd_predict(args, template):
     cfg, processor, videos, cache, net = setup(args, template)
     return dict(model=cfg.model, batch_size=cfg.eval_batch_size, device=device_name(),
-                **bench_predict(cfg, processor, videos, cache, net, cfg.eval_batch_size))
+                **bench_predict(cfg, processor, videos, cache, net, cfg.eval_batch_size, args.repeats))
 
 
 def cmd_gpu(args, template):
@@ -463,8 +488,9 @@ def measure(args, template, step, compare_checkpointing=False):
     cfg, processor, videos, cache, net = setup(args, template)
     measured = [("train", lambda: bench_train(cfg, processor, videos, cache, net, args.steps, args.warmup_steps,
                                               args.peak_tflops)),
-                ("baseline", lambda: bench_trainer(cfg, processor, videos, cache, net, args.steps, args.warmup_steps)),
-                ("predict", lambda: bench_predict(cfg, processor, videos, cache, net, cfg.eval_batch_size))]
+                ("baseline", lambda: against_trainer(cfg, processor, videos, cache, net, args)),
+                ("predict", lambda: bench_predict(cfg, processor, videos, cache, net, cfg.eval_batch_size,
+                                                  args.repeats))]
     if cfg.grad_ckpt and compare_checkpointing:
         def without_checkpointing():
             net.gradient_checkpointing_disable()
@@ -480,7 +506,6 @@ def measure(args, template, step, compare_checkpointing=False):
         result[name] = run()
         free()
         print(f"{step} {name}: {json.dumps(result[name])}")
-    result["baseline"]["speedup"] = result["train"]["samples_per_s"] / result["baseline"]["samples_per_s"]
     return dict(result, model=args.arch or args.model, batch_size=cfg.batch_size, r=cfg.r, alpha=cfg.alpha,
                 targets=cfg.targets or model.paper_targets(cfg.model), frames=cfg.frames, input=cfg.input,
                 max_pixels=cfg.max_pixels, held_before_gib=held, block_seconds=time.time() - t0)
@@ -509,6 +534,8 @@ def parse_args(argv=None):
     parser.add_argument("--n", type=int, default=16, help="data: clips to write and decode")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--repeats", type=int, default=3, help="baseline, predict: rounds of ours against the "
+                        "reference (HF Trainer, model.generate); the speedup is the median of their ratios")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU (default: by name)")
     parser.add_argument("--out", help="gpu: the JSON file to write")
     parser.add_argument("--paper-model", help="gpu: a Qwen-VL-Chat folder to measure in (c) instead of the 9.6 B "
@@ -530,7 +557,7 @@ def main(argv=None):
     commands = dict(data=cmd_data, train=cmd_train, baseline=cmd_baseline, predict=cmd_predict, gpu=cmd_gpu)
     result = commands[args.command](args, template)
     width = max(map(len, result))
-    print(f"\nbench.py {args.command}")
+    print(f"\nscaffold.bench {args.command}")
     for key, value in result.items():
         shown = f"{value:,.3f}" if isinstance(value, float) else json.dumps(value) if isinstance(value, dict) else value
         print(f"  {key:<{width}}  {shown}")

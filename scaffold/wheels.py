@@ -3,7 +3,7 @@ The wheels a GPU box without network lacks, for its Python: PyAV, and bitsandbyt
 release (the full wheel, 43 MB with every CUDA and ROCm build, would not travel). Run here, with network; the folder
 travels with the working tree (README, "The prepared GPU check").
 
-    python wheels.py .whl --python 3.12 --cuda 130       # 38 MB of wheels
+    python -m scaffold.wheels .whl --python 3.12 --cuda 130       # 38 MB of wheels
 """
 
 import argparse

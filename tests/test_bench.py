@@ -19,7 +19,7 @@ def bench(*args):
     code, out, err = script("-m scaffold.bench", *args, "--json")
     assert code == 0, out[-3000:] + err[-3000:]
     lines = out.strip().splitlines()
-    assert any(line.startswith("bench.py ") for line in lines)  # the table's title
+    assert any(line.startswith("scaffold.bench ") for line in lines)  # the table's title
     return json.loads(lines[-1])
 
 
@@ -52,7 +52,7 @@ def test_the_gpu_check_runs_through(tiny, tiny_qvl, synthetic, cache, work, tmp_
     # --peak-tflops: MFU is computed on the CPU too (a meaningless figure here), through step_flops of each model
     result = bench("gpu", "--model", tiny, "--paper-model", tiny_qvl, "--work", work, "--steps", 1, "--warmup-steps", 1,
                    "--r", 8, "--alpha", 16, "--workers", 1, "--batch-size", 2, "--eval-batch-size", 2,
-                   "--learn-epochs", 1, "--peak-tflops", 1, "--out", tmp_path / "gpu.json")
+                   "--learn-epochs", 1, "--peak-tflops", 1, "--repeats", 1, "--out", tmp_path / "gpu.json")
     assert json.loads((tmp_path / "gpu.json").read_text()) == result
     assert result["learn"]["n"] == 45 and result["learn"]["bar"] == 0.6 and result["learn"]["passed"] in (True, False)
     paper = result["qwen_vl_chat"]

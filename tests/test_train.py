@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -289,5 +290,29 @@ def test_the_promised_commands_work_as_written(tiny, synthetic, tmp_path):
     assert (work / "runs" / "r128-a1024" / "adapter" / "adapter_model.safetensors").is_file()
     code, log = here("predict.py", "--split", "test")
     assert code == 0, log
+    # which model it used: the default run, trained on train, not the paper's submission model (train+val)
+    assert "adapter: runs/r128-a1024, the run `python train.py` writes (trained on train" in log, log
     assert len(read_csv(work / "runs" / "r128-a1024" / "predictions-test.csv")) == 45
     assert train.Config(r=8, alpha=16).out == os.path.join("runs", "r8-a16")  # a run is named after its r and alpha
+
+
+@pytest.mark.parametrize("name", ["train.py", "predict.py", "cv.py", "model.py", "data.py", "-m scaffold.bench"])
+def test_help_shows_every_default(name):
+    """--help gives each flag's default, the model's included (the paper's Qwen-VL-Chat-Int4), so that no reader has to
+    open the code to learn what a run does unless told: every option that takes a value says its default, or says
+    where its default comes from (the run's, the processor's)."""
+    code, out, err = script(name, "--help")
+    assert code == 0, err
+    if name != "data.py":  # data.py's --model is a request to cache frames for a model: it has no default
+        assert model.DEFAULT_MODEL in out.replace("\n", "").replace(" ", ""), out
+    entries = re.split(r"\n(?=  -)", out.split("options:")[1])  # one an option, its help text under it
+    text = {e.split()[0]: " ".join(e.split()) for e in entries if re.match(r"  --[\w-]+ [A-Z{]", e)}  # those with a value
+    silent = [f for f, t in text.items() if not re.search(r"default|required", t) and f not in OPTIONAL_WITHOUT_DEFAULT]
+    assert not silent, f"{name} --help: no default for {silent}"
+
+
+# Options whose absence is the default and whose text says what absence means
+OPTIONAL_WITHOUT_DEFAULT = {"--out", "--fold", "--heldout-data", "--heldout-source", "--videos", "--captions", "--sheet",
+                            "--report", "--labels", "--adapter", "--compare", "--gpus", "--arch", "--verify",
+                            "--min-pixels", "--max-new-tokens", "--targets", "--model", "--paper-model", "--peak-tflops",
+                            "--videos", "--modules", "--storage", "--trials"}
