@@ -142,8 +142,8 @@ def resolve(args):
     else:
         source = data.source(args.data)
         other = "source" in recorded and source != recorded["source"]  # trained on another source than it predicts
-        name = ((f"{source.lower()}-" if other else "") + args.split + (f"-fold{args.fold}" if args.fold is not None else "")
-                + ("-long" if run.target == "long" else ""))
+        name = ((f"{source.lower()}-" if other else "") + args.split
+                + (f"-fold{args.fold}" if args.fold is not None else "") + ("-long" if run.target == "long" else ""))
         default_out = f"predictions-{name}.csv"
         if other:
             print(f"across sources: the run trained on {recorded['source']} ({recorded.get('data')}), predicting {source}")
@@ -356,8 +356,8 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=None,
                         help=f"processes that make batches ahead (default: {d.workers})")
     parser.add_argument("--cache", default=None, help=f"folder of decoded frames (default: {d.cache})")
-    parser.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable videos and bad records, listing them "
-                        "(always so with --videos)")
+    parser.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable videos and bad records, "
+                        "listing them (always so with --videos)")
     # ---
     args = parser.parse_args(argv)
     if args.adapter and args.zero_shot:

@@ -1,11 +1,11 @@
 """
 Benchmarks of the real run, one figure per subcommand, each through the project's own functions (never a copy).
 
-    python -m scaffold.bench data [--videos DIR]               # first-pass decoding of 720p clips; batches out of the cache
-    python -m scaffold.bench train --model DIR | --arch NAME   # train.py's step: samples/s, tokens/s, step ms, memory, MFU
+    python -m scaffold.bench data [--videos DIR]           # first-pass decoding of 720p clips; batches out of the cache
+    python -m scaffold.bench train --model DIR | --arch NAME  # train.py's step: samples/s, tokens/s, step ms, memory, MFU
     python -m scaffold.bench baseline --model DIR | --arch NAME  # the same, then HF Trainer + PEFT; speedup = ours / Trainer's
     python -m scaffold.bench predict --model DIR | --arch NAME # predict.py's decoding modes, --explain; greedy vs generate
-    python -m scaffold.bench gpu --out gpu.json                # the prepared GPU check (README): learnability on CUDA, then
+    python -m scaffold.bench gpu --out gpu.json            # the prepared GPU check (README): learnability on CUDA, then
                                                       # train, baseline and predict on qwen2.5-vl-7b and on the
                                                       # paper's qwen-vl-chat, one JSON file
 

@@ -4,10 +4,10 @@ and bench.py read them through the same code as the real datasets. Nothing here 
 
     python -m scaffold.synthetic runs/synth --n 300                  # the authors' JSON layout
     python -m scaffold.synthetic runs/synth-csv --n 300 --layout csv # the MediaEval 2021 layout
-    python -m scaffold.synthetic runs/synth-trecvid --n 300 --layout trecvid    # MediaEval 2021's TRECVid: short and long term
+    python -m scaffold.synthetic runs/synth-trecvid --n 300 --layout trecvid  # MediaEval 2021's TRECVid: short and long term
     python -m scaffold.synthetic runs/synth-videomem --n 300 --layout videomem  # VideoMem: dev-set, test-set, webm videos
     python -m scaffold.synthetic runs/synth-pos --n 300 --rule position   # the score in the last third only (RULES)
-    python -m scaffold.synthetic runs/clips --clips 16               # 3-second 720p H.264 clips of textured motion (bench.py)
+    python -m scaffold.synthetic runs/clips --clips 16         # 3-second 720p H.264 clips of textured motion (bench.py)
 """
 
 import argparse

@@ -3,11 +3,11 @@ Tiny random checkpoints of the real architectures, and the recipe that trains th
 run the method on these, through the same `from_pretrained` a user's checkpoint takes. Nothing here is part of the
 method; it imports the method, which never imports it.
 
-    python -m scaffold.tiny runs/tiny                          # a tiny random Qwen2.5-VL checkpoint, taught the answer format
+    python -m scaffold.tiny runs/tiny                    # a tiny random Qwen2.5-VL checkpoint, taught the answer format
     python -m scaffold.tiny runs/tiny3 --family qwen3_vl       # the same for Qwen3-VL
-    python -m scaffold.tiny runs/tiny-gptq --gptq              # a tiny GPTQ 4-bit checkpoint (calibrated on synthetic prompts)
-    python -m scaffold.tiny runs/7b --arch qwen2.5-vl-7b       # a published architecture (model.ARCHS), random weights (bench.py)
-    python -m scaffold.tiny runs/qvl --arch qwen-vl-chat       # the paper's 9.6 B Qwen-VL-Chat, random weights, official layout
+    python -m scaffold.tiny runs/tiny-gptq --gptq       # a tiny GPTQ 4-bit checkpoint (calibrated on synthetic prompts)
+    python -m scaffold.tiny runs/7b --arch qwen2.5-vl-7b  # a published architecture (model.ARCHS), random weights (bench.py)
+    python -m scaffold.tiny runs/qvl --arch qwen-vl-chat  # the paper's 9.6 B Qwen-VL-Chat, random weights, official layout
 """
 
 import argparse
