@@ -318,7 +318,7 @@ def zero_shot(template, max_new_tokens):
                  cache=template.cache, max_new_tokens=max_new_tokens, out=os.path.join(folder, "predictions.csv"))
     argv = ["--zero-shot", "--split", "trainval"] + ["--skip-bad"] * template.skip_bad
     argv += [str(x) for k, v in flags.items() if v is not None for x in (f"--{k.replace('_', '-')}", v)]
-    job, scores, invalid, m = predict.run(predict.parse_args(argv))
+    job, scores, invalid, m = predict.run(predict.parse_args(argv), name="")
     n, paper = len(job.videos), PAPER_ZERO_SHOT
     result = dict(model=template.model, decode=template.decode, max_new_tokens=max_new_tokens, n=n, invalid=invalid,
                   invalid_rate=invalid / max(n, 1), fill=job.fill, srcc=m["srcc"], srcc_ci=list(m["srcc_ci"]),

@@ -78,14 +78,11 @@ class Job:
     name: str  # what the predictions are of: the split (and fold, source, term), or the folder's name
 
 
-def sibling(out, kind):
-    """The file of `kind` (answers, explain, skipped) beside the predictions `out`: predictions-NAME.csv and
-    scores-NAME.csv give kind-NAME.csv, predictions.csv kind.csv, another name kind-NAME."""
-    folder, base = os.path.split(os.path.abspath(out))
-    for prefix in ("predictions", "scores"):
-        if base.startswith(prefix):
-            return os.path.join(folder, kind + base[len(prefix):])
-    return os.path.join(folder, f"{kind}-{base}")
+def sibling(job, kind):
+    """The file of `kind` (answers, explain, skipped) beside the predictions: KIND-NAME.csv, NAME what they are of
+    (the split, or the folder's name); KIND.csv where the job has no name (cv.py --zero-shot's folder of its own)."""
+    name = f"{kind}-{job.name}.csv" if job.name else f"{kind}.csv"
+    return os.path.join(os.path.dirname(os.path.abspath(job.out)), name)
 
 
 def resolve_run(path):
@@ -173,16 +170,16 @@ def select(job, args):
 # the steps
 
 
-def prepare(job, where):
+def prepare(job, where, which=""):
     """The processor and the frame cache, every video's frames decoded into it; a video that does not decode stops
     the run (or is listed under --skip-bad, and with --videos)."""
     run = job.run
     processor = model.load_processor(run.model, run.max_pixels, run.min_pixels, run.input == "video")
     cache = frames.FrameCache(run.cache, run.frames, model.budget_of(processor))
     job.videos = cache.fill(job.videos, job.bad, timed=run.input == "video")
-    data.report_skipped(job.bad, sibling(job.out, "skipped"))
+    data.report_skipped(job.bad, sibling(job, "skipped"))
     if not job.videos:
-        raise InputError(f"{where}: no usable videos to predict")
+        raise InputError(f"{where}: no usable videos to predict{which}")
     return processor, cache
 
 
@@ -238,13 +235,13 @@ def write(job, scores, invalid, answers, shares, ranked):
         write_csv(job.out, *table)
     print(f"wrote {len(scores)} predictions of the {job.run.target}-term score to {job.out}")
     if job.run.decode != "expected":  # a distribution has no text: its predictions hold the whole answer
-        decode.write_answers(sibling(job.out, "answers"), job.videos, answers)
-        print(f"wrote the raw answers to {sibling(job.out, 'answers')}")
+        decode.write_answers(sibling(job, "answers"), job.videos, answers)
+        print(f"wrote the raw answers to {sibling(job, 'answers')}")
     print(decode.describe_invalid(invalid, len(scores), job.fill))
     if shares:
         header, rows = explain.table(table, shares, job.run.frames)
-        write_csv(sibling(job.out, "explain"), header, own_videos.ranked(rows) if ranked else rows)
-        print(f"wrote each frame's and caption's share of the score to {sibling(job.out, 'explain')}")
+        write_csv(sibling(job, "explain"), header, own_videos.ranked(rows) if ranked else rows)
+        print(f"wrote each frame's and caption's share of the score to {sibling(job, 'explain')}")
 
 
 def measure(job, scores, labels=None, where=None):
@@ -261,22 +258,24 @@ def measure(job, scores, labels=None, where=None):
     return m, truth, mismatch if not pairs else None
 
 
-def run(args):
-    """predict.py's steps, each a function above; cv.py --zero-shot runs them too. Returns the Job, the scores, the
-    count of invalid answers and the metrics (None without labels)."""
+def run(args, name=None):
+    """predict.py's steps, each a function above; cv.py --zero-shot runs them too, with `name` "" (its files are
+    predictions.csv, answers.csv, ... in a folder of their own). Returns the Job, the scores, the count of invalid
+    answers and the metrics (None without labels)."""
     if args.report:
         report.check(args.report)
     labels = read_labels(args.labels) if args.labels else None  # a malformed file stops the run before any work
     job = resolve(args)
+    job.name = job.name if name is None else name
     if job.adapter:
         model.check_adapter(job.adapter, job.run.model, job.identity)
     select(job, args)
-    if args.explain and len(job.videos) < 2:
-        raise InputError(f"{args.videos or args.data}: --explain needs two videos or more (other videos stand in for "
-                         "the inputs it takes away)")
-    processor, cache = prepare(job, args.videos or f"{args.data}, split {args.split}")
+    processor, cache = prepare(job, args.videos or args.data, "" if args.videos else f" in split {args.split}")
     if args.videos:
         print(f"{args.videos}: {len(job.videos)} readable videos, {len(job.bad)} skipped")
+    if args.explain and len(job.videos) < 2:
+        raise InputError(f"{args.videos or args.data}: --explain needs two videos or more (other videos stand in for "
+                         f"a video's frames and captions); one here: {job.videos[0].video_id}")
     net = load(job)
     if args.videos:
         caption(job, net, processor, cache, args.captions)

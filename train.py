@@ -439,15 +439,15 @@ def main(cfg, resume=False, overwrite=False):
             dict(asdict(cfg), train_mean=train_mean, ranks=world, global_batch=global_batch(cfg, world),
                  model_identity=model.identity(cfg.model), source=data.source(cfg.data)), indent=1))
 
-    net = build_model(cfg)
-    trainable, total = model.count_parameters(net)
+    vlm = build_model(cfg)
+    trainable, total = model.count_parameters(vlm)
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
-    opt = optimizer(net, cfg)
+    opt = optimizer(vlm, cfg)
 
     start_step, history = 0, None
     newest = gather(checkpoints(cfg.out)[-1:] if resume else [])[0]  # rank 0's view: all resume from one checkpoint
     if newest:
-        meta, start_step = load_checkpoint(newest[0], net, opt)
+        meta, start_step = load_checkpoint(newest[0], vlm, opt)
         history = meta["history"]
         if meta["order"] != epoch_ids(train_videos, cfg.seed, meta["epoch"]):
             raise InputError(f"{newest[0]}: the training videos changed since this checkpoint")
@@ -456,7 +456,7 @@ def main(cfg, resume=False, overwrite=False):
         torch.manual_seed(cfg.seed + rank)  # the ranks' dropout draws differ; rank 0's are a single process's
     # DDP averages the LoRA gradients over the ranks in the backward; the frozen 4-bit base is not its concern, and
     # its buffers are the same on every rank, so none is synced at each forward.
-    net = net if world == 1 else DDP(net, device_ids=[net.device] if net.device.type == "cuda" else None,
+    net = vlm if world == 1 else DDP(vlm, device_ids=[vlm.device] if vlm.device.type == "cuda" else None,
                                        forward_sync_buffers=False)
     t0 = time.time()
     history = fit(cfg, net, processor, opt, train_videos, heldout, cache, start_step, history)
@@ -467,7 +467,7 @@ def main(cfg, resume=False, overwrite=False):
                   samples_per_second=round(steps * global_batch(cfg, world) / max(seconds, 1e-9), 2))
     if rank > 0:
         return result
-    model.save_adapter(net, os.path.join(cfg.out, "adapter"))
+    model.save_adapter(vlm, os.path.join(cfg.out, "adapter"))
     write_text(os.path.join(cfg.out, "metrics.json"), json.dumps(result, indent=1))
     print(f"wrote {cfg.out}/adapter" + (f" | held-out SRCC {final['srcc']:.4f} ({final['invalid']} invalid of {final['n']})"
                                          if "srcc" in final else ""))
