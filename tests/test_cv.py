@@ -94,6 +94,9 @@ def test_srcc_ci_agrees_with_references():
     (["--r", 8, 0], "--r must be a positive integer, not 0"),
     (["--alpha", 16, -1], "--alpha must be positive, not -1.0"),
     (["--folds", 1], "--folds must be at least 2"),
+    (["--lr", 1e-3, -1], "--lr must be positive, not -1.0"),
+    (["--search", "tpe"], "--search tpe needs --trials N, the configurations to try"),
+    (["--trials", 3], "--trials is for --search tpe: the grid runs every configuration"),
 ])
 def test_bad_settings(flags, message, tmp_path):
     with pytest.raises(InputError, match=re.escape(message)):
@@ -107,7 +110,7 @@ def test_bad_results_file_gets_one_line(tmp_path):
     code, log = run("--data", tmp_path, "--out", tmp_path / "run", "--r", 8, "--alpha", 16)
     assert code == 2, log
     assert log.strip().splitlines()[-1] == (f"error: {tmp_path / 'run' / 'results.csv'}: line 1: expected the columns "
-                                            "config,r,alpha,fold,n,srcc,pearson,mse,invalid,seconds"), log
+                                            "config,r,alpha,fold,n,srcc,pearson,mse,invalid,seconds,pruned"), log
     assert "Traceback" not in log
 
 
@@ -144,8 +147,9 @@ def test_zero_shot(tiny, synthetic, synthetic_csv, cache, tmp_path):
 
 def test_cross_validation(grid, synthetic):
     out, log = grid
-    rows = read_csv(out / "results.csv")
-    assert [(r["config"], int(r["fold"])) for r in rows] == [(c, k) for c in CONFIGS for k in range(FOLDS)]
+    rows = read_csv(out / "results.csv")  # in the order they landed: the grid sampler shuffles its points
+    assert sorted((r["config"], int(r["fold"])) for r in rows) == sorted((c, k) for c in CONFIGS for k in range(FOLDS))
+    assert all(r["pruned"] == "0" for r in rows)
     trainval = {v.video_id for v in data.load_split(synthetic, "trainval")}
     assert len(trainval) == 255
     for config in CONFIGS:

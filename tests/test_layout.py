@@ -11,7 +11,7 @@ from conftest import ROOT
 # The method: what a reader audits against the paper. The scaffolding: what runs the method on synthetic data and tiny
 # models, and measures it. Every top-level .py file is one or the other.
 METHOD = {"errors", "prompt", "scoring", "sources", "data", "frames", "model", "qwen_vl", "qwen_vl_processor", "verify",
-          "train", "checkpoint", "distributed", "predict", "explain", "report", "folder", "cv", "claims"}
+          "train", "checkpoint", "distributed", "predict", "explain", "report", "folder", "cv", "search"}
 SCAFFOLDING = {"synthetic", "tiny", "demo", "bench", "wheels"}
 
 
