@@ -10,16 +10,17 @@ The paper's experiments: k-fold cross-validation over LoRA rank and alpha, and t
         --warmup 0.05 --no-grad-ckpt --out runs/cv-tiny                          # the same on CPU, in minutes
     python cv.py ... --r 8 16 32 64 128 --alpha 16 64 256 1024 --search tpe --trials 8   # 8 of them, chosen by TPE
     python cv.py ... --gpus 0,1,2,3                                              # four folds at a time, one a GPU
+    python cv.py --compare A.csv B.csv --data data/memento10k --split trainval --fold 2   # two predictions, paired
     sbatch --array=0-7 --wrap "python cv.py ... --out /shared/cv"                # eight workers on a cluster
     python cv.py ... --storage postgresql://user:password@host/cv               # the study in a database
 
-The search is an Optuna study (search.py). The grid (--search grid, the paper's) is Optuna's grid sampler over the
-flags' lists: a trial is one (config, fold), so that workers split the folds of one config too, and each trains as
-before. --search tpe --trials N: a trial is one configuration, which TPE chooses among the same lists (--lr joins
-them when given several values); it trains its folds one by one and reports its running mean SRCC after each, and
-the median pruner stops it after a fold where it falls below the median of the trials before it. Any number of the
-same cv.py command on one study (--gpus, a job array, other hosts on a shared folder or database) split its trials:
-each (config, fold) is trained once, and a dead worker's trial is taken over (search.py says how).
+The search is an Optuna study (plumbing/search.py). The grid (--search grid, the paper's) is Optuna's grid sampler
+over the flags' lists: a trial is one (config, fold), so that workers split the folds of one config too, and each
+trains as before. --search tpe --trials N: a trial is one configuration, which TPE chooses among the same lists
+(--lr joins them when given several values); it trains its folds one by one and reports its running mean SRCC after
+each, and the median pruner stops it after a fold where it falls below the median of the trials before it. Any
+number of the same cv.py command on one study (--gpus, a job array, other hosts on a shared folder or database)
+split its trials: each (config, fold) is trained once, and a dead worker's trial is taken over (search.py says how).
 
 Each (config, fold) trains with train.py on the other folds of train+val and predicts its fold; every flag of
 train.py other than --split, --fold and --out passes through to it (--target among them). With --heldout-source, the
@@ -35,15 +36,21 @@ labelled videos and is scored on all of the other source's. OUT gets:
   r{R}-a{ALPHA}/fold{K}/   train.py's run directory of each fold (its checkpoints are removed once it lands); with
                            --heldout-source, r{R}-a{ALPHA}/heldout-source/, its row fold 0
 With --zero-shot, OUT/zero-shot/ (the paper's greedy decoding; OUT/zero-shot-constrained/ or zero-shot-expected/ with
---decode, so that each mode keeps its own) gets predictions.csv, answers.csv (not with --decode expected: the
-predictions hold its whole answer), metrics.json and figure-3-scatter.png.
+--decode, so that each mode keeps its own) gets predictions.csv, answers.csv (each whole answer, as the model wrote it;
+not with --decode expected: the predictions hold its whole answer), metrics.json (the invalid count and rate beside
+the paper's, 600 of 8,500) and figure-3-scatter.png. Greedy decoding lets the base model finish its answer, up to
+--max-new-tokens (default 256: the base model answers in sentences, and the paper read its score in "a paragraph
+including a numerical result"); it stops at the end of the turn.
+With --compare A.csv B.csv (two of predict.py's CSVs of the same videos), nothing trains and no model is read: one JSON
+line on stdout gives n, srcc_a, srcc_b, delta = srcc_a - srcc_b and delta's 95% interval from a paired bootstrap over
+the videos (predict.srcc_difference), against the truth of --split (--fold K, --folds, --seed: the fold as everywhere
+else; --target long) of --data.
 """
 
 import argparse
 import csv
 import dataclasses
 import gc
-import io
 import itertools
 import json
 import math
@@ -57,22 +64,25 @@ from contextlib import contextmanager
 import numpy as np
 import optuna
 import torch
-from matplotlib.figure import Figure
 from optuna.storages.journal import JournalFileOpenLock
 from tqdm import tqdm
 
 import data
-import model as qwen
+import model
 import predict
-import search
 import train
-from checkpoint import checkpoints, write_atomic
-from errors import InputError, cli
 from frames import FrameCache
+from plumbing.checkpoint import checkpoints
+from plumbing import search
+from plumbing.errors import Help, InputError, cli
+from plumbing.files import write_csv, write_text
+from plumbing.sources import read_labels
+from scoring import decode, metrics
+from scoring.figures import DPI, HEATMAP_SIZE, heatmap, scatter, sheet
 
+# §4.1: Qwen-VL-Chat-Int4 zero-shot on the 8,500 labelled videos, as the paper reports it (7.06% invalid)
+PAPER_ZERO_SHOT = dict(invalid=600, n=8500, invalid_rate=0.0706, srcc=-0.050)
 COLUMNS = ["config", "r", "alpha", "fold", "n", "srcc", "pearson", "mse", "invalid", "seconds", "pruned"]
-DPI = 100
-HEATMAP_SIZE, SCATTER_SIZE, SHEET_SIZE = (640, 480), (600, 600), (960, 560)  # pixels of the PNGs
 
 
 def predictions_path(cfg):
@@ -92,7 +102,7 @@ def n_folds(template):
 def config_name(params):
     """A configuration's name in results.csv and its folder in OUT: r{R}-a{ALPHA}, then any other setting searched
     (-lr{LR} when several learning rates are given)."""
-    return qwen.config_name(params["r"], params["alpha"]) + "".join(
+    return model.config_name(params["r"], params["alpha"]) + "".join(
         f"-{k}{v:g}" for k, v in params.items() if k not in ("r", "alpha", "fold"))
 
 
@@ -125,7 +135,7 @@ def check_settings(template, path, space=None):
     searched = ("r", "alpha", "fold", *(space or {}))
     settings = {k: v for k, v in dataclasses.asdict(template).items() if k not in searched}
     settings.update({k: v for k, v in (space or {}).items() if k not in ("r", "alpha")})
-    settings["model_identity"] = qwen.identity(template.model)
+    settings["model_identity"] = model.identity(template.model)
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
@@ -134,7 +144,7 @@ def check_settings(template, path, space=None):
         if changed:
             raise InputError(f"{path}: this CV ran with other settings ({', '.join(changed)}); "
                                   "rerun with those or choose another --out")
-    write_atomic(path, json.dumps(settings, indent=1))
+    write_text(path, json.dumps(settings, indent=1))
 
 
 def read_results(path):
@@ -151,14 +161,6 @@ def read_results(path):
         except (TypeError, ValueError):
             raise InputError(f"{path}: line {line}: not a result row of cv.py")
     return rows
-
-
-def write_rows(path, header, rows):
-    """A CSV written to a temporary file beside `path` and renamed into place: a kill at any moment leaves the
-    old file or the new one, never half a row."""
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
-    write_atomic(path, buf.getvalue())
 
 
 @contextmanager
@@ -178,19 +180,20 @@ def append_result(path, row):
     with locked(path):
         rows = read_results(path)
         if (row["config"], str(row["fold"])) not in {(r["config"], r["fold"]) for r in rows}:
-            write_rows(path, COLUMNS, [[r[c] for c in COLUMNS] for r in rows + [row]])
+            write_csv(path, COLUMNS, [[r[c] for c in COLUMNS] for r in rows + [row]])
 
 
 def mark_pruned(path, config, folds):
     """Mark a configuration's rows of `folds` as pruned: its trial went through them and stopped."""
     with locked(path):
         rows = read_results(path)
-        write_rows(path, COLUMNS, [[1 if c == "pruned" and r["config"] == config and int(r["fold"]) in folds else r[c]
-                                    for c in COLUMNS] for r in rows])
+        write_csv(path, COLUMNS, [[1 if c == "pruned" and r["config"] == config and int(r["fold"]) in folds else r[c]
+                                   for c in COLUMNS] for r in rows])
 
 
 # -----------------------------------------------------------------------------
-# the search: the study's trials in this worker (search.py splits them between workers and takes a dead one's over)
+# the search: the study's trials in this worker (plumbing/search.py splits them between workers and takes a dead
+# one's over)
 
 
 def run_fold(cfg, name):
@@ -370,71 +373,7 @@ def markdown(table, best, folds, heldout_source=None):
 
 
 # -----------------------------------------------------------------------------
-# figures: written through matplotlib's Figure, without pyplot's global state, at a fixed pixel size
-
-
-def new_figure(size):
-    return Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
-
-
-def save(fig, path):
-    tmp = f"{path}.{os.getpid()}.tmp"  # renamed into place: workers finishing together each write a whole file
-    fig.savefig(tmp, dpi=DPI, format="png")  # no bbox_inches="tight": it would change the size
-    os.replace(tmp, path)
-    print(f"wrote {path}")
-
-
-def heatmap(path, table):
-    """Figure 4: mean SRCC over folds for each (rank, alpha); a config not run is left blank. Where another setting
-    is searched too (several learning rates), a cell shows its best."""
-    ranks, alphas = sorted({t["r"] for t in table}), sorted({t["alpha"] for t in table})
-    grid = np.full((len(ranks), len(alphas)), np.nan)
-    for t in table:
-        i, j = ranks.index(t["r"]), alphas.index(t["alpha"])
-        grid[i, j] = np.nanmax([grid[i, j], t["srcc"]]) if np.isfinite([grid[i, j], t["srcc"]]).any() else np.nan
-    fig = new_figure(HEATMAP_SIZE)
-    ax = fig.subplots()
-    image = ax.imshow(grid, cmap="viridis", aspect="auto")
-    middle = np.nanmean(grid) if np.isfinite(grid).any() else 0
-    for (i, j), value in np.ndenumerate(grid):
-        if np.isfinite(value):
-            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < middle else "black")
-    ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
-    ax.set_yticks(range(len(ranks)), [str(r) for r in ranks])
-    ax.set(xlabel="LoRA alpha", ylabel="LoRA rank r", title="mean SRCC over folds")
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    save(fig, path)
-
-
-def scatter(path, truth, predicted, title):
-    """Figures 3 and 5: prediction against ground truth (scores 0-1), with the identity line."""
-    fig = new_figure(SCATTER_SIZE)
-    ax = fig.subplots()
-    ax.scatter(truth, predicted, s=8, alpha=0.5, edgecolors="none")
-    ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="identity")
-    ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="ground truth", ylabel="prediction", title=title)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    save(fig, path)
-
-
-def sheet(path, videos, truth, predicted, cache, k=4):
-    """Figure 6: the k best and k worst predicted videos (absolute error), each as its middle frame."""
-    ranked = sorted(predicted, key=lambda v: (abs(predicted[v] - truth[v]), v))
-    k = max(1, min(k, len(ranked) // 2))
-    fig = new_figure(SHEET_SIZE)
-    axes = fig.subplots(2, k, squeeze=False)
-    for row, (label, chosen) in enumerate([("best", ranked[:k]), ("worst", ranked[::-1][:k])]):
-        for ax, video_id in zip(axes[row], chosen):
-            frames = cache.get(videos[video_id])
-            ax.imshow(frames[len(frames) // 2].permute(1, 2, 0).numpy())
-            short = video_id if len(video_id) <= 24 else video_id[:21] + "..."
-            ax.set_title(f"{label}: {short}\ntruth {truth[video_id]:.2f} | predicted {predicted[video_id]:.2f}",
-                         fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
-    save(fig, path)
+# figures 5 and 6 of the best config (scoring/figures.py draws them)
 
 
 def figures(template, best):
@@ -447,54 +386,103 @@ def figures(template, best):
     predicted = {}
     # each video predicted by a model that did not train on it
     for cfg in fold_runs(template, best["config"], dict(r=best["r"], alpha=best["alpha"])).values():
-        predicted.update(predict.read_labels(predictions_path(cfg)))
+        predicted.update(read_labels(predictions_path(cfg)))
+    mismatch = metrics.label_mismatch(list(predicted), truth, truth_data)
     ids = [v for v in predicted if v in truth]
-    m = predict.metrics([round(100 * predicted[v]) for v in ids], [truth[v] for v in ids])
+    if mismatch and not ids:
+        raise InputError(mismatch)
+    if mismatch:
+        print(f"warning: {mismatch}; figure 5 shows those {len(ids)}", file=sys.stderr)
+    m = metrics.metrics([round(100 * predicted[v]) for v in ids], [truth[v] for v in ids])
     scatter(os.path.join(out, "figure-5-scatter.png"), [truth[v] for v in ids], [predicted[v] for v in ids],
             f"{best['config']}, {'held-out source' if template.heldout_data else 'out of fold'}: SRCC {m['srcc']:.3f} "
             f"(n={m['n']})")
-    processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
+    processor = model.load_processor(template.model, template.max_pixels, template.min_pixels)
     sheet(os.path.join(out, "figure-6-best-worst.png"), videos, truth, {v: predicted[v] for v in ids},
-          FrameCache(template.cache, template.frames, qwen.budget_of(processor)))
+          FrameCache(template.cache, template.frames, model.budget_of(processor)))
 
 
 # -----------------------------------------------------------------------------
 # zero-shot (§4.1): the base model, the paper's prompt, and the paper's post-processing
 
 
-def zero_shot(template):
+def zero_shot(template, max_new_tokens):
+    """The base model on train+val: predict.py's own run (`predict.py --zero-shot --split trainval`, the paper's
+    post-processing and fill of 80 included) into OUT/zero-shot/, then the paper's invalid count beside its own in
+    metrics.json, and Figure 3. max_new_tokens: greedy's budget (decode.token_budget)."""
     # one folder a decoding mode: a run with another --decode never overwrites or mixes with the paper's
     folder = os.path.join(template.out, "zero-shot" + ("" if template.decode == "greedy" else f"-{template.decode}"))
-    bad = [] if template.skip_bad else None
-    videos = data.load_split(template.data, "trainval", bad, template.target)
-    os.makedirs(folder, exist_ok=True)
-    processor = qwen.load_processor(template.model, template.max_pixels, template.min_pixels)
-    cache = FrameCache(template.cache, template.frames, qwen.budget_of(processor))
-    video = template.input == "video"
-    videos = cache.fill(videos, bad, timed=video)
-    data.report_skipped(bad, os.path.join(folder, "skipped.csv"))
-    if not videos:
-        raise InputError(f"{template.data}: no usable videos in train+val")
-    model = qwen.load_model(template.model, template.quant)
-    answers = predict.generate(model, processor, videos, cache, template.eval_batch_size, template.workers,
-                               video=video, decode=template.decode)
-    # The paper fills an invalid answer with the training mean, 80 (train+val mean score 0.801)
-    scores, invalid = predict.postprocess(answers, predict.PAPER_TRAIN_MEAN)
-    m = predict.metrics(scores, [v.score for v in videos])
+    flags = dict(data=template.data, model=template.model, quant=template.quant, decode=template.decode,
+                 target=template.target, frames=template.frames, input=template.input, max_pixels=template.max_pixels,
+                 min_pixels=template.min_pixels, batch_size=template.eval_batch_size, workers=template.workers,
+                 cache=template.cache, max_new_tokens=max_new_tokens, out=os.path.join(folder, "predictions.csv"))
+    argv = ["--zero-shot", "--split", "trainval"] + ["--skip-bad"] * template.skip_bad
+    argv += [str(x) for k, v in flags.items() if v is not None for x in (f"--{k.replace('_', '-')}", v)]
+    job, scores, invalid, m = predict.run(predict.parse_args(argv))
+    n, paper = len(job.videos), PAPER_ZERO_SHOT
+    result = dict(model=template.model, decode=template.decode, max_new_tokens=max_new_tokens, n=n, invalid=invalid,
+                  invalid_rate=invalid / max(n, 1), fill=job.fill, srcc=m["srcc"], srcc_ci=list(m["srcc_ci"]),
+                  srcc_ci_spearman=list(m["srcc_ci_spearman"]), ci_method=metrics.CI_METHODS, pearson=m["pearson"],
+                  mse=m["mse"], paper=paper)
+    write_text(os.path.join(folder, "metrics.json"), json.dumps(result, indent=1))
+    print(f"the paper's: {paper['invalid']}/{paper['n']} invalid ({100 * paper['invalid_rate']:.2f}%), "
+          f"SRCC {paper['srcc']:.3f}")
+    scatter(os.path.join(folder, "figure-3-scatter.png"), [v.score for v in job.videos], [s / 100 for s in scores],
+            f"zero-shot: SRCC {m['srcc']:.3f}, {invalid} invalid of {n}")
+    return result
 
-    predict.write_predictions(os.path.join(folder, "predictions.csv"), videos, scores, answers)
-    if template.decode != "expected":  # with expected, predictions.csv holds the whole answer: score, argmax and std
-        write_rows(os.path.join(folder, "answers.csv"), ["video_id", "answer"],
-                   zip([v.video_id for v in videos], answers))
-    rate = invalid / max(len(videos), 1)
-    result = dict(model=template.model, decode=template.decode, n=m["n"], invalid=invalid, invalid_rate=rate,
-                  fill=predict.PAPER_TRAIN_MEAN, srcc=m["srcc"], srcc_ci=list(m["srcc_ci"]), ci_method="Fisher z",
-                  pearson=m["pearson"], mse=m["mse"])
-    write_atomic(os.path.join(folder, "metrics.json"), json.dumps(result, indent=1))
-    print(f"invalid answers: {invalid}/{len(videos)} ({100 * rate:.2f}%), replaced by {predict.PAPER_TRAIN_MEAN}")
-    print(f"zero-shot {predict.describe(m)}")
-    scatter(os.path.join(folder, "figure-3-scatter.png"), [v.score for v in videos], [s / 100 for s in scores],
-            f"zero-shot: SRCC {m['srcc']:.3f}, {invalid} invalid of {len(videos)}")
+
+# -----------------------------------------------------------------------------
+# --compare: two prediction files of the same videos, paired
+
+
+def read_predictions(path):
+    """predict.py's CSV (video_id,mem_score,...) -> {video_id: score}."""
+    try:
+        return read_labels(path)
+    except OSError as e:
+        raise InputError(f"{path}: {e.strerror.lower()}")
+    except (KeyError, TypeError, ValueError):  # a column missing, a short row, a score that is no number
+        raise InputError(f"{path}: not a prediction file: expected the columns video_id,mem_score, a number each row")
+
+
+def compare(args):
+    """
+    --compare: SRCC(A) - SRCC(B) on the videos of the split both files predicted, with its paired bootstrap interval
+    (predict.srcc_difference), printed as one JSON line and returned. Files that cover other videos than the split's
+    are compared on the videos all three share, said on stderr and in n; none in common is an error.
+    """
+    videos = data.heldout(args.data, args.split, args.fold, args.folds, args.seed, target=args.target)
+    truth = {v.video_id: v.score for v in videos if v.score is not None}
+    if not truth:
+        raise InputError(f"{args.data}: split {args.split} has no {args.target}-term scores to compare against")
+    path_a, path_b = args.compare
+    where = f"split {args.split}" + (f" fold {args.fold}" if args.fold is not None else "")
+    a, b = read_predictions(path_a), read_predictions(path_b)
+    ids = [v for v in truth if v in a and v in b]
+    sets = {path_a: a, path_b: b, where: truth}
+    left = {name: min(set(s) - set(ids)) for name, s in sets.items() if len(s) > len(ids)}  # an id not compared
+    if left:
+        examples = "; ".join(f"{name}'s {odd!r} is not in " + " nor ".join(n for n, s in sets.items() if odd not in s)
+                             for name, odd in left.items())
+        coverage = (f"{len(ids)} of the {len(truth)} videos of {where} of {args.data} are in both files ({path_a} has "
+                    f"{len(a)} videos, {path_b} {len(b)}): e.g. {examples}")
+        if not ids:
+            raise InputError(f"nothing to compare: {coverage} (the predictions' --split, --fold, --folds and --seed?)")
+        print(f"warning: compared on the videos all three share: {coverage}", file=sys.stderr)
+    for path, scores in [(path_a, a), (path_b, b)]:
+        if len({scores[v] for v in ids}) < 2:
+            raise InputError(f"{path}: the same score for all {len(ids)} videos compared: its SRCC is undefined")
+    result = metrics.srcc_difference([truth[v] for v in ids], [a[v] for v in ids], [b[v] for v in ids])
+    if np.isnan(result["delta_ci"]).any():
+        raise InputError(f"{path_a}, {path_b}: {len(ids)} videos are too few for a bootstrap interval: some resamples "
+                         "hold one score of a file only, where SRCC is undefined")
+    method = metrics.BOOTSTRAP
+    result = dict(a=path_a, b=path_b, **result, delta_is="srcc_a - srcc_b",
+                  ci_method=f"paired bootstrap over videos: {method['n_resamples']} resamples, {method['method']}, "
+                            f"seed {method['seed']}")
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v] if k == "delta_ci" else v
+                      for k, v in result.items()}))
     return result
 
 
@@ -504,14 +492,15 @@ def zero_shot(template):
 def parse_args(argv=None):
     d = train.Config()
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__, formatter_class=Help,
         epilog="Every other flag is train.py's and goes to each fold (python train.py --help), e.g. --target, "
                "--targets, --batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --input, --quant, "
                "--no-grad-ckpt, --cache, --decode.",
         allow_abbrev=False)  # else --fold would silently abbreviate --folds
     # ---
     parser.add_argument("--data", default=d.data, help="dataset root (Memento10k, TRECVid, VideoMem): what to train on")
-    parser.add_argument("--model", default=d.model, help="hub id or local folder of a native Qwen VLM")
+    parser.add_argument("--model", default=d.model, help="hub id or local folder: Qwen-VL-Chat-Int4 (the paper's), "
+                        "Qwen-VL-Chat, or a native Qwen2-VL / Qwen2.5-VL / Qwen3-VL")
     parser.add_argument("--out", default="runs/cv", help="CV directory: results.csv, summary.md, figures, fold runs")
     parser.add_argument("--folds", type=int, default=d.folds, help="number of folds over train+val")
     parser.add_argument("--heldout-source", help="another source's root: hold it out whole (train on all of --data, "
@@ -522,8 +511,14 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, nargs="+", default=[d.lr],
                         help="peak learning rate; several join the search, each a choice as the ranks are")
     parser.add_argument("--zero-shot", action="store_true", help="instead: the base model on train+val, no training")
+    parser.add_argument("--max-new-tokens", type=int, help="with --zero-shot: greedy decoding's budget of new tokens; "
+                        f"it stops where the answer ends (default {decode.ZERO_SHOT_TOKENS}: the base model answers "
+                        "in sentences); the folds' adapters answer in at most 4 (3 digits and end-of-turn)")
     parser.add_argument("--gpus", type=lambda s: s.split(","), help="comma-separated GPUs to run folds on side by "
                         "side, one a GPU (e.g. 0,1,2,3); default: this process's device")
+    parser.add_argument("--compare", nargs=2, metavar=("A.csv", "B.csv"), help="instead: two prediction files of the "
+                        "same videos, SRCC(A) - SRCC(B) with its paired bootstrap 95%% CI, against the truth of "
+                        "--split SPLIT [--fold K --folds N --seed S] [--target long] of --data; no training, no model")
     parser.add_argument("--search", default="grid", choices=["grid", "tpe"], help="grid: every configuration of the "
                         "lists (the paper's); tpe: --trials configurations chosen by TPE, each stopped after a fold "
                         "where its mean SRCC falls below the median")
@@ -534,6 +529,15 @@ def parse_args(argv=None):
                         f"heartbeats; a trial silent for {search.SILENT} of them is a dead worker's and runs again")
     # ---
     args, rest = parser.parse_known_args(argv)
+    if args.compare:
+        given = [k for k, v in vars(args).items()
+                 if k not in ("compare", "data", "folds") and v != parser.get_default(k)]
+        if given:
+            raise InputError(f"--compare trains nothing: drop {', '.join('--' + k.replace('_', '-') for k in given)}")
+        return parse_compare(args, rest), None
+    if args.max_new_tokens is not None and not args.zero_shot:
+        raise InputError("--max-new-tokens goes with --zero-shot: a fold's adapter answers in at most 4 tokens "
+                         "(3 digits and end-of-turn), all it needs")
     chosen_here = ("--split", "--fold", "--resume", "--overwrite", "--heldout-data")
     if any(a.split("=")[0] in chosen_here for a in rest):
         raise InputError(f"cv.py chooses the split, the folds and the run directories and always resumes: "
@@ -553,6 +557,8 @@ def parse_args(argv=None):
                          "--trials is for --search tpe: the grid runs every configuration")
     if args.trials is not None and args.trials < 1 or args.heartbeat < 1:
         raise InputError("--trials and --heartbeat must be positive")
+    if args.zero_shot:
+        args.max_new_tokens = decode.token_budget(args.max_new_tokens, template.decode, zero_shot=True)
     return args, template
 
 
@@ -561,18 +567,34 @@ def search_space(args):
     return dict(r=args.r, alpha=args.alpha, **({"lr": args.lr} if len(args.lr) > 1 else {}))
 
 
+def parse_compare(args, rest):
+    """--compare's own flags, added to `args`: which videos the two files predicted, named as predict.py names them
+    (--fold, --folds and --seed are the fold's, as everywhere else); a flag of training is an error: nothing trains."""
+    d = train.Config()
+    parser = argparse.ArgumentParser(prog="cv.py --compare A.csv B.csv", allow_abbrev=False)
+    parser.add_argument("--split", required=True, choices=data.SPLITS, help="the videos both files predicted")
+    parser.add_argument("--fold", type=int, help="fold K of trainval (with --split trainval)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="fold seed")
+    parser.add_argument("--target", default=d.target, choices=data.TARGETS, help="the score they are compared on")
+    vars(args).update(vars(parser.parse_args(rest)))
+    return args
+
+
 def main(argv=None):
     args, template = parse_args(argv)
+    if args.compare:
+        return compare(args)
     if args.zero_shot:
-        print(json.dumps(dataclasses.asdict(template), indent=1))
-        return zero_shot(template)
+        print(json.dumps(dict(dataclasses.asdict(template), max_new_tokens=args.max_new_tokens), indent=1))
+        return zero_shot(template, args.max_new_tokens)
     space = search_space(args)
     cfgs = plan(template, space)
     # a damaged results file, then bad data, stop the CV before it starts
     read_results(os.path.join(template.out, "results.csv"))
     for root in filter(None, (template.data, template.heldout_data)):
         data.load_split(root, "trainval", [] if template.skip_bad else None, template.target)
-    qwen.load_processor(template.model)  # and a model that cannot be read, from a folder or the hub, before cv.json
+    # and a model that cannot be read (from a folder or the hub) or read as asked, before cv.json
+    model.load_processor(template.model, template.max_pixels, template.min_pixels, template.input == "video")
     os.makedirs(template.out, exist_ok=True)
     check_settings(template, os.path.join(template.out, "cv.json"), space)
     print(json.dumps(dict(dataclasses.asdict(template), **space, search=args.search, trials=args.trials), indent=1))
@@ -595,7 +617,7 @@ def main(argv=None):
         if args.trials is not None:
             text += search_summary(study, space, cfgs, path)
             search.history(study, os.path.join(template.out, "search-history.png"), HEATMAP_SIZE, DPI)
-        write_atomic(os.path.join(template.out, "summary.md"), text)
+        write_text(os.path.join(template.out, "summary.md"), text)
         print(text, end="")
         heatmap(os.path.join(template.out, "figure-4-heatmap.png"), table)
         if best:

@@ -12,17 +12,17 @@ with one line, or under --skip-bad is listed and left out (report_skipped).
 """
 
 import argparse
-import csv
 import os
 import sys
 
 import numpy as np
 
 import frames
-import model as qwen
-import sources
-from errors import InputError, cli
-from sources import JSON_FILES, Video  # noqa: F401  (data.Video, data.JSON_FILES: where scripts and tests find them)
+import model
+from plumbing import sources
+from plumbing.errors import Help, InputError, cli
+from plumbing.files import write_csv
+from plumbing.sources import JSON_FILES, Video  # noqa: F401  (data.Video, data.JSON_FILES: where scripts and tests find them)
 
 SPLITS = ("train", "val", "test", "trainval")
 TARGETS = ("short", "long")  # short-term memorability (every source), long-term (TRECVid, VideoMem)
@@ -81,35 +81,62 @@ def make_folds(video_ids, folds, seed):
     return [sorted(ids[i] for i in part) for part in np.array_split(order, folds)]
 
 
-def fold_split(videos, fold, folds, seed):
-    """(the other folds, fold `fold`) of `videos`."""
-    if not 0 <= fold < folds:
-        raise InputError(f"fold {fold} is outside 0..{folds - 1}")
-    held = set(make_folds([v.video_id for v in videos], folds, seed)[fold])
+def trainval_folds(root, folds, seed, bad=None, target="short"):
+    """
+    trainval's usable videos, and its folds (lists of ids) drawn from its full labelled list: the records --skip-bad
+    leaves out (listed in `bad`) keep their places, so a dropped record leaves a gap in its fold and no other video
+    moves. A video that later does not decode (frames.FrameCache.fill) was drawn like any other. Only a record without
+    an id cannot keep a place.
+    """
+    skipped = None if bad is None else []
+    videos = load_split(root, "trainval", skipped, target)
+    if bad is not None:
+        bad.extend(skipped)
+    ids = {v.video_id for v in videos} | {b["video_id"] for b in skipped or [] if b["video_id"]}
+    return videos, make_folds(ids, folds, seed)
+
+
+def fold_split(videos, fold, assignment):
+    """(the other folds, fold `fold`) of `videos`, by the folds of `trainval_folds`."""
+    if not 0 <= fold < len(assignment):
+        raise InputError(f"fold {fold} is outside 0..{len(assignment) - 1}")
+    held = set(assignment[fold])
     return [v for v in videos if v.video_id not in held], [v for v in videos if v.video_id in held]
 
 
 def train_heldout(root, split, fold=None, folds=5, seed=0, bad=None, target="short", other=None):
-    """What to train on and what to evaluate on: train -> val; trainval -> none; trainval + fold K -> fold K. With
-    `other`, another source's root: train or trainval -> that source's labelled videos (its trainval), all of them."""
+    """What to train on and what to evaluate on, and the folds they come from (None unless `fold`): train -> val;
+    trainval -> none; trainval + fold K -> fold K. With `other`, another source's root: train or trainval -> that
+    source's labelled videos (its trainval), all of them."""
     if split not in ("train", "trainval"):
         raise InputError(f"cannot train on split {split!r}: expected train or trainval")
     if other is not None:
-        return load_split(root, split, bad, target), load_split(other, "trainval", bad, target)
+        return load_split(root, split, bad, target), load_split(other, "trainval", bad, target), None
     if split == "train":
-        return train_val(root, bad, target)
-    videos = load_split(root, "trainval", bad, target)
-    return (videos, []) if fold is None else fold_split(videos, fold, folds, seed)
+        return *train_val(root, bad, target), None
+    if fold is None:
+        return load_split(root, "trainval", bad, target), [], None
+    videos, assignment = trainval_folds(root, folds, seed, bad, target)
+    return *fold_split(videos, fold, assignment), assignment
 
 
 def heldout(root, split, fold=None, folds=5, seed=0, bad=None, target="short"):
-    """The videos to predict: a split, or fold K of trainval."""
-    videos = load_split(root, split, bad, target)
+    """The videos to predict: a split, or fold K of trainval (the fold train.py held out: the same folds)."""
     if fold is None:
-        return videos
+        return load_split(root, split, bad, target)
     if split != "trainval":
         raise InputError(f"--fold needs --split trainval, not {split!r}")
-    return fold_split(videos, fold, folds, seed)[1]
+    videos, assignment = trainval_folds(root, folds, seed, bad, target)
+    return fold_split(videos, fold, assignment)[1]
+
+
+def split_record(assignment, fold, seed, used):
+    """folds.json: the folds as the run used them, every id in the fold it was drawn in, the training folds and the
+    held-out one holding exactly the videos trained on and held out (`used`: their ids), and the ids drawn but left
+    out (--skip-bad: a bad record, a video that does not decode) with their fold."""
+    used = set(used)
+    return dict(seed=seed, fold=fold, folds=[[i for i in ids if i in used] for ids in assignment],
+                dropped={i: k for k, ids in enumerate(assignment) for i in ids if i not in used})
 
 
 # -----------------------------------------------------------------------------
@@ -122,11 +149,8 @@ def report_skipped(bad, path):
         return
     for b in bad:
         print(f"warning: skipped {b['where']}: {b['problem']}", file=sys.stderr)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, ["video_id", "where", "problem"])
-        w.writeheader()
-        w.writerows(bad)
+    columns = ["video_id", "where", "problem"]
+    write_csv(path, columns, [[b[c] for c in columns] for b in bad])
     print(f"skipped {len(bad)} bad videos or records; listed in {path}", file=sys.stderr)
 
 
@@ -134,7 +158,7 @@ def report_skipped(bad, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
     parser.add_argument("--data", required=True, help="dataset root to parse and decode (Memento10k, TRECVid, VideoMem)")
     parser.add_argument("--split", default="trainval", choices=SPLITS, help="split to parse")
     parser.add_argument("--target", default="short", choices=TARGETS, help="the score read: short- or long-term")
@@ -150,7 +174,7 @@ def main(argv=None):
     if note:
         print(note)
     if args.model:
-        budget = qwen.budget_of(qwen.load_processor(args.model, args.max_pixels, args.min_pixels))
+        budget = model.budget_of(model.load_processor(args.model, args.max_pixels, args.min_pixels))
         frames.FrameCache(args.cache, args.frames, budget).fill(videos, workers=args.workers)
     labelled = [v.score for v in videos if v.score is not None]
     print(f"{args.split}: {len(videos)} videos, {len(labelled)} labelled"

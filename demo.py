@@ -10,10 +10,10 @@ It writes demo/data (300 synthetic videos: synthetic.py) and demo/tiny-qwen2_5_v
 import argparse
 import os
 
-import synthetic
+from scaffold import synthetic
 import train
-from errors import cli
-from tiny import TINY_RECIPE, make_tiny
+from plumbing.errors import cli
+from scaffold.tiny import TINY_RECIPE, make_tiny
 
 
 def config(root="demo"):

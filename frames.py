@@ -10,14 +10,15 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import prompt
-from errors import InputError, problem
+from qwen_vl.processing import ImageTransform
+from plumbing.errors import InputError, problem
+from plumbing.files import atomic
 
 # 448 x 448: the input size of the paper's Qwen-VL-Chat, 256 visual tokens a frame on Qwen2-VL / Qwen2.5-VL
 DEFAULT_MAX_PIXELS = 448 * 448
@@ -42,7 +43,8 @@ def read_frames(path, n):
 def _decode(path, n):
     """
     The N frames of `frame_indices`, a list of (H, W, 3) uint8 arrays, and when each is shown: seconds from the
-    video's first frame, or None where the file tells no time.
+    video's first frame, or None where the file tells no time. A file that gives none says why, in one line: missing,
+    empty, no video stream, no frames, a codec this FFmpeg cannot decode, or data FFmpeg rejects (its own words).
 
     Frames are counted in display order from the packets' timestamps (demuxed once, no decoding). Every frame up to
     the last one kept must pass through the decoder, since later frames reference earlier ones, but FFmpeg may skip
@@ -50,31 +52,62 @@ def _decode(path, n):
     an H.264 clip then cost nothing, and what is kept is exact (tested against full decodes). Seeks are not exact.
     """
     import av
+    import av.logging
 
     try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            packets = [p for p in container.demux(stream) if p.size]
-            times = sorted(p.pts for p in packets if p.pts is not None)
-            if not times or len(times) < len(packets) or len(set(times)) < len(times):
-                return _decode_all(path, n)  # no timestamps to count by: count the decoded frames
-            wanted = [times[i] for i in frame_indices(len(times), n)]
-            seconds = [float((t - times[0]) * stream.time_base) for t in wanted] if stream.time_base else None
-            keep, frames = set(wanted), {}
-            stream.thread_count = 1  # FrameCache.fill runs one decoder a core; and skip_frame is then read per packet
-            for packet in packets + [None]:  # None flushes the frames the decoder still holds
-                stream.codec_context.skip_frame = "DEFAULT" if packet is None or packet.pts in keep else "NONREF"
-                for frame in stream.codec_context.decode(packet):
-                    if frame.pts in keep:
-                        frames[frame.pts] = frame.to_ndarray(format="rgb24")
-                if len(frames) == len(keep):
-                    break
-        if len(frames) < len(keep):  # a frame the timestamps promised never came out of the decoder
-            return _decode_all(path, n)
+        if os.path.getsize(path) == 0:
+            raise InputError(f"{path}: empty file (0 bytes), not a video")
     except FileNotFoundError:
         raise InputError(f"{path}: missing video file")
-    except (av.FFmpegError, OSError, IndexError, ValueError) as e:
-        raise InputError(f"{path}: cannot decode video ({getattr(e, 'strerror', None) or e})")
+    # FFmpeg says why it rejects data in its log, not in the error: logged at this level, repeats included (PyAV
+    # drops a line the same as the last, as for the previous file), it is kept to be quoted
+    level, skip = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)
+    try:
+        with av.logging.Capture() as log:
+            try:
+                return _decode_frames(path, n)
+            except OSError as e:  # cannot be read at all: permissions, a folder, a device error
+                raise InputError(f"{path}: cannot read ({e.strerror or e})")
+            except av.FFmpegError as e:
+                said = log[-1][2].strip() if log else ""
+                raise InputError(f"{path}: corrupt, truncated or not a video: FFmpeg: {e.strerror}"
+                                 + (f" ({said})" if said else ""))
+    finally:
+        av.logging.set_level(level)
+        av.logging.set_skip_repeated(skip)
+
+
+def _decode_frames(path, n):
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.video:
+            held = " and ".join(sorted({s.type for s in container.streams})) or "nothing"
+            raise InputError(f"{path}: no video stream (the file holds {held})")
+        stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise InputError(f"{path}: unsupported codec: this FFmpeg has no decoder for its video stream")
+        packets = [p for p in container.demux(stream) if p.size]
+        if not packets:
+            raise InputError(f"{path}: its video stream holds no frames")
+        times = sorted(p.pts for p in packets if p.pts is not None)
+        if len(times) < len(packets) or len(set(times)) < len(times):
+            return _decode_all(path, n)  # no timestamps to count by: count the decoded frames
+        wanted = [times[i] for i in frame_indices(len(times), n)]
+        seconds = [float((t - times[0]) * stream.time_base) for t in wanted] if stream.time_base else None
+        keep, frames = set(wanted), {}
+        stream.thread_count = 1  # FrameCache.fill runs one decoder a core; and skip_frame is then read per packet
+        for packet in packets + [None]:  # None flushes the frames the decoder still holds
+            stream.codec_context.skip_frame = "DEFAULT" if packet is None or packet.pts in keep else "NONREF"
+            for frame in stream.codec_context.decode(packet):
+                if frame.pts in keep:
+                    frames[frame.pts] = frame.to_ndarray(format="rgb24")
+            if len(frames) == len(keep):
+                break
+    if len(frames) < len(keep):  # a frame the timestamps promised never came out of the decoder
+        return _decode_all(path, n)
     return [frames[t] for t in wanted], seconds
 
 
@@ -85,7 +118,7 @@ def _decode_all(path, n):
         decoded = [(f.to_ndarray(format="rgb24"), f.time) for f in container.decode(video=0)]
         rate = container.streams.video[0].average_rate
     if not decoded:
-        raise InputError(f"{path}: no decodable frames")
+        raise InputError(f"{path}: not one frame of its video stream decodes")
     picked = frame_indices(len(decoded), n)
     times = [t for _, t in decoded]
     if None in times:  # frames without timestamps: timed by the stream's frame rate, if it has one
@@ -162,12 +195,10 @@ class FrameCache:
         if n * height > 65500:  # JPEG's limit on a side
             raise InputError(f"{video.path}: {n} frames of {height} rows do not fit the cache; "
                              "lower --frames or --max-pixels")
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic(self.path(video), "wb") as f:  # a killed run never leaves half a file under the real name
             stacked = frames.permute(0, 2, 3, 1).reshape(n * height, width, 3).numpy()
             Image.fromarray(stacked).save(f, format="JPEG", quality=95, subsampling=0,
                                           comment=json.dumps(dict(seconds=seconds)))
-        os.replace(tmp, self.path(video))  # atomic: a killed run never leaves half a file under the real name
 
     def fill(self, videos, bad=None, workers=None, timed=False):
         """Decode every video not cached yet (with `timed`, also those stored before the cache recorded times: see
@@ -258,6 +289,32 @@ def loader(dataset, batches, workers):
         # Its own generator: the loader draws a seed at each pass, which must not move the global RNG (LoRA
         # dropout), or a resumed run would differ from an uninterrupted one.
         generator=torch.Generator())
+
+
+def pixels(patches, processor, repeat=True):
+    """
+    The uint8 patches of `encode` -> the float32 pixel values the processor (its image or video processor) makes
+    itself: its rescale and normalization, fused as it fuses them ((x - mean / r) / (std / r), r the rescale factor,
+    per channel), then with `repeat` each still frame repeated over the vision tower's time steps (Qwen embeds
+    tubelets of temporal_patch_size frames). A patch is laid out (channel, time, row, column).
+    """
+    mean = torch.tensor(processor.image_mean, device=patches.device) * (1.0 / processor.rescale_factor)
+    std = torch.tensor(processor.image_std, device=patches.device) * (1.0 / processor.rescale_factor)
+    x = patches.to(torch.float32).view(len(patches), len(mean), 1, -1)
+    x = x.sub_(mean[:, None, None]).div_(std[:, None, None])
+    return x.expand(-1, -1, processor.temporal_patch_size if repeat else 1, -1).reshape(len(patches), -1)
+
+
+def to_model(batch, processor, device):
+    """A batch of `encode` on the model's device, its patches normalized there; copies from pinned memory overlap."""
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if "pixel_values" in batch and isinstance(processor.image_processor, ImageTransform):  # Qwen-VL-Chat's own
+        batch["pixel_values"] = processor.image_processor.normalize(batch["pixel_values"])
+    elif "pixel_values" in batch:
+        batch["pixel_values"] = pixels(batch["pixel_values"], processor.image_processor)
+    if "pixel_values_videos" in batch:  # a tubelet's time steps are two different frames already: nothing to repeat
+        batch["pixel_values_videos"] = pixels(batch["pixel_values_videos"], processor.video_processor, repeat=False)
+    return batch
 
 
 def chunks(n, size):

@@ -4,7 +4,7 @@ This file builds and returns things; it never trains.
 
     python model.py --model runs/tiny --r 128 --alpha 1024      # load in 4 bit, attach LoRA, print the count
     python model.py --arch qwen-vl-chat --r 128 --alpha 1024    # the count on a published configuration, no weights
-    python model.py --verify ../shared/qwen-vl                  # Qwen-VL-Chat here against the official code (verify.py)
+    python model.py --verify                  # Qwen-VL-Chat here against the official code (qwen_vl/verify.py)
 
 The default is the paper's model, Qwen-VL-Chat-Int4 (GPTQ 4-bit, written here: qwen_vl.py), with LoRA on its fused
 c_attn. Qwen-VL-Chat (fp16) loads in NF4; any native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint, the modern choice,
@@ -21,13 +21,17 @@ from dataclasses import dataclass
 
 import torch
 
-import qwen_vl
-import qwen_vl_processor
-from errors import InputError, cli
+from qwen_vl import modeling as qwen_vl
+from qwen_vl import verify
+from qwen_vl import processing as qwen_vl_processor
+from plumbing.errors import Help, InputError, cli
 
 # On AVX512-BF16 CPUs bitsandbytes looks for an optional hub-hosted kernel of the inference fast path, which
 # _keep_cpu_4bit_trainable turns off anyway; its warning that the kernel is absent is noise.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# peft imports torchao where it is installed (gptqmodel brings it), and torchao registers two enums with torch's pytree
+# in a way torch 2.14 deprecates: two warnings at every start that no user of this project can act on.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 DEFAULT_MODEL = "Qwen/Qwen-VL-Chat-Int4"  # the paper's model
 DEFAULT_R, DEFAULT_ALPHA = 128, 1024  # the paper's best LoRA configuration
@@ -62,10 +66,7 @@ def is_qwen_vl(model_id):
     else:
         from huggingface_hub import hf_hub_download
 
-        try:
-            path = hf_hub_download(model_id, "config.json")
-        except Exception as e:
-            raise InputError(f"{model_id}: neither a folder nor a model the hub gives ({str(e).splitlines()[0]})")
+        path = qwen_vl.from_hub(model_id, hf_hub_download, "config.json")
     try:
         with open(path) as f:
             return json.load(f).get("model_type") == "qwen"
@@ -426,7 +427,7 @@ def family_config(family, text, vision, tied=False, **special):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder to load")
     parser.add_argument("--arch", choices=list(ARCHS), help="instead: a published configuration, built with no weights")
     parser.add_argument("--quant", default="nf4", choices=["nf4", "none"], help="4-bit NF4 or full precision")
@@ -434,12 +435,11 @@ def main(argv=None):
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="LoRA alpha")
     parser.add_argument("--targets", help="language-model modules that get LoRA, comma-separated, or all (default: the "
                         "paper's: c_attn on Qwen-VL-Chat, q_proj,k_proj,v_proj on the others)")
-    parser.add_argument("--verify", metavar="DIR", help="instead: check Qwen-VL-Chat here against the official code's "
-                        "reference outputs in DIR (verify.py); exit 1 past tolerance")
+    parser.add_argument("--verify", metavar="DIR", nargs="?", const=verify.REFERENCES, help="instead: check Qwen-VL-Chat "
+                        "here against the official code's reference outputs in DIR (qwen_vl/verify.py; default: "
+                        "qwen_vl/reference, carried in the repository); exit 1 past tolerance")
     args = parser.parse_args(argv)
     if args.verify:
-        import verify
-
         sys.exit(verify.main(args.verify))
     if args.arch:
         from transformers import AutoModelForImageTextToText

@@ -1,291 +1,91 @@
 """
 Predict memorability scores with a trained adapter (or zero-shot with the base model) and write a CSV.
 
-    python predict.py --data data/memento10k --adapter runs/r128-a1024 --split test     # the submission
+    python predict.py --data data/memento10k --adapter runs/final --split test          # the submission (§4.4)
     python predict.py --data data/memento10k --adapter runs/fold2 --split trainval --fold 2 --folds 5
-    python predict.py --data data/memento10k --zero-shot --model Qwen/Qwen2.5-VL-7B-Instruct --split trainval
-    python predict.py --data data/memento10k --adapter runs/r128-a1024 --split test --decode expected
+    python predict.py --data data/memento10k --zero-shot --split trainval                # the base model (§4.1)
+    python predict.py --data data/memento10k --adapter runs/final --split test --decode expected
     python predict.py --data data/videomem --adapter runs/memento-final --split test  # another source's test set
     python predict.py --data data/videomem --adapter runs/trecvid-long --split test   # long-term: the run's target
-    python predict.py --videos my-clips --adapter runs/r128-a1024 --sheet my-clips.png # your own videos, ranked
-    python predict.py --data data/memento10k --adapter runs/r128-a1024 --split test --explain --report test.html
+    python predict.py --videos my-clips --adapter runs/final --sheet my-clips.png     # your own videos, ranked
+    python predict.py --data data/memento10k --adapter runs/final --split test --explain --report test.html
 
---decode (scoring.py; default: the run's, or greedy): greedy, the paper's, decodes at most 4 new tokens (one prefill,
-at most three cached steps), then the paper's post-processing: the first number 0-100 in the answer; an answer without
-one is invalid and gets the training mean (counted and reported). constrained decodes the same way among the valid
-answers only; expected reads the probability of each of the 101 answers (one prefill and one more forward) and
-scores their expectation. Frames get the run's pixel budget, frame count and input (images or one video) unless told
-otherwise.
+The paper's submission model trained on all 8,500 labelled videos: `python train.py --split trainval --out runs/final`.
+Without --adapter, predict.py takes the run `python train.py` writes by default (runs/r128-a1024: trained on train,
+7,000 videos) and says so.
+
+Every setting a flag leaves unset is the run's (its config.json), and where the run has none (zero-shot), train.py's
+default: one source of defaults, train.Config.
+
+--decode (scoring/decode.py; default: the run's, or greedy): greedy, the paper's, decodes until the answer ends
+(end-of-turn or end-of-text) or --max-new-tokens are spent, then reads the score as prompt.parse_score says (the
+paper's post-processing: a number 0-100 in the answer); an answer without one is invalid and gets the training mean
+(counted and reported). --max-new-tokens defaults to 256 zero-shot, where the base model answers in sentences (the
+paper read its score in "a paragraph including a numerical result"; 256 tokens hold a paragraph, and decoding stops at
+the end of the turn), and with an adapter to the longest valid answer, 3 digits and end-of-turn (4 tokens with Qwen's
+tokenizers), all a fine-tuned model says. constrained decodes among the valid answers only; expected reads the
+probability of each of the 101 answers (one prefill and one more forward) and scores their expectation.
 The CSV has the header video_id,mem_score with scores 0-1 (expected: then argmax,std, also 0-1), the scores of the
 run's target (--target): a long-term run's file is named ...-long.csv, one of another source than the run's names that
-source (predictions-videomem-test.csv). With labels, SRCC is printed with its 95% CI. With --videos, the CSV is the
-ranking of the folder's videos with their captions (folder.py).
---explain (explain.py) also writes explain-NAME.csv beside it: each frame's and caption's share of the expected score,
-what the score loses when that input alone is taken away. --report FILE.html (report.py) writes the scored videos as
-one self-contained page: ranks, scores, frames, captions and shares, sortable.
+source (predictions-videomem-test.csv). Beside it: answers-NAME.csv, the raw answers of a text decode (greedy,
+constrained; each whole answer, to be read again by any rule), skipped-NAME.csv with --skip-bad. With labels, SRCC is
+printed with two 95% CIs: the paper's (Fisher z) and Bonett-Wright's. With --videos, the CSV is the ranking of the
+folder's videos with their captions (scoring/videos.py).
+--explain (scoring/explain.py) also writes explain-NAME.csv: each frame's and caption's share of the expected score,
+what the score loses when that input alone is replaced by the same input of other videos (--stand-ins of them, one at
+a time), and its standard deviation over them. --report FILE.html (scoring/report.py) writes the scored videos as one
+self-contained page: ranks, scores, frames, captions and shares, sortable.
 """
 
 import argparse
-import csv
-import inspect
+import dataclasses
 import json
-import math
 import os
-import tempfile
+import sys
 import time
-from contextlib import nullcontext
-
-import numpy as np
-import torch
-from scipy import stats
-from tqdm import tqdm
 
 import data
-import explain
-import folder
 import frames
-import model as qwen
-import prompt
-import qwen_vl
-import report
-import scoring
-from errors import InputError, cli
+import model
+import train
+from plumbing.errors import InputError, cli
+from plumbing.files import write_csv
+from plumbing.sources import read_labels
+from scoring import decode, explain, metrics, report
+from scoring import videos as own_videos
 
-# where `python train.py` writes its run with the default LoRA configuration (train.default_run)
-DEFAULT_RUN = os.path.join("runs", qwen.config_name(qwen.DEFAULT_R, qwen.DEFAULT_ALPHA))
-PAPER_TRAIN_MEAN = 80  # the paper's fill value for invalid zero-shot answers (train+val mean score 0.801)
-DECODES = ("greedy", "constrained", "expected")  # how a score is read from the model (scoring.py); greedy: the paper's
+DEFAULT_RUN = train.default_run(model.DEFAULT_R, model.DEFAULT_ALPHA)  # what `python train.py` writes
 
 
 # -----------------------------------------------------------------------------
-# decoding, then post-processing
+# what to predict, with which model, into which files
 
 
-def generate(model, processor, videos, cache, batch_size=8, workers=0, max_new_tokens=4, progress=True, video=False,
-             decode="greedy"):
-    """
-    The model's answer for each video, in order (see scoring.py): with `decode` greedy or constrained, the text it
-    wrote; with expected, its probabilities of the 101 scores, a (101,) tensor. Batches are made by `workers`
-    processes; with `video`, the frames of each go in as one native video input.
-    """
-    assert decode in DECODES, decode
-    batches = frames.loader(frames.Batches(videos, cache, processor, labelled=False, video=video),
-                            frames.chunks(len(videos), batch_size), workers)
-    return answer(model, processor, batches, decode, max_new_tokens, progress)
+@dataclasses.dataclass
+class Job:
+    """A prediction, every setting resolved: the flags, then the run's config.json, then train.Config's defaults."""
+
+    run: train.Config  # the settings the frames, the prompt and the model are read with (the run's, flags applied)
+    adapter: str | None  # None: zero-shot
+    identity: dict | str | None  # the run's record of its base model (model.identity), to recognise it elsewhere
+    videos: list  # the videos to predict (data.Video), chosen by `select`
+    bad: list | None  # what --skip-bad left out (always a list with --videos)
+    captions: dict  # --videos --captions: {video_id: captions} of the user's file
+    fill: int  # the score of an invalid answer: the run's training mean, or the paper's 80 zero-shot
+    max_new_tokens: int | None  # greedy's budget (decode.token_budget)
+    batch_size: int
+    out: str  # the predictions' CSV; the other files are named beside it (sibling)
+    name: str  # what the predictions are of: the split (and fold, source, term), or the folder's name
 
 
-def attribute(model, processor, videos, cache, batch_size=9, workers=0, progress=True, video=False):
-    """
-    --explain (explain.py): (answers, shares). Each video is scored by expected decoding with all its inputs, with
-    each frame occluded and with each caption removed, `batch_size` of these rows a forward pass; answers are its
-    distributions with all inputs (generate's with decode expected), shares its frames' and captions' in 0-1 units.
-    """
-    dataset = explain.Occlusions(videos, cache, processor, labelled=False, video=video)
-    batches = frames.loader(dataset, explain.plan(videos, cache.n_frames, batch_size), workers)
-    p = answer(model, processor, batches, "expected", progress=progress, desc="explaining")
-    return explain.shares(torch.stack(p), videos, cache.n_frames)
-
-
-def answer(model, processor, batches, decode, max_new_tokens=4, progress=True, desc="predicting"):
-    """The model's answer (see generate) for each row of `batches`, prompt.encode's inputs from frames.loader."""
-    tokenizer = processor.tokenizer
-    end, pad = tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), tokenizer.pad_token_id
-    answers_ids = prompt.answer_ids(tokenizer)
-    allowed = scoring.trie(answers_ids) if decode == "constrained" else None
-    steps = max_new_tokens if allowed is None else max(map(len, answers_ids))  # constrained: to the longest answer
-    was_training = model.training
-    model.eval()
-    answers = []
-    for batch, _ in tqdm(batches, desc=desc, unit="batch", disable=not progress):
-        batch = prompt.to_model(batch, processor, model.device)
-        with autocast(model.device):
-            if decode == "expected":
-                answers += list(expected(model, batch, answers_ids).cpu())
-            else:
-                tokens = greedy(model, batch, end, pad, steps, allowed)
-                answers += tokenizer.batch_decode(tokens, skip_special_tokens=True)
-    model.train(was_training)
-    return answers
-
-
-@torch.no_grad()
-def greedy(model, batch, end, pad, max_new_tokens=4, allowed=None):
-    """
-    Greedy decoding as token ids (B, at most max_new_tokens): one forward pass over the prompts that computes the
-    logits of their last position only (the prefill), then one cached step per further token, until every answer has
-    ended. A score is at most three digits and end-of-turn: a prefill and at most three steps. The same tokens as
-    model.generate(do_sample=False), without its per-step machinery; an answer that ended is padded with `pad`.
-    With `allowed` (scoring.trie of the valid answers), each step picks the likeliest token that keeps the answer
-    valid: constrained decoding.
-    """
-    from transformers import DynamicCache
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under peft's wrapper
-    cache = {_cache_argument(base): DynamicCache()}
-    logits = model(**batch, **cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-    token = _pick(logits, [], allowed)
-    tokens, done, mask = [token], token == end, batch["attention_mask"]
-    for _ in range(max_new_tokens - 1):
-        if done.all():
-            break
-        position = _positions(base, mask, 1)  # the new token's: right after the tokens so far
-        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, **cache, use_cache=True)
-        token = torch.where(done, pad, _pick(out.logits[:, -1], tokens, allowed))
-        tokens.append(token)
-        done |= token == end
-    return torch.stack(tokens, 1)
-
-
-def _pick(logits, tokens, allowed):
-    """The likeliest next token of each row; with `allowed`, among those that may follow the row's tokens so far (a
-    row that has ended may pick none: its pick is replaced by padding)."""
-    if allowed is None:
-        return logits.argmax(-1)
-    prefixes = torch.stack(tokens, 1).tolist() if tokens else [[]] * len(logits)
-    barred = torch.ones(logits.shape, dtype=torch.bool)
-    for i, prefix in enumerate(prefixes):
-        barred[i, allowed.get(tuple(prefix), [])] = False
-    return logits.masked_fill(barred.to(logits.device), float("-inf")).argmax(-1)
-
-
-def _positions(base, mask, depth):
-    """
-    The rope positions of new tokens `depth` (1: the next; (1, K) for several) places after the tokens `mask` (B, L)
-    covers. Qwen2-VL and its successors: in all three (time, height, width) sections, the count of real tokens before
-    them, shifted as the prefill shifted the text after the frames (rope_deltas, kept by the model). Qwen-VL-Chat:
-    the index in the padded row, as its official code counts every position (and as its prefill did here).
-    """
-    if isinstance(base, qwen_vl.QWenLMHeadModel):
-        return (mask.shape[1] + depth - 1) * torch.ones_like(mask[:, :1])
-    return (mask.sum(1, keepdim=True) + depth - 1 + base.model.rope_deltas).expand(3, -1, -1)
-
-
-@torch.no_grad()
-def answer_logprobs(model, batch, answers):
-    """
-    (B, len(answers)) log-probabilities the model gives each whole answer (token ids, prompt.answer_ids), exactly, in
-    two forward passes: the prefill, whose last position gives the first token's, then the trie's inner nodes
-    (scoring.prefixes, 101 with Qwen's digits) as one row of tokens a video on top of the prompt's cache, each node at
-    its own rope position and seeing the prompt and its own ancestors only (scoring.tree_mask): what it would see as
-    its own sequence. So the prompt's cache is shared, not repeated for each answer (101 copies of it would take
-    ~5 GB a video for the 7B model at ~900 tokens, in bf16): a video costs one prefill and 101 more tokens.
-    """
-    from transformers import DynamicCache
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    nodes = scoring.prefixes(answers)
-    cache = {_cache_argument(base): DynamicCache()}
-    first = model(**batch, **cache, use_cache=True, logits_to_keep=1).logits[:, -1:]
-    mask = batch["attention_mask"]
-    n, device = len(mask), mask.device
-    tokens = torch.tensor([node[-1] for node in nodes], device=device).expand(n, -1)
-    depth = torch.tensor([len(node) for node in nodes], device=device)
-    # a 4-d mask (video, 1, node, prompt + nodes), True where a node may look; the model takes it as it is
-    seen = torch.cat([mask.bool()[:, None, None, :].expand(-1, 1, len(nodes), -1),
-                      scoring.tree_mask(nodes).to(device).expand(n, 1, -1, -1)], dim=-1)
-    position = _positions(base, mask, depth[None])  # a node's: after the prompt and its ancestors
-    rest = model(input_ids=tokens, attention_mask=seen, position_ids=position, **cache, use_cache=True).logits
-    return scoring.score_logprobs(torch.cat([first, rest], 1).float().log_softmax(-1), answers, nodes)
-
-
-def expected(model, batch, answers):
-    """P(s) of each answer, renormalised over them (scoring.distribution): (B, 101) with prompt.answer_ids."""
-    return scoring.distribution(answer_logprobs(model, batch, answers))
-
-
-def _cache_argument(model):
-    # transformers renamed the forward's `past_key_values` to `cache` (5.2x); the GPU image has an earlier release
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def postprocess(answers, fill):
-    """
-    Answers (generate's) -> scores 0-100, and how many were invalid. A text (greedy, constrained) gives its first
-    number 0-100 as an integer, or `fill` when it has none (invalid); a distribution over the 101 scores (expected)
-    gives its expectation, a float, never invalid.
-    """
-    if answers and torch.is_tensor(answers[0]):
-        return scoring.summary(torch.stack(answers))[0].tolist(), 0
-    parsed = [prompt.parse_score(a) for a in answers]
-    return [fill if p is None else p for p in parsed], sum(p is None for p in parsed)
-
-
-def spread(answers):
-    """Distributions over the 101 scores -> their argmax and standard deviation, as (argmax, std) pairs in 0-1 units
-    (the mem_score's); None for text answers, which have no distribution."""
-    if not answers or not torch.is_tensor(answers[0]):
-        return None
-    _, argmax, std = scoring.summary(torch.stack(answers))
-    return [(a / 100, s / 100) for a, s in zip(argmax.tolist(), std.tolist())]
-
-
-def autocast(device):
-    """bf16 autocast on GPU; on CPU everything stays fp32."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda" else nullcontext()
-
-
-# -----------------------------------------------------------------------------
-# metrics
-
-
-def srcc_ci(rho, n, level=0.95):
-    """Fisher z confidence interval of a Spearman correlation: tanh(atanh(rho) +- z / sqrt(n - 3))."""
-    if n <= 3 or abs(rho) >= 1:
-        return rho, rho
-    half = stats.norm.ppf(0.5 + level / 2) / math.sqrt(n - 3)
-    return math.tanh(math.atanh(rho) - half), math.tanh(math.atanh(rho) + half)
-
-
-def metrics(predicted, truth):
-    """predicted: integer scores 0-100; truth: scores 0-1."""
-    p, t = np.asarray(predicted, float) / 100, np.asarray(truth, float)
-    srcc = float(stats.spearmanr(p, t).statistic) if len(p) > 1 and np.ptp(p) > 0 else float("nan")
-    pearson = float(stats.pearsonr(p, t).statistic) if len(p) > 1 and np.ptp(p) > 0 else float("nan")
-    return dict(n=len(p), srcc=srcc, srcc_ci=srcc_ci(srcc, len(p)), pearson=pearson, mse=float(np.mean((p - t) ** 2)))
-
-
-def describe(m):
-    """One line for the metrics of `metrics`: SRCC with its Fisher z 95% CI, Pearson and MSE."""
-    if math.isnan(m["srcc"]):
-        return f"SRCC undefined: every prediction is the same (n={m['n']}) | MSE {m['mse']:.5f}"
-    lo, hi = m["srcc_ci"]
-    return (f"SRCC {m['srcc']:.4f} (95% CI {lo:.3f} to {hi:.3f}, Fisher z, n={m['n']}) | "
-            f"Pearson {m['pearson']:.4f} | MSE {m['mse']:.5f}")
-
-
-def prediction_table(videos, scores, answers=None):
-    """(header, rows) of the predictions: video_id,mem_score (0-1); where the answers are distributions (--decode
-    expected), the expectation keeps 4 decimals and their argmax and standard deviation follow, in 0-1 units too."""
-    extra = spread(answers)
-    if extra is None:
-        return ["video_id", "mem_score"], [[v.video_id, f"{s / 100:.2f}"] for v, s in zip(videos, scores)]
-    return ["video_id", "mem_score", "argmax", "std"], [[v.video_id, f"{s / 100:.4f}", f"{a:.2f}", f"{d:.4f}"]
-                                                        for v, s, (a, d) in zip(videos, scores, extra)]
-
-
-def write_predictions(path, videos, scores, answers=None):
-    """prediction_table as CSV, written to a temporary file and renamed so a reader never sees half of it."""
-    write_table(path, *prediction_table(videos, scores, answers))
-
-
-def write_table(path, header, rows):
-    where = os.path.dirname(os.path.abspath(path))
-    os.makedirs(where, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=where, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
-    os.replace(tmp, path)
-
-
-def read_labels(path):
-    """A video_id,mem_score CSV (such as the synthetic test_labels.csv) -> {video_id: score}."""
-    with open(path, newline="") as f:
-        return {row["video_id"]: float(row["mem_score"]) for row in csv.DictReader(f)}
-
-
-# -----------------------------------------------------------------------------
-# loading a run
+def sibling(out, kind):
+    """The file of `kind` (answers, explain, skipped) beside the predictions `out`: predictions-NAME.csv and
+    scores-NAME.csv give kind-NAME.csv, predictions.csv kind.csv, another name kind-NAME."""
+    folder, base = os.path.split(os.path.abspath(out))
+    for prefix in ("predictions", "scores"):
+        if base.startswith(prefix):
+            return os.path.join(folder, kind + base[len(prefix):])
+    return os.path.join(folder, f"{kind}-{base}")
 
 
 def resolve_run(path):
@@ -297,52 +97,266 @@ def resolve_run(path):
     else:
         raise InputError(f"{path}: neither a run directory (with adapter/) nor an adapter directory")
     config_path = os.path.join(run, "config.json")
-    config = json.load(open(config_path)) if os.path.isfile(config_path) else None
-    return adapter, config
+    if not os.path.isfile(config_path):
+        return adapter, None
+    with open(config_path) as f:
+        return adapter, json.load(f)
+
+
+# The flags that override the run's settings, as train.Config names them. Where frames are cached, how many workers
+# make batches and whether bad videos are skipped are this command's own, never the run's.
+OVERRIDES = ("model", "quant", "decode", "target", "folds", "seed", "frames", "input", "max_pixels", "min_pixels")
+OWN = ("cache", "workers", "skip_bad")
+
+
+def resolve(args):
+    """The Job of predict.py's flags: the run's settings (or train.Config's zero-shot), then the flags."""
+    if not args.zero_shot and not args.adapter:
+        if not os.path.exists(DEFAULT_RUN):
+            raise InputError(f"{DEFAULT_RUN}: no trained run yet: train one first (python train.py), "
+                             "or pass --adapter RUN or --zero-shot")
+        args.adapter = DEFAULT_RUN
+        print(f"adapter: {DEFAULT_RUN}, the run `python train.py` writes (trained on train; the paper's submission "
+              "model trains on train+val: python train.py --split trainval --out runs/final)")
+    adapter, recorded = (None, None) if args.zero_shot else resolve_run(args.adapter)
+    recorded = recorded or {}
+    names = {f.name for f in dataclasses.fields(train.Config)}
+    settings = {k: v for k, v in recorded.items() if k in names}
+    if adapter and "model" not in settings:  # an adapter without its run: the base model its config names
+        settings["model"] = model.base_model_of(adapter)
+    settings.update({k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None})
+    settings.update({k: getattr(args, k) for k in OWN if getattr(args, k) is not None})
+    for k in OWN:  # absent: train.Config's default
+        if getattr(args, k) is None:
+            settings.pop(k, None)
+    if args.explain:
+        settings["decode"] = "expected"
+    # train.Config checks them as train.py does (--input video with one frame, a pixel budget below the minimum...);
+    # the split and fold are predict.py's own, not the run's
+    run = train.Config(**dict(settings, split="trainval", fold=None, out=os.devnull))
+    max_new_tokens = decode.token_budget(args.max_new_tokens, run.decode, args.zero_shot)
+    fill = round(recorded["train_mean"]) if "train_mean" in recorded else decode.PAPER_TRAIN_MEAN
+    if args.videos:
+        name = os.path.basename(os.path.normpath(os.path.abspath(args.videos)))
+        default_out = f"scores-{name}.csv"
+    else:
+        source = data.source(args.data)
+        other = "source" in recorded and source != recorded["source"]  # trained on another source than it predicts
+        name = ((f"{source.lower()}-" if other else "") + args.split + (f"-fold{args.fold}" if args.fold is not None else "")
+                + ("-long" if run.target == "long" else ""))
+        default_out = f"predictions-{name}.csv"
+        if other:
+            print(f"across sources: the run trained on {recorded['source']} ({recorded.get('data')}), predicting {source}")
+    out = args.out or os.path.join(os.path.dirname(adapter) if adapter else ".", default_out)
+    return Job(run=run, adapter=adapter, identity=recorded.get("model_identity"), videos=[], bad=None, captions={},
+               fill=fill, max_new_tokens=max_new_tokens, batch_size=args.batch_size, out=out, name=name)
+
+
+def select(job, args):
+    """The videos to predict: a split (or fold K of trainval) of --data, or the video files of --videos."""
+    run = job.run
+    if args.videos:  # a file that is no readable video is listed and skipped, never fatal
+        job.bad, job.videos = [], own_videos.find_videos(args.videos, args.recursive)
+        job.captions = own_videos.read_captions(args.captions, job.videos) if args.captions else {}
+        if not job.videos:
+            raise InputError(f"{args.videos}: no video files ({', '.join(own_videos.VIDEO_EXTENSIONS)})"
+                             + ("" if args.recursive else "; --recursive looks in its subfolders too"))
+        return
+    job.bad = [] if run.skip_bad else None
+    job.videos = data.heldout(args.data, args.split, args.fold, run.folds, run.seed, job.bad, run.target)
+    note = data.captions_note(job.videos)
+    if note:
+        print(note)
+
+
+# -----------------------------------------------------------------------------
+# the steps
+
+
+def prepare(job, where):
+    """The processor and the frame cache, every video's frames decoded into it; a video that does not decode stops
+    the run (or is listed under --skip-bad, and with --videos)."""
+    run = job.run
+    processor = model.load_processor(run.model, run.max_pixels, run.min_pixels, run.input == "video")
+    cache = frames.FrameCache(run.cache, run.frames, model.budget_of(processor))
+    job.videos = cache.fill(job.videos, job.bad, timed=run.input == "video")
+    data.report_skipped(job.bad, sibling(job.out, "skipped"))
+    if not job.videos:
+        raise InputError(f"{where}: no usable videos to predict")
+    return processor, cache
+
+
+def load(job):
+    """The base model in 4 bits, with the run's adapter on it (after checking it was trained on this model)."""
+    net = model.load_model(job.run.model, job.run.quant)
+    if job.adapter:
+        net = model.load_adapter(net, job.adapter, job.run.model, recorded=job.identity)
+    return net
+
+
+def caption(job, net, processor, cache, given):
+    """--videos: every video the user's captions file does not name gets five captions of the base model."""
+    todo = [v for v in job.videos if v.video_id not in job.captions]
+    if todo:
+        print(f"captions: {len(todo)} videos captioned by the base model"
+              + (f", {len(job.videos) - len(todo)} from {given}" if given else ""))
+        for v, captions in zip(todo, own_videos.write_captions(net, processor, todo, cache, job.run.input == "video",
+                                                               job.batch_size or 8)):
+            v.captions = captions
+    for v in job.videos:
+        v.captions = job.captions.get(v.video_id, v.captions)
+
+
+def answer(job, net, processor, cache, stand_ins=None):
+    """The model's answer for every video (decode.generate), and with `stand_ins` (--explain) the shares of its
+    inputs (explain.attribute) as well: (answers, shares or None)."""
+    run, t0 = job.run, time.time()
+    if stand_ins:
+        batch_size = job.batch_size or explain.default_batch(job.videos, run.frames, stand_ins)
+        answers, shares = explain.attribute(net, processor, job.videos, cache, batch_size, run.workers,
+                                            video=run.input == "video", stand_ins=stand_ins)
+    else:
+        answers, shares = decode.generate(net, processor, job.videos, cache, job.batch_size or 8, run.workers,
+                                          video=run.input == "video", decode=run.decode,
+                                          max_new_tokens=job.max_new_tokens), None
+    seconds = time.time() - t0
+    n = len(job.videos)
+    print(f"predicted {n} videos in {seconds:.1f}s ({n / max(seconds, 1e-9):.1f} videos/s), decode {run.decode}"
+          + (f", at most {job.max_new_tokens} new tokens" if job.max_new_tokens else "")
+          + (f", explained: {len(explain.rows(job.videos, run.frames, stand_ins))} scores" if shares else ""))
+    return answers, shares
+
+
+def write(job, scores, invalid, answers, shares, ranked):
+    """The predictions (ranked, with where the captions came from, for --videos), the raw answers of a text decode,
+    and the shares of --explain, each as CSV beside the others."""
+    table = decode.prediction_table(job.videos, scores, answers)
+    if ranked:
+        origin = ["file" if v.video_id in job.captions else "model" for v in job.videos]
+        write_csv(job.out, *own_videos.ranking(table, job.videos, origin))
+    else:
+        write_csv(job.out, *table)
+    print(f"wrote {len(scores)} predictions of the {job.run.target}-term score to {job.out}")
+    if job.run.decode != "expected":  # a distribution has no text: its predictions hold the whole answer
+        decode.write_answers(sibling(job.out, "answers"), job.videos, answers)
+        print(f"wrote the raw answers to {sibling(job.out, 'answers')}")
+    print(decode.describe_invalid(invalid, len(scores), job.fill))
+    if shares:
+        header, rows = explain.table(table, shares, job.run.frames)
+        write_csv(sibling(job.out, "explain"), header, own_videos.ranked(rows) if ranked else rows)
+        print(f"wrote each frame's and caption's share of the score to {sibling(job.out, 'explain')}")
+
+
+def measure(job, scores, labels=None, where=None):
+    """SRCC and the rest against the truth: the split's own scores, or a labels file (`where`) whose ids must name
+    the predicted videos. (metrics or None, pairs' truth, the line that says which videos lack a label or None)."""
+    truth = labels if labels is not None else {v.video_id: v.score for v in job.videos if v.score is not None}
+    mismatch = metrics.label_mismatch([v.video_id for v in job.videos], labels, where) if labels is not None else None
+    pairs = [(s, truth[v.video_id]) for v, s in zip(job.videos, scores) if v.video_id in truth]
+    if mismatch and pairs:
+        print(f"warning: {mismatch}; scoring those {len(pairs)}", file=sys.stderr)
+    m = metrics.metrics(*zip(*pairs)) if pairs else None
+    if m:
+        print(metrics.describe(m))
+    return m, truth, mismatch if not pairs else None
+
+
+def run(args):
+    """predict.py's steps, each a function above; cv.py --zero-shot runs them too. Returns the Job, the scores, the
+    count of invalid answers and the metrics (None without labels)."""
+    if args.report:
+        report.check(args.report)
+    labels = read_labels(args.labels) if args.labels else None  # a malformed file stops the run before any work
+    job = resolve(args)
+    if job.adapter:
+        model.check_adapter(job.adapter, job.run.model, job.identity)
+    select(job, args)
+    if args.explain and len(job.videos) < 2:
+        raise InputError(f"{args.videos or args.data}: --explain needs two videos or more (other videos stand in for "
+                         "the inputs it takes away)")
+    processor, cache = prepare(job, args.videos or f"{args.data}, split {args.split}")
+    if args.videos:
+        print(f"{args.videos}: {len(job.videos)} readable videos, {len(job.bad)} skipped")
+    net = load(job)
+    if args.videos:
+        caption(job, net, processor, cache, args.captions)
+    answers, shares = answer(job, net, processor, cache, args.stand_ins if args.explain else None)
+    scores, invalid = decode.postprocess(answers, job.fill)
+    write(job, scores, invalid, answers, shares, ranked=bool(args.videos))
+    if args.videos and args.sheet:
+        own_videos.contact_sheet(args.sheet, job.videos, scores, cache)
+        print(f"wrote {args.sheet}")
+    m, truth, unmatched = measure(job, scores, labels, args.labels)
+    if args.report:
+        about = [f"{len(job.videos)} videos of {args.videos or args.data + ', split ' + job.name}",
+                 f"adapter {job.adapter}" if job.adapter else f"zero-shot {job.run.model}", f"decode {job.run.decode}",
+                 metrics.describe(m) if m else None]
+        report.write(args.report, job.videos, scores, cache, decode.spread(answers), truth, shares,
+                     title=f"Memorability: {job.name}", about=" | ".join(filter(None, about)))
+        print(f"wrote {args.report}")
+    if unmatched:  # after every file is written: the predictions stand, only the scoring failed
+        raise InputError(unmatched)
+    return job, scores, invalid, m
 
 
 def main(argv=None):
+    return run(parse_args(argv))[1]
+
+
+def parse_args(argv=None):
+    d = train.Config()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # ---
-    parser.add_argument("--data", default="data/memento10k", help="dataset root (Memento10k, TRECVid, VideoMem): the "
-                        "run's source, or another one")
-    parser.add_argument("--videos", help="instead of a split: score every video file in this folder (folder.py)")
-    parser.add_argument("--recursive", action="store_true", help="with --videos: also the videos in its subfolders")
-    parser.add_argument("--captions", help="with --videos: a video,caption CSV (1-5 rows a video; video: its path "
-                        "relative to the folder); videos it does not name get five captions of the base model")
-    parser.add_argument("--sheet", help="with --videos: a PNG of the middle frames, ranked, labelled with their scores")
-    parser.add_argument("--explain", action="store_true", help="also each frame's and caption's share of the expected "
-                        "score, by occlusion (explain.py): explain-NAME.csv beside the predictions; decodes expected")
-    parser.add_argument("--report", help="an HTML page of the scored videos (report.py): one self-contained file, "
-                        "sortable, with the frames, the captions and, with --explain, their shares")
-    parser.add_argument("--adapter", help=f"run directory of train.py, or an adapter directory (default: {DEFAULT_RUN})")
-    parser.add_argument("--zero-shot", action="store_true", help="predict with the base model, no adapter")
-    parser.add_argument("--model", help="base model (hub id or folder); default: the run's, or " + qwen.DEFAULT_MODEL)
-    parser.add_argument("--quant", default=None, choices=["nf4", "none"], help="default: the run's, or nf4")
-    parser.add_argument("--decode", default=None, choices=DECODES,
-                        help="how a score is read (scoring.py): greedy (the paper's), constrained or expected; "
-                             "default: the run's, or greedy")
-    parser.add_argument("--split", default="test", choices=data.SPLITS, help="videos to predict")
-    parser.add_argument("--target", default=None, choices=data.TARGETS,
-                        help="the score predicted and scored: short- or long-term (default: the run's, or short)")
+    parser.add_argument("--data", default=d.data, help="dataset root (Memento10k, TRECVid, VideoMem): the run's source, "
+                        "or another one (default: %(default)s)")
+    parser.add_argument("--split", default="test", choices=data.SPLITS, help="videos to predict (default: %(default)s)")
     parser.add_argument("--fold", type=int, default=None, help="predict fold K of trainval (with --split trainval)")
-    parser.add_argument("--folds", type=int, default=None, help="number of folds (default: the run's, or 5)")
-    parser.add_argument("--seed", type=int, default=None, help="fold seed (default: the run's, or 0)")
-    parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the run's, or 3)")
-    parser.add_argument("--input", default=None, choices=["images", "video"],
-                        help="the frames as images or as one native video input (default: the run's, or images)")
+    parser.add_argument("--videos", help="instead of a split: score every video file in this folder (scoring/videos.py)")
+    parser.add_argument("--recursive", action="store_true", help="with --videos: also the videos in its subfolders")
+    parser.add_argument("--captions", help="with --videos: a video,caption CSV (a row a caption, as many as a video "
+                        "has; video: its path relative to the folder); videos it does not name get five captions of "
+                        "the base model")
+    parser.add_argument("--sheet", help="with --videos: a PNG of the middle frames, ranked, labelled with their scores")
+    parser.add_argument("--adapter", help=f"run directory of train.py, or an adapter directory (default: {DEFAULT_RUN}, "
+                        "what `python train.py` writes)")
+    parser.add_argument("--zero-shot", action="store_true", help="predict with the base model, no adapter")
+    parser.add_argument("--model", help=f"base model, hub id or folder (default: the run's, or {d.model}, the paper's)")
+    parser.add_argument("--quant", default=None, choices=["nf4", "none"], help=f"default: the run's, or {d.quant}")
+    parser.add_argument("--decode", default=None, choices=decode.DECODES, help="how a score is read (scoring/decode.py): "
+                        f"greedy (the paper's), constrained or expected (default: the run's, or {d.decode})")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help=f"greedy decoding's budget of new tokens; it stops where the answer ends (default: "
+                             f"{decode.ZERO_SHOT_TOKENS} zero-shot, where the base model answers in sentences; with an "
+                             "adapter, the longest valid answer: 4 tokens, 3 digits and end-of-turn)")
+    parser.add_argument("--target", default=None, choices=data.TARGETS, help="the score predicted and scored: short- "
+                        f"or long-term (default: the run's, or {d.target})")
+    parser.add_argument("--folds", type=int, default=None, help=f"number of folds (default: the run's, or {d.folds})")
+    parser.add_argument("--seed", type=int, default=None, help=f"fold seed (default: the run's, or {d.seed})")
+    parser.add_argument("--frames", type=int, default=None, help=f"frames a video (default: the run's, or {d.frames})")
+    parser.add_argument("--input", default=None, choices=["images", "video"], help="the frames as images or as one "
+                        f"native video input (default: the run's, or {d.input})")
     parser.add_argument("--max-pixels", type=int, default=None,
-                        help="pixels a frame keeps at most (default: the run's, or 448 x 448)")
+                        help=f"pixels a frame keeps at most (default: the run's, or {d.max_pixels:,}: 448 x 448)")
     parser.add_argument("--min-pixels", type=int, default=None,
                         help="pixels a frame keeps at least (default: the run's, or the processor's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="prompts a forward pass: videos (default 8); "
-                        "with --explain, variants of videos (1 + N frames + 5 captions each; default: 9 with 3 frames)")
-    parser.add_argument("--workers", type=int, default=frames.default_workers(), help="processes that make batches ahead")
+    parser.add_argument("--batch-size", type=int, default=None, help="prompts a forward pass: videos (default 8); with "
+                        "--explain, variants of videos (1 + stand-ins x (N frames + C captions) each; default: those "
+                        "of the video with the most captions, 33 with 3 frames, 5 captions, 4 stand-ins)")
+    parser.add_argument("--explain", action="store_true", help="also each frame's and caption's share of the expected "
+                        "score, each replaced by other videos' in turn (scoring/explain.py): explain-NAME.csv beside "
+                        "the predictions; decodes expected")
+    parser.add_argument("--stand-ins", type=int, default=explain.STAND_INS, help="with --explain: how many other "
+                        "videos (the next ones in order, wrapping) stand in, one at a time, for an input taken away; a "
+                        "share is the mean over them, its _std their spread (default: %(default)s)")
+    parser.add_argument("--report", help="an HTML page of the scored videos (scoring/report.py): one self-contained "
+                        "file, sortable, with the frames, the captions and, with --explain, their shares")
     parser.add_argument("--labels", help="a video_id,mem_score CSV to score the predictions against")
-    parser.add_argument("--cache", default=frames.default_cache(), help="folder of decoded frames")
     parser.add_argument("--out", help="CSV to write (default: RUN/predictions-SPLIT[-foldK].csv; with --videos "
                         "RUN/scores-FOLDER.csv)")
-    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable videos and bad records, listing them "
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"processes that make batches ahead (default: {d.workers})")
+    parser.add_argument("--cache", default=None, help=f"folder of decoded frames (default: {d.cache})")
+    parser.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable videos and bad records, listing them "
                         "(always so with --videos)")
     # ---
     args = parser.parse_args(argv)
@@ -352,116 +366,9 @@ def main(argv=None):
         parser.error("--recursive, --captions and --sheet go with --videos")
     if args.explain and args.decode not in (None, "expected"):
         parser.error(f"--explain reads the expected score: drop --decode {args.decode}")
-    if args.report:
-        report.check(args.report)
-    if not args.zero_shot and not args.adapter:
-        if not os.path.exists(DEFAULT_RUN):
-            raise InputError(f"{DEFAULT_RUN}: no trained run yet: train one first (python train.py), "
-                                  "or pass --adapter RUN or --zero-shot")
-        args.adapter = DEFAULT_RUN
-
-    adapter, run = (None, None) if args.zero_shot else resolve_run(args.adapter)
-    run = run or {}
-    model_id = args.model or run.get("model") or (qwen.base_model_of(adapter) if adapter else qwen.DEFAULT_MODEL)
-    quant = args.quant or run.get("quant", "nf4")
-    decode = "expected" if args.explain else args.decode or run.get("decode", "greedy")
-    folds, seed = args.folds or run.get("folds", 5), args.seed if args.seed is not None else run.get("seed", 0)
-    n_frames = args.frames or run.get("frames", 3)
-    video = (args.input or run.get("input", "images")) == "video"
-    if video and n_frames < 2:
-        raise InputError("--input video needs --frames 2 or more (one frame is an image)")
-    max_pixels = args.max_pixels or run.get("max_pixels", frames.DEFAULT_MAX_PIXELS)
-    min_pixels = args.min_pixels or run.get("min_pixels")
-    fill = round(run["train_mean"]) if "train_mean" in run else PAPER_TRAIN_MEAN
-    batch_size = args.batch_size or (explain.default_batch(n_frames) if args.explain else 8)
-    target = args.target or run.get("target", "short")
-    if args.videos:
-        suffix = os.path.basename(os.path.normpath(os.path.abspath(args.videos)))
-        default_out = f"scores-{suffix}.csv"
-    else:
-        source = data.source(args.data)
-        other = "source" in run and source != run["source"]  # the run trained on another source than it predicts
-        suffix = ((f"{source.lower()}-" if other else "") + args.split
-                  + (f"-fold{args.fold}" if args.fold is not None else "") + ("-long" if target == "long" else ""))
-        default_out = f"predictions-{suffix}.csv"
-        if other:
-            print(f"across sources: the run trained on {run['source']} ({run.get('data')}), predicting {source}")
-    out = args.out or os.path.join(os.path.dirname(adapter) if adapter else ".", default_out)
-
-    if adapter:
-        qwen.check_adapter(adapter, model_id, run.get("model_identity"))
-    if args.videos:  # a file that is no readable video is listed and skipped, never fatal
-        bad, videos = [], folder.find_videos(args.videos, args.recursive)
-        given = folder.read_captions(args.captions, videos) if args.captions else {}
-        if not videos:
-            raise InputError(f"{args.videos}: no video files ({', '.join(folder.VIDEO_EXTENSIONS)})"
-                                  + ("" if args.recursive else "; --recursive looks in its subfolders too"))
-    else:
-        bad = [] if args.skip_bad else None
-        videos = data.heldout(args.data, args.split, args.fold, folds, seed, bad, target)
-        note = data.captions_note(videos)
-        if note:
-            print(note)
-    processor = qwen.load_processor(model_id, max_pixels, min_pixels, video)
-    cache = frames.FrameCache(args.cache, n_frames, qwen.budget_of(processor))
-    videos = cache.fill(videos, bad, timed=video)
-    data.report_skipped(bad, os.path.join(os.path.dirname(os.path.abspath(out)), f"skipped-{suffix}.csv"))
-    if args.videos:
-        print(f"{args.videos}: {len(videos)} readable videos, {len(bad)} skipped")
-    if not videos:
-        raise InputError(f"{args.videos or args.data}: no usable videos to predict"
-                              + ("" if args.videos else f" in split {args.split}"))
-    model = qwen.load_model(model_id, quant)
-    if adapter:
-        model = qwen.load_adapter(model, adapter, model_id, recorded=run.get("model_identity"))
-    if args.videos:
-        todo = [v for v in videos if v.video_id not in given]
-        if todo:
-            print(f"captions: {len(todo)} videos captioned by the base model"
-                  + (f", {len(videos) - len(todo)} from {args.captions}" if args.captions else ""))
-            for v, captions in zip(todo, folder.write_captions(model, processor, todo, cache, video, batch_size)):
-                v.captions = captions
-        for v in videos:
-            v.captions = given.get(v.video_id, v.captions)
-    t0 = time.time()
-    if args.explain:
-        answers, shares = attribute(model, processor, videos, cache, batch_size, args.workers, video=video)
-    else:
-        answers, shares = generate(model, processor, videos, cache, batch_size, args.workers, video=video,
-                                   decode=decode), None
-    seconds = time.time() - t0
-    print(f"predicted {len(videos)} videos in {seconds:.1f}s ({len(videos) / max(seconds, 1e-9):.1f} videos/s), "
-          f"decode {decode}" + (f", explained: {len(explain.rows(videos, n_frames))} scores" if shares else ""))
-    scores, invalid = postprocess(answers, fill)
-    table = prediction_table(videos, scores, answers)
-    if args.videos:
-        sources = ["file" if v.video_id in given else "model" for v in videos]
-        write_table(out, *folder.ranking(table, videos, sources))
-        if args.sheet:
-            folder.contact_sheet(args.sheet, videos, scores, cache)
-            print(f"wrote {args.sheet}")
-    else:
-        write_table(out, *table)
-    print(f"wrote {len(scores)} predictions of the {target}-term score to {out}")
-    print(f"invalid answers: {invalid}/{len(scores)} ({100 * invalid / max(len(scores), 1):.2f}%), replaced by {fill}")
-    if shares:
-        header, rows = explain.table(table, shares, n_frames)
-        path = os.path.join(os.path.dirname(os.path.abspath(out)), f"explain-{suffix}.csv")
-        write_table(path, header, folder.ranked(rows) if args.videos else rows)
-        print(f"wrote each frame's and caption's share of the score to {path}")
-
-    truth = read_labels(args.labels) if args.labels else {v.video_id: v.score for v in videos if v.score is not None}
-    pairs = [(s, truth[v.video_id]) for v, s in zip(videos, scores) if v.video_id in truth]
-    measured = describe(metrics(*zip(*pairs))) if pairs else None
-    if measured:
-        print(measured)
-    if args.report:
-        about = [f"{len(videos)} videos of {args.videos or args.data + ', split ' + suffix}",
-                 f"zero-shot {model_id}" if args.zero_shot else f"adapter {adapter}", f"decode {decode}", measured]
-        report.write(args.report, videos, scores, cache, spread(answers), truth, shares,
-                     title=f"Memorability: {suffix}", about=" | ".join(filter(None, about)))
-        print(f"wrote {args.report}")
-    return scores
+    if args.stand_ins < 1:
+        parser.error("--stand-ins takes 1 or more")
+    return args
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ lives in text can be tested on its own.
 """
 
 import re
+from decimal import ROUND_HALF_UP, Decimal
 
 import torch
 
-from qwen_vl_processor import ImageTransform
 
 INSTRUCTION = (
     "You are an expert in multimedia perception and memorability. On a scale from 0 to 100, predict how "
@@ -24,6 +24,7 @@ CAPTION_REQUEST = "Describe what happens in this video in one short sentence."
 IMAGE_PAD = "<|image_pad|>"  # one visual token of a frame in Qwen's chat layout
 VIDEO_PAD = "<|video_pad|>"  # one visual token of a native video input (two frames' tubelets)
 END_OF_TURN = "<|im_end|>"  # Qwen's end of an assistant turn; the model must learn to stop after the score
+END_OF_TEXT = "<|endoftext|>"  # Qwen's end of a document; the official Qwen-VL-Chat also stops an answer there
 IGNORE = -100  # label of a position that carries no loss (torch's cross_entropy ignore_index)
 
 
@@ -56,11 +57,25 @@ def target_ids(tokenizer, label):
     return tokenizer.encode(str(label), add_special_tokens=False) + [tokenizer.convert_tokens_to_ids(END_OF_TURN)]
 
 
+def stop_ids(tokenizer):
+    """The token ids that end an answer: end-of-turn, and end-of-text where the tokenizer has it (Qwen-VL-Chat's
+    official chat stops at either; its generation_config names end-of-text as the end of sequence)."""
+    end_of_text = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+    known = end_of_text is not None and end_of_text != getattr(tokenizer, "unk_token_id", None)
+    return [tokenizer.convert_tokens_to_ids(END_OF_TURN)] + ([end_of_text] if known else [])
+
+
 def answer_ids(tokenizer):
     """The token ids of every answer the method allows, scores 0..100 in order: each one's target_ids. They come from
     the tokenizer's own encoding of each number, so they are the exact answers whatever it does with digits (Qwen's
     split them one by one: 1-3 digit tokens, then end-of-turn; another may make "100" one token)."""
     return [target_ids(tokenizer, s) for s in range(101)]
+
+
+def answer_length(tokenizer):
+    """Tokens of the longest valid answer (4 with Qwen's digits: "100" and end-of-turn): all that a fine-tuned model
+    needs to say, so its decoding stops there."""
+    return max(map(len, answer_ids(tokenizer)))
 
 
 def left_pad(rows, value):
@@ -88,7 +103,7 @@ def join(prompts, targets, pad_id):
     return input_ids, attention_mask, labels
 
 
-def encode(processor, frames, captions, labels=None, seconds=None, request=None):
+def encode(processor, frames, captions, labels=None, seconds=None, request=None, answer=target_ids):
     """
     A batch of videos -> model inputs (and labels when `labels`, the integer scores, are given).
     frames: per video its frames, (3, H, W) tensors or (H, W, 3) arrays; captions: per video its captions.
@@ -99,6 +114,7 @@ def encode(processor, frames, captions, labels=None, seconds=None, request=None)
     the paper's question (see messages), and captions may be empty. The patches stay uint8 and an image is not yet repeated
     over the vision tower's two time steps: `pixels` does both where the model is, and a batch moves 8x fewer bytes
     from the loader's workers to the GPU than the processor's own float32 patches (4x for a video).
+    answer(tokenizer, label): a target's token ids, target_ids unless told (tiny.teach_answer_format teaches others).
     """
     tokenizer = processor.tokenizer
     video = seconds is not None
@@ -114,7 +130,7 @@ def encode(processor, frames, captions, labels=None, seconds=None, request=None)
     enc = processor(text=texts, **visual, padding=True, padding_side="left", return_tensors="pt", do_rescale=False,
                     do_normalize=False)
     keep = enc["attention_mask"].bool()
-    targets = [target_ids(tokenizer, y) for y in labels] if labels is not None else [[] for _ in texts]
+    targets = [answer(tokenizer, y) for y in labels] if labels is not None else [[] for _ in texts]
     input_ids, attention_mask, label_ids = join([ids[k] for ids, k in zip(enc["input_ids"], keep)], targets,
                                                 tokenizer.pad_token_id)
     batch = dict(input_ids=input_ids, attention_mask=attention_mask)
@@ -146,32 +162,6 @@ def video_metadata(seconds, n_frames):
     return dict(total_num_frames=n_frames, fps=fps, frames_indices=list(range(n_frames)))
 
 
-def pixels(patches, processor, repeat=True):
-    """
-    The uint8 patches of `encode` -> the float32 pixel values the processor (its image or video processor) makes
-    itself: its rescale and normalization, fused as it fuses them ((x - mean / r) / (std / r), r the rescale factor,
-    per channel), then with `repeat` each still frame repeated over the vision tower's time steps (Qwen embeds
-    tubelets of temporal_patch_size frames). A patch is laid out (channel, time, row, column).
-    """
-    mean = torch.tensor(processor.image_mean, device=patches.device) * (1.0 / processor.rescale_factor)
-    std = torch.tensor(processor.image_std, device=patches.device) * (1.0 / processor.rescale_factor)
-    x = patches.to(torch.float32).view(len(patches), len(mean), 1, -1)
-    x = x.sub_(mean[:, None, None]).div_(std[:, None, None])
-    return x.expand(-1, -1, processor.temporal_patch_size if repeat else 1, -1).reshape(len(patches), -1)
-
-
-def to_model(batch, processor, device):
-    """A batch of `encode` on the model's device, its patches normalized there; copies from pinned memory overlap."""
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    if "pixel_values" in batch and isinstance(processor.image_processor, ImageTransform):  # Qwen-VL-Chat's own
-        batch["pixel_values"] = processor.image_processor.normalize(batch["pixel_values"])
-    elif "pixel_values" in batch:
-        batch["pixel_values"] = pixels(batch["pixel_values"], processor.image_processor)
-    if "pixel_values_videos" in batch:  # a tubelet's time steps are two different frames already: nothing to repeat
-        batch["pixel_values_videos"] = pixels(batch["pixel_values_videos"], processor.video_processor, repeat=False)
-    return batch
-
-
 def token_counts(batch, tokenizer):
     """(visual, all) tokens of each row of an encoded batch, padding left out."""
     real = batch["attention_mask"].bool()
@@ -183,15 +173,48 @@ def token_counts(batch, tokenizer):
     return list(zip(visual.tolist(), real.sum(1).tolist()))
 
 
-# The paper's post-processing: the first number in the answer, kept if it lies in 0..100. The lookarounds keep
-# "6666", "1000" or "-5" from being read as a valid 66, 100 or 5.
-_NUMBER = re.compile(r"(?<![\d.\-])(\d{1,3})(?:\.\d+)?(?![\d])")
+# The paper's post-processing (§4.1), "a regular expression extracts a number between 0 and 100", as a careful reader
+# of free text takes it (parse_score). The answer is read left to right as scales, references, ranges and numbers; at
+# any place the first of these that fits is taken. A number glued to letters is part of a word ("mp4", "3rd", "4K"),
+# and a run of digits is read whole ("6666" is not 66).
+_N = r"\d+(?:\.\d+)?"  # a number as written: digits, then maybe a decimal part
+_TO = r"(?:\s*[-\u2013\u2014]\s*|\s+to\s+)"  # what joins a range's ends: a hyphen or a dash, or "to"
+_READING = re.compile(
+    r"(?<![A-Za-z\d])(?:"
+    # a scale: a range after "scale", "scale of N", "out of N", "/N", "N-point"
+    rf"(?P<scale>scale\s+(?:(?:of|from)\s+)?{_N}{_TO}{_N}|scale\s+of\s+{_N}|out\s+of\s+{_N}|/\s*{_N}|{_N}[-\s]point)"
+    # a reference: "#1", "Picture 2", "frames 3", a single digit that opens a list's line ("1. ", "2) ")
+    r"|(?P<reference>#\s*\d+|(?:picture|image|frame|caption)s?\s*#?\s*\d+|^[ \t]*\d[.)](?=[ \t]))"
+    # a range: "between 70 and 80", "from 70 to 80", "70-80", "70 to 80"
+    rf"|between\s+(?P<low>{_N})\s+and\s+(?P<high>{_N})|(?:from\s+)?(?P<from>{_N}){_TO}(?P<to>{_N})"
+    rf"|(?P<number>[-\u2212]?{_N})"  # a number, maybe negative
+    r")(?![A-Za-z\d])",
+    re.IGNORECASE | re.MULTILINE)
 
 
 def parse_score(answer):
-    """Free text -> integer 0..100, or None when the answer holds no such number (an invalid prediction)."""
-    m = _NUMBER.search(answer)
-    if m is None:
-        return None
-    value = int(m.group(1))
-    return value if value <= 100 else None
+    """
+    Free text -> integer 0..100, or None when the answer holds no score (an invalid prediction), by this rule:
+    The score is the answer's first number, where a scale ("0 to 100", "between 0 and 100", "out of 100", "/100",
+    "on a scale of 1 to 10") and a reference ("#1", "Picture 2", "3rd", a digit opening a list line as in "1. ") are
+    not numbers, a range ("70-80", "between 70 and 80") counts as its midpoint and a percentage as its number.
+    It is rounded half up (72.5 -> 73, 0.85 -> 1) and must lie in 0-100: an answer whose first number does not
+    (-5, 101, 6666), or that has none, is invalid.
+    So of several numbers the first decides, even where a later one was meant, and a number on another scale is read
+    as written (8/10 -> 8), never rescaled: the raw answers are kept (answers.csv) to be read again by another rule.
+    """
+    for m in _READING.finditer(answer):
+        if m["scale"] or m["reference"]:
+            continue
+        if m["number"]:
+            value = Decimal(m["number"].replace("\u2212", "-"))
+        else:
+            low, high = Decimal(m["low"] or m["from"]), Decimal(m["high"] or m["to"])
+            if low in (0, 1) and high == 100:  # the scale the prompt gives ("between 0 and 100"), not a reading
+                continue
+            value = (low + high) / 2
+        if value < 0:
+            return None
+        value = int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        return value if value <= 100 else None
+    return None

@@ -42,12 +42,14 @@ from tqdm import tqdm
 
 import data
 import frames
-import model as qwen
-import predict
+import model
 import prompt
-from checkpoint import checkpoints, csv_text, load_checkpoint, save_checkpoint, write_atomic
-from distributed import bare, gather, init_distributed, on_first_rank, rank_world
-from errors import InputError, cli
+from model import DEFAULT_ALPHA, DEFAULT_MODEL, DEFAULT_R
+from plumbing.checkpoint import checkpoints, load_checkpoint, save_checkpoint
+from plumbing.distributed import bare, gather, init_distributed, on_first_rank, rank_world
+from plumbing.errors import Help, InputError, cli
+from plumbing.files import csv_lines, write_csv, write_text
+from scoring import decode, metrics
 
 
 DEFAULT_MAX_PIXELS, DEFAULT_WORKERS = frames.DEFAULT_MAX_PIXELS, frames.default_workers()
@@ -56,7 +58,7 @@ DEFAULT_MAX_PIXELS, DEFAULT_WORKERS = frames.DEFAULT_MAX_PIXELS, frames.default_
 @dataclass
 class Config:
     data: str = "data/memento10k"  # dataset root: Memento10k (either release), MediaEval 2021's TRECVid, VideoMem
-    model: str = qwen.DEFAULT_MODEL  # hub id or local folder: Qwen-VL-Chat(-Int4), the paper's, or Qwen2-VL / 2.5-VL / 3-VL
+    model: str = DEFAULT_MODEL  # hub id or local folder: Qwen-VL-Chat(-Int4), the paper's, or Qwen2-VL / 2.5-VL / 3-VL
     quant: str = "nf4"  # nf4: bitsandbytes 4-bit NF4 with double quantization; none: the checkpoint's precision
     out: str | None = None  # run directory; None: runs/r{R}-a{ALPHA}
     split: str = "train"  # train (held out: val) or trainval (held out: fold K with --fold, else nothing)
@@ -74,8 +76,8 @@ class Config:
     input: str = "images"
     max_pixels: int = DEFAULT_MAX_PIXELS  # pixels a frame keeps at most (448 x 448: the paper's input size)
     min_pixels: int | None = None  # pixels a frame keeps at least; None: the processor's own
-    r: int = qwen.DEFAULT_R  # LoRA rank
-    alpha: float = qwen.DEFAULT_ALPHA  # LoRA alpha; the update is scaled by alpha / r
+    r: int = DEFAULT_R  # LoRA rank
+    alpha: float = DEFAULT_ALPHA  # LoRA alpha; the update is scaled by alpha / r
     dropout: float = 0.05  # LoRA dropout
     # language-model modules that get LoRA; None: the paper's (c_attn on Qwen-VL-Chat, q/k/v on the others), resolved
     # and saved when the run starts
@@ -127,8 +129,8 @@ class Config:
             (self.lr > 0, f"--lr must be positive, not {self.lr}"),
             (0 <= self.warmup < 1, f"--warmup must be in [0, 1), not {self.warmup}"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, not {self.eval_batch_size}"),
-            (self.decode in predict.DECODES,
-             f"--decode must be one of {', '.join(predict.DECODES)}, not {self.decode!r}"),
+            (self.decode in decode.DECODES,
+             f"--decode must be one of {', '.join(decode.DECODES)}, not {self.decode!r}"),
             (self.log_every >= 1 and self.ckpt_every >= 1 and self.keep >= 1, "--log-every, --ckpt-every and --keep must be positive"),
         ]
         for ok, message in checks:
@@ -139,17 +141,17 @@ class Config:
 
 
 def default_run(r, alpha):
-    """Where `python train.py` writes a run by default (predict.DEFAULT_RUN, for the default r and alpha)."""
-    return os.path.join("runs", qwen.config_name(r, alpha))
+    """Where `python train.py` writes a run by default (predict.py's default --adapter, for the default r and alpha)."""
+    return os.path.join("runs", model.config_name(r, alpha))
 
 
 def build_model(cfg):
     """The frozen 4-bit base with gradient checkpointing as configured, and fresh LoRA on it."""
-    model = qwen.load_model(cfg.model, cfg.quant)
+    net = model.load_model(cfg.model, cfg.quant)
     if cfg.grad_ckpt:
         # non-reentrant checkpointing needs no input that requires grad: the frozen embeddings can stay frozen
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return qwen.add_lora(model, cfg.r, cfg.alpha, cfg.dropout, cfg.targets.split(",") if cfg.targets else None)
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.add_lora(net, cfg.r, cfg.alpha, cfg.dropout, cfg.targets.split(",") if cfg.targets else None)
 
 
 def optimizer(model, cfg):
@@ -209,12 +211,12 @@ def train_step(net, opt, micro, processor, grad_clip, live=True):
         if not live:
             labels = torch.full_like(labels, prompt.IGNORE)
         k = max(1, int((labels != prompt.IGNORE).sum(1).max()))  # on the CPU: no wait for the GPU
-        batch = prompt.to_model(batch, processor, device)
+        batch = frames.to_model(batch, processor, device)
         targets = labels[:, -k:].to(device, non_blocking=True)
         # DDP averages gradients over ranks in the backward of the step's last micro-batch; the others skip it
         last = i == len(micro) - 1
         with nullcontext() if last or world == 1 else net.no_sync():
-            with predict.autocast(device):
+            with decode.autocast(device):
                 loss = score_loss(net, batch, targets)
             (loss * world / n_targets).backward()  # the mean over ranks of world * rank's sum / n = global sum / n
         loss_sum += loss.detach()
@@ -256,12 +258,12 @@ def evaluate(cfg, model, processor, videos, cache, fill):
     scores 0-100, answers)."""
     rank, world = rank_world()
     mine = videos[rank::world]
-    answers = predict.generate(model, processor, mine, cache, cfg.eval_batch_size, cfg.workers, progress=False,
+    answers = decode.generate(model, processor, mine, cache, cfg.eval_batch_size, cfg.workers, progress=False,
                                video=cfg.input == "video", decode=cfg.decode) if mine else []
     shares = gather(answers)
     answers = [shares[i % world][i // world] for i in range(len(videos))]
-    scores, invalid = predict.postprocess(answers, fill)
-    m = predict.metrics(scores, [v.score for v in videos])
+    scores, invalid = decode.postprocess(answers, fill)
+    m = metrics.metrics(scores, [v.score for v in videos])
     return dict(srcc=m["srcc"], pearson=m["pearson"], mse=m["mse"], invalid=invalid, n=m["n"]), scores, answers
 
 
@@ -280,7 +282,7 @@ def fit(cfg, net, processor, opt, train_videos, heldout, cache, start_step=0, hi
     # loss.csv grows as steps are logged; a resumed run first rewrites it from the checkpoint's history
     loss_log = os.path.join(cfg.out, "loss.csv")
     if rank == 0:
-        write_atomic(loss_log, csv_text(history["loss"], LOSS_COLUMNS))
+        write_csv(loss_log, LOSS_COLUMNS, [[h[k] for k in LOSS_COLUMNS] for h in history["loss"]])
     plan = step_batches(len(train_videos), cfg, start_step, total, rank, world)
     batches = iter(frames.loader(frames.Batches(train_videos, cache, processor, video=cfg.input == "video"),
                                [m for micro, _ in plan for m in micro], cfg.workers))
@@ -311,7 +313,7 @@ def fit(cfg, net, processor, opt, train_videos, heldout, cache, start_step=0, hi
             history["loss"] += rows
             if rank == 0:
                 with open(loss_log, "a") as f:
-                    f.write(csv_text(rows, LOSS_COLUMNS, header=False))
+                    f.write(csv_lines(None, [[r[k] for k in LOSS_COLUMNS] for r in rows]))
             dt = time.time() - t0
             if shown and rank == 0:
                 tqdm.write(f"step {step:05d} ({100 * (step + 1) / total:5.1f}%) | epoch {epoch} | loss {losses[-1]:.4f} "
@@ -326,12 +328,12 @@ def fit(cfg, net, processor, opt, train_videos, heldout, cache, start_step=0, hi
                 m, scores, answers = evaluate(cfg, bare(net), processor, heldout, cache, fill)
                 row.update(m)
                 if rank == 0:
-                    predict.write_predictions(os.path.join(cfg.out, f"predictions-{heldout_name(cfg)}.csv"), heldout,
+                    decode.write_predictions(os.path.join(cfg.out, f"predictions-{heldout_name(cfg)}.csv"), heldout,
                                               scores, answers)
                     tqdm.write(f"epoch {epoch} | held-out SRCC {m['srcc']:.4f} | invalid {m['invalid']}/{m['n']}")
             history["epochs"].append(row)
             if rank == 0:
-                write_atomic(os.path.join(cfg.out, "metrics.csv"), csv_text(history["epochs"], list(row)))
+                write_csv(os.path.join(cfg.out, "metrics.csv"), list(row), [[h[k] for k in row] for h in history["epochs"]])
         # 6) a checkpoint every ckpt_every steps and at each epoch's end
         if checkpoint:
             position = dict(epoch=epoch, position=(k + 1) * per_step, order=epoch_ids(train_videos, cfg.seed, epoch))
@@ -381,7 +383,7 @@ def changed_settings(saved, cfg, ignore=()):
     defaults = {f.name: f.default for f in fields(Config)}
     changed = [k for k, v in asdict(cfg).items()
                if k not in FREE_SETTINGS + PATHS + tuple(ignore) and saved.get(k, defaults[k]) != v]
-    if saved["model"] != cfg.model and saved.get("model_identity") != qwen.identity(cfg.model):
+    if saved["model"] != cfg.model and saved.get("model_identity") != model.identity(cfg.model):
         changed.append("model (another configuration)")
     return changed
 
@@ -396,18 +398,18 @@ def main(cfg, resume=False, overwrite=False):
     say = print if rank == 0 else (lambda *args, **kwargs: None)
     # Bad records stop the run before anything is written, a run being replaced included.
     bad = [] if cfg.skip_bad else None
-    train_videos, heldout = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad, cfg.target,
-                                               cfg.heldout_data)
+    train_videos, heldout, assignment = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad,
+                                                           cfg.target, cfg.heldout_data)
     if cfg.targets is None:  # the paper's, for this model: recorded as such, so a resume compares like with like
-        cfg.targets = qwen.paper_targets(cfg.model)
+        cfg.targets = model.paper_targets(cfg.model)
     on_first_rank(prepare_out, cfg, resume, overwrite, world)
     say(json.dumps(asdict(cfg), indent=1))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    processor = qwen.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels, cfg.input == "video")
-    cache = frames.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
+    processor = model.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels, cfg.input == "video")
+    cache = frames.FrameCache(cfg.cache, cfg.frames, model.budget_of(processor))
     video = cfg.input == "video"
     if world > 1:  # rank 0 decodes on every core; the others then read the cache
         on_first_rank(cache.fill, train_videos + heldout, None if bad is None else [], None, video)
@@ -417,9 +419,9 @@ def main(cfg, resume=False, overwrite=False):
         data.report_skipped(bad, os.path.join(cfg.out, "skipped.csv"))
     if not train_videos:
         raise InputError(f"{cfg.data}: no usable training videos in split {cfg.split}")
-    if cfg.fold is not None and rank == 0:
-        folds = data.make_folds([v.video_id for v in train_videos + heldout], cfg.folds, cfg.seed)
-        write_atomic(os.path.join(cfg.out, "folds.json"), json.dumps(dict(seed=cfg.seed, folds=folds)))
+    if assignment is not None and rank == 0:  # the folds drawn before the drops, as this run used them
+        write_text(os.path.join(cfg.out, "folds.json"), json.dumps(data.split_record(
+            assignment, cfg.fold, cfg.seed, [v.video_id for v in train_videos + heldout])))
     say(f"training videos: {len(train_videos)} | held-out videos: {len(heldout)}"
         + (f" (of {cfg.heldout_data})" if cfg.heldout_data else "") + f" | target: {cfg.target}-term scores")
     for note in dict.fromkeys(data.captions_note(v) for v in (train_videos, heldout) if data.captions_note(v)):
@@ -433,19 +435,19 @@ def main(cfg, resume=False, overwrite=False):
             f"{cfg.grad_accum} accumulated x {world} ranks)")
     train_mean = float(np.mean([v.label for v in train_videos]))
     if rank == 0:
-        write_atomic(os.path.join(cfg.out, "config.json"), json.dumps(
+        write_text(os.path.join(cfg.out, "config.json"), json.dumps(
             dict(asdict(cfg), train_mean=train_mean, ranks=world, global_batch=global_batch(cfg, world),
-                 model_identity=qwen.identity(cfg.model), source=data.source(cfg.data)), indent=1))
+                 model_identity=model.identity(cfg.model), source=data.source(cfg.data)), indent=1))
 
-    model = build_model(cfg)
-    trainable, total = qwen.count_parameters(model)
+    net = build_model(cfg)
+    trainable, total = model.count_parameters(net)
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
-    opt = optimizer(model, cfg)
+    opt = optimizer(net, cfg)
 
     start_step, history = 0, None
     newest = gather(checkpoints(cfg.out)[-1:] if resume else [])[0]  # rank 0's view: all resume from one checkpoint
     if newest:
-        meta, start_step = load_checkpoint(newest[0], model, opt)
+        meta, start_step = load_checkpoint(newest[0], net, opt)
         history = meta["history"]
         if meta["order"] != epoch_ids(train_videos, cfg.seed, meta["epoch"]):
             raise InputError(f"{newest[0]}: the training videos changed since this checkpoint")
@@ -454,7 +456,7 @@ def main(cfg, resume=False, overwrite=False):
         torch.manual_seed(cfg.seed + rank)  # the ranks' dropout draws differ; rank 0's are a single process's
     # DDP averages the LoRA gradients over the ranks in the backward; the frozen 4-bit base is not its concern, and
     # its buffers are the same on every rank, so none is synced at each forward.
-    net = model if world == 1 else DDP(model, device_ids=[model.device] if model.device.type == "cuda" else None,
+    net = net if world == 1 else DDP(net, device_ids=[net.device] if net.device.type == "cuda" else None,
                                        forward_sync_buffers=False)
     t0 = time.time()
     history = fit(cfg, net, processor, opt, train_videos, heldout, cache, start_step, history)
@@ -465,8 +467,8 @@ def main(cfg, resume=False, overwrite=False):
                   samples_per_second=round(steps * global_batch(cfg, world) / max(seconds, 1e-9), 2))
     if rank > 0:
         return result
-    qwen.save_adapter(model, os.path.join(cfg.out, "adapter"))
-    write_atomic(os.path.join(cfg.out, "metrics.json"), json.dumps(result, indent=1))
+    model.save_adapter(net, os.path.join(cfg.out, "adapter"))
+    write_text(os.path.join(cfg.out, "metrics.json"), json.dumps(result, indent=1))
     print(f"wrote {cfg.out}/adapter" + (f" | held-out SRCC {final['srcc']:.4f} ({final['invalid']} invalid of {final['n']})"
                                          if "srcc" in final else ""))
     return result
@@ -477,11 +479,12 @@ def main(cfg, resume=False, overwrite=False):
 
 def parse_args(argv=None):
     d = Config()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
     # ---
     parser.add_argument("--data", default=d.data, help="dataset root: Memento10k (authors' JSON or MediaEval 2021 CSV), "
                         "MediaEval 2021's TRECVid or VideoMem; the layout is detected")
-    parser.add_argument("--model", default=d.model, help="hub id or local folder of a native Qwen VLM")
+    parser.add_argument("--model", default=d.model, help="hub id or local folder: Qwen-VL-Chat-Int4 (the paper's), "
+                        "Qwen-VL-Chat, or a native Qwen2-VL / Qwen2.5-VL / Qwen3-VL")
     parser.add_argument("--quant", default=d.quant, choices=["nf4", "none"], help="4-bit NF4 or the checkpoint's precision")
     parser.add_argument("--out", help="run directory (default: runs/r{R}-a{ALPHA})")
     parser.add_argument("--split", default=d.split, choices=["train", "trainval"], help="what to train on")
@@ -511,7 +514,7 @@ def parse_args(argv=None):
     parser.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm")
     parser.add_argument("--no-grad-ckpt", dest="grad_ckpt", action="store_false", help="turn gradient checkpointing off")
     parser.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size, help="videos per generation batch")
-    parser.add_argument("--decode", default=d.decode, choices=predict.DECODES,
+    parser.add_argument("--decode", default=d.decode, choices=decode.DECODES,
                         help="how the held-out score is read: greedy (the paper's), constrained or expected (scoring.py)")
     parser.add_argument("--log-every", type=int, default=d.log_every, help="steps between progress lines")
     parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="steps between checkpoints")

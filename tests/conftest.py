@@ -26,24 +26,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 warnings.filterwarnings("ignore")
 
-from tiny import TINY_RECIPE  # noqa: E402
+from scaffold.tiny import TINY_RECIPE  # noqa: E402
+import scoring.decode
 
 
 def script(name, *args, cwd=ROOT, env=None):
-    """`python NAME ARGS` run in this process, as the interpreter runs it (`__main__`, sys.argv, the working
-    directory, the environment): (exit code, stdout, stderr), with a traceback on stderr and exit code 1 where the
-    script raises. What a new interpreter would add is its start and ~10 s of imports (torch, transformers, peft),
-    which this process has done once. Tests that kill a run, or launch ranks, start real processes instead."""
+    """`python NAME ARGS` (a file at the top, train.py) or `python -m NAME ARGS` (NAME "-m scaffold.tiny": a module of a
+    folder) run in this process, as the interpreter runs it (`__main__`, sys.argv, the working directory, the
+    environment): (exit code, stdout, stderr), with a traceback on stderr and exit code 1 where the script raises. What
+    a new interpreter would add is its start and ~10 s of imports (torch, transformers, peft), which this process has
+    done once. Tests that kill a run, or launch ranks, start real processes instead."""
     out, err = io.StringIO(), io.StringIO()
     saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
     code = 0
     try:
-        sys.argv = [os.path.join(ROOT, name), *map(str, args)]
+        module = name[3:] if name.startswith("-m ") else None
+        sys.argv = [module or os.path.join(ROOT, name), *map(str, args)]
         os.environ.update(env or {})
         os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                runpy.run_path(sys.argv[0], run_name="__main__")
+                if module:  # as `python -m`: sys.argv[0] becomes the module's file while it runs
+                    runpy.run_module(module, run_name="__main__", alter_sys=True)
+                else:
+                    runpy.run_path(sys.argv[0], run_name="__main__")
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             except Exception:
@@ -90,16 +96,17 @@ TEST_RECIPE = RECIPE + ["--epochs", 6]
 QWEN_VL_RECIPE = TEST_RECIPE + ["--lr", 2e-3]
 
 
-def greedy_equals_generate(model, batch, end, pad):
-    """predict.greedy's tokens for a batch on the model, after checking they are model.generate's greedy ones."""
+def greedy_equals_generate(model, batch, end, pad, max_new_tokens=4):
+    """scoring.decode.greedy's tokens for a batch on the model, after checking they are model.generate's greedy ones; `end`:
+    the id, or ids, that end an answer; 4 new tokens at most unless told (a fine-tuned model's longest answer)."""
     import torch
 
-    import predict
 
     model.eval()
-    ours = predict.greedy(model, batch, end, pad, max_new_tokens=4)
+    ours = scoring.decode.greedy(model, batch, end, pad, max_new_tokens)
     with torch.no_grad():
-        theirs = model.generate(**batch, max_new_tokens=4, do_sample=False, eos_token_id=end, pad_token_id=pad)
+        theirs = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=end,
+                                pad_token_id=pad)
     theirs = theirs[:, batch["input_ids"].shape[1]:]
     assert ours.tolist() == theirs[:, :ours.shape[1]].tolist() and ours.shape[1] == theirs.shape[1]
     return ours
@@ -108,25 +115,25 @@ def greedy_equals_generate(model, batch, end, pad):
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A tiny random Qwen2.5-VL checkpoint folder (model, tokenizer, processor)."""
-    return build_once(tmp_path_factory, "tiny-qwen2_5_vl", lambda folder: command("tiny.py", folder))
+    return build_once(tmp_path_factory, "tiny-qwen2_5_vl", lambda folder: command("-m scaffold.tiny", folder))
 
 
 @pytest.fixture(scope="session")
 def tiny3(tmp_path_factory):
     """A tiny random Qwen3-VL checkpoint folder."""
-    return build_once(tmp_path_factory, "tiny-qwen3_vl", lambda folder: command("tiny.py", folder, "--family", "qwen3_vl"))
+    return build_once(tmp_path_factory, "tiny-qwen3_vl", lambda folder: command("-m scaffold.tiny", folder, "--family", "qwen3_vl"))
 
 
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory):
     """300 synthetic videos in the authors' JSON layout; the score is a function of the last frame."""
-    return build_once(tmp_path_factory, "synthetic", lambda folder: command("synthetic.py", folder, "--n", 300))
+    return build_once(tmp_path_factory, "synthetic", lambda folder: command("-m scaffold.synthetic", folder, "--n", 300))
 
 
 @pytest.fixture(scope="session")
 def synthetic_csv(tmp_path_factory):
     """The same generator, 40 videos, in the MediaEval 2021 CSV layout."""
-    return build_once(tmp_path_factory, "synthetic-csv", lambda folder: command("synthetic.py", folder, "--n", 40, "--seed", 1,
+    return build_once(tmp_path_factory, "synthetic-csv", lambda folder: command("-m scaffold.synthetic", folder, "--n", 40, "--seed", 1,
                                                                                  "--layout", "csv"))
 
 
@@ -158,11 +165,11 @@ def trained(tiny, synthetic, cache, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_qvl(tmp_path_factory):
     """A tiny random Qwen-VL-Chat (the paper's model) in the official fp16 layout."""
-    return build_once(tmp_path_factory, "tiny-qwen_vl", lambda folder: command("tiny.py", folder, "--family", "qwen_vl"))
+    return build_once(tmp_path_factory, "tiny-qwen_vl", lambda folder: command("-m scaffold.tiny", folder, "--family", "qwen_vl"))
 
 
 @pytest.fixture(scope="session")
 def tiny_qvl_gptq(tmp_path_factory):
     """The same tiny Qwen-VL-Chat in the Int4 release's GPTQ v1 layout, written by the command a user runs."""
-    return build_once(tmp_path_factory, "tiny-qwen_vl-gptq", lambda folder: command("tiny.py", folder, "--family",
+    return build_once(tmp_path_factory, "tiny-qwen_vl-gptq", lambda folder: command("-m scaffold.tiny", folder, "--family",
                                                                                      "qwen_vl", "--gptq"))

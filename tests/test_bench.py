@@ -16,7 +16,7 @@ def work(tmp_path_factory):
 
 
 def bench(*args):
-    code, out, err = script("bench.py", *args, "--json")
+    code, out, err = script("-m scaffold.bench", *args, "--json")
     assert code == 0, out[-3000:] + err[-3000:]
     lines = out.strip().splitlines()
     assert any(line.startswith("bench.py ") for line in lines)  # the table's title
@@ -63,10 +63,11 @@ def test_the_gpu_check_runs_through(tiny, tiny_qvl, synthetic, cache, work, tmp_
         assert block["train"]["samples_per_s"] > 0 and block["train"]["peak_mem_gib"] > 0 and block["train"]["mfu"] > 0
         assert block["baseline"]["samples_per_s"] > 0 and block["baseline"]["speedup"] > 0
         assert block["baseline"]["peak_mem_gib"] > 0
-        assert block["predict"]["same_answers"] is True  # predict.greedy gives what model.generate gives
+        assert block["predict"]["same_answers"] is True  # scoring.decode.greedy gives what model.generate gives
         assert block["predict"]["videos_per_s"] > 0 and block["predict"]["generate_videos_per_s"] > 0
         assert all(block["predict"][f"{mode}_videos_per_s"] > 0 for mode in ("constrained", "expected", "explain"))
-        assert block["predict"]["explain_rows_per_video"] == 1 + 3 + 5 and block["predict"]["expected_peak_mem_gib"] > 0
+        # four videos at batch 2: three stand in for each, 1 + 3 x (3 frames + 5 captions) prompts a video
+        assert block["predict"]["explain_rows_per_video"] == 1 + 3 * 8 and block["predict"]["expected_peak_mem_gib"] > 0
     # the paper's setup, whatever the 7B's: LoRA on Qwen-VL's fused c_attn, each frame one image of 16 features here
     # (256 at the release's 448 x 448)
     assert paper["model"] == tiny_qvl and paper["targets"] == "c_attn" and paper["input"] == "images"
@@ -75,7 +76,7 @@ def test_the_gpu_check_runs_through(tiny, tiny_qvl, synthetic, cache, work, tmp_
 
 
 def test_the_paper_model_of_the_gpu_check_must_be_qwen_vl(tiny, work):
-    code, out, err = script("bench.py", "gpu", "--paper-model", tiny, "--work", work)
+    code, out, err = script("-m scaffold.bench", "gpu", "--paper-model", tiny, "--work", work)
     assert code == 2 and err.strip().splitlines() == [
         f"error: --paper-model {tiny}: not a Qwen-VL-Chat checkpoint (config.json's model_type is not 'qwen')"]
 
@@ -86,16 +87,17 @@ def test_trainer_baseline_trains_what_train_py_trains(tiny_qvl):
     import numpy as np
     import torch
 
-    import model as qwen
+    import model
     import prompt
-    import synthetic
+    from frames import to_model
+    from scaffold import synthetic
     import train
 
     rng = np.random.default_rng(0)
-    processor, m = qwen.load_processor(tiny_qvl), qwen.load_model(tiny_qvl)
+    processor, m = model.load_processor(tiny_qvl), model.load_model(tiny_qvl)
     frames = [torch.from_numpy(rng.integers(0, 256, (3, 3, 112, 112), dtype=np.uint8)) for _ in range(2)]
     batch, labels = prompt.encode(processor, frames, [[synthetic.synthetic_caption(rng)] * 5] * 2, [57, 100])
-    batch = prompt.to_model(batch, processor, "cpu")
+    batch = to_model(batch, processor, "cpu")
     k = int((labels != prompt.IGNORE).sum(1).max())
     with torch.no_grad():
         ours = train.score_loss(m, batch, labels[:, -k:]) / (labels != prompt.IGNORE).sum()
@@ -109,15 +111,15 @@ def test_random_weights_of_a_published_architecture_load_in_4_bit(tmp_path, monk
     and model.load_model reads it back in NF4, as a user's checkpoint. (A tiny stand-in for the 7B's shapes.)"""
     import bitsandbytes as bnb
 
-    import model as qwen
-    from tiny import TINY, make_random
+    import model
+    from scaffold.tiny import TINY, make_random
 
-    monkeypatch.setitem(qwen.ARCHS, "tiny-test", ("qwen2_5_vl", *TINY["qwen2_5_vl"], False))
+    monkeypatch.setitem(model.ARCHS, "tiny-test", ("qwen2_5_vl", *TINY["qwen2_5_vl"], False))
     folder = make_random(str(tmp_path / "random"), "tiny-test")
-    processor = qwen.load_processor(folder)
+    processor = model.load_processor(folder)
     assert processor.image_processor.size["shortest_edge"] == 56 * 56  # the stock Qwen2.5-VL processor
     assert processor.image_processor.size["longest_edge"] == 28 * 28 * 16384
-    m = qwen.load_model(folder)
+    m = model.load_model(folder)
     assert sum(isinstance(mod, bnb.nn.Linear4bit) for mod in m.modules()) == 2 * 7
 
 
@@ -130,13 +132,13 @@ def test_random_weights_of_qwen_vl_load_in_4_bit(tmp_path, monkeypatch):
     import torch
     from safetensors import safe_open
 
-    import model as qwen
-    import tiny
+    import model
+    from scaffold import tiny
 
-    family, text, visual, tied = qwen.ARCHS["qwen-vl-chat"]
+    family, text, visual, tied = model.ARCHS["qwen-vl-chat"]
     small = {k: v for k, v in tiny.TINY_QWEN_VL.items() if k != "visual"}
     small_visual = dict(visual, **tiny.TINY_QWEN_VL["visual"])
-    monkeypatch.setitem(qwen.ARCHS, "tiny-test", (family, dict(text, **small), small_visual, tied))
+    monkeypatch.setitem(model.ARCHS, "tiny-test", (family, dict(text, **small), small_visual, tied))
     monkeypatch.setattr(tiny, "SHARD_BYTES", 20 * 2**20)
     folder = tmp_path / "random"
     tiny.make_random(str(folder), "tiny-test")
@@ -146,8 +148,8 @@ def test_random_weights_of_qwen_vl_load_in_4_bit(tmp_path, monkeypatch):
     with safe_open(folder / index["weight_map"]["lm_head.weight"], "pt") as f:
         lm_head = f.get_tensor("lm_head.weight")
     assert lm_head.dtype == torch.bfloat16 and lm_head.shape == (151936, 128)
-    processor = qwen.load_processor(str(folder))
-    m = qwen.load_model(str(folder))
+    processor = model.load_processor(str(folder))
+    m = model.load_model(str(folder))
     assert m.config.vocab_size == 151936 and m.config.visual.image_start_id == processor.tokenizer.img_start_id
     assert sum(isinstance(mod, bnb.nn.Linear4bit) for mod in m.modules()) == 2 * 5
     assert not any(isinstance(mod, bnb.nn.Linear4bit) for mod in m.transformer.visual.modules())
@@ -159,10 +161,10 @@ def test_step_flops_count_the_published_parameters():
     forward and activation gradients) plus attention; patches add the vision tower's forward pass."""
     import torch
 
-    import bench
-    import model as qwen
+    from scaffold import bench
+    import model
 
-    config = qwen.published_config("qwen2.5-vl-7b")
+    config = model.published_config("qwen2.5-vl-7b")
     tokens = dict(attention_mask=torch.ones(1, 1000, dtype=torch.long), pixel_values=torch.zeros(0, 588))
     attention = 3 * 4 * 28 * 3584 * 1000 ** 2
     n_text = (bench.step_flops(config, [tokens]) - attention) / (4 * 1000)
@@ -180,11 +182,11 @@ def test_step_flops_count_qwen_vl_parameters():
     import torch
     from torch import nn
 
-    import bench
-    import model as qwen
-    import qwen_vl
+    from scaffold import bench
+    import model
+    from qwen_vl import modeling as qwen_vl
 
-    config = qwen.published_config("qwen-vl-chat")
+    config = model.published_config("qwen-vl-chat")
     with torch.device("meta"):
         m = qwen_vl.QWenLMHeadModel(config)
     linears = lambda root: sum(p.numel() for mod in root.modules() if isinstance(mod, nn.Linear)  # noqa: E731

@@ -1,6 +1,7 @@
 """cv.py: k-fold cross-validation over (rank, alpha) through train.py's own code on disjoint folds, one row per
-(config, fold), the summary and Figures 3-6 as PNGs of a fixed size, the zero-shot baseline, and the Fisher z
-interval of the paper's Table 1. (A CV killed and resumed, and workers sharing a grid: test_distributed.py.)"""
+(config, fold), the summary and Figures 3-6 as PNGs of a fixed size, the zero-shot baseline, the Fisher z interval of
+the paper's Table 1 and Bonett-Wright's beside it, and --compare, two prediction files' SRCCs with a paired bootstrap
+interval of their difference. (A CV killed and resumed, and workers sharing a grid: test_distributed.py.)"""
 
 import csv
 import json
@@ -18,9 +19,13 @@ import cv
 import data
 import predict
 import prompt
-from errors import InputError
-from tiny import TINY_RECIPE
+from plumbing.errors import InputError
+from scaffold.tiny import TINY_RECIPE, make_tiny
 from conftest import build_once, script
+import scoring.decode
+from plumbing import files
+import scoring.metrics
+from plumbing import sources
 
 CONFIGS = ("r16-a32", "r16-a4")
 FOLDS = 2
@@ -62,8 +67,41 @@ def grid(tiny, synthetic, cache, tmp_path_factory):
 @pytest.mark.parametrize("rho, low, high", [(0.744, 0.721, 0.766), (0.713, 0.687, 0.737), (0.670, 0.641, 0.697),
                                             (0.665, 0.636, 0.692), (0.663, 0.634, 0.690)])
 def test_srcc_ci_reproduces_table_1(rho, low, high):
-    lo, hi = predict.srcc_ci(rho, 1500)
+    """srcc_ci is the paper's interval: each of Table 1's five rows (n = 1,500 test videos) to its three decimals."""
+    lo, hi = scoring.metrics.srcc_ci(rho, 1500)
     assert (round(lo, 3), round(hi, 3)) == (low, high)
+
+
+def test_srcc_ci_spearman_is_bonett_wright():
+    """srcc_ci_spearman is Bonett & Wright's interval: the example of their own code (R statpsych::ci.spear, 15 pairs:
+    0.8699639, 0.5840951 to 0.9638297), and their standard error sqrt((1 + rho^2/2)/(n - 3)) on Fisher's z scale
+    computed here with numpy, wider than the paper's by sqrt(1 + rho^2/2) there."""
+    y = [21, 4, 9, 12, 35, 18, 10, 22, 24, 1, 6, 8, 13, 16, 19]
+    x = [67, 28, 30, 28, 52, 40, 25, 37, 44, 10, 14, 20, 28, 40, 51]
+    rho = stats.spearmanr(x, y).statistic
+    lo, hi = scoring.metrics.srcc_ci_spearman(rho, len(x))
+    assert (round(rho, 7), round(lo, 7), round(hi, 7)) == (0.8699639, 0.5840951, 0.9638297)
+
+    for rho, n in [(0.744, 1500), (0.05, 8500), (-0.3, 45), (0.95, 90)]:
+        half = 1.959963984540054 * np.sqrt((1 + rho ** 2 / 2) / (n - 3))
+        assert scoring.metrics.srcc_ci_spearman(rho, n) == pytest.approx(np.tanh(np.arctanh(rho) + np.array([-1, 1]) * half),
+                                                                 abs=1e-12)
+        paper, spearman = np.arctanh(scoring.metrics.srcc_ci(rho, n)), np.arctanh(scoring.metrics.srcc_ci_spearman(rho, n))
+        assert np.ptp(spearman) / np.ptp(paper) == pytest.approx(np.sqrt(1 + rho ** 2 / 2))
+
+
+def test_metrics_give_both_intervals_and_describe_names_them():
+    """metrics() returns the paper's interval under its old key, srcc_ci, and Bonett-Wright's beside it; describe()
+    prints both on one line, each with its method's name."""
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.4, 1, size=200)
+    m = scoring.metrics.metrics(np.round(100 * (truth + 0.1 * rng.normal(size=200))), truth)
+    assert m["srcc_ci"] == scoring.metrics.srcc_ci(m["srcc"], 200)
+    assert m["srcc_ci_spearman"] == scoring.metrics.srcc_ci_spearman(m["srcc"], 200)
+    assert set(scoring.metrics.CI_METHODS) == {"srcc_ci", "srcc_ci_spearman"}
+    (lo, hi), (s_lo, s_hi) = m["srcc_ci"], m["srcc_ci_spearman"]
+    assert scoring.metrics.describe(m).startswith(f"SRCC {m['srcc']:.4f} (95% CI {lo:.3f} to {hi:.3f}, Fisher z as the paper; "
+                                          f"{s_lo:.3f} to {s_hi:.3f}, Bonett-Wright; n=200) | Pearson ")
 
 
 def test_srcc_ci_agrees_with_references():
@@ -74,7 +112,7 @@ def test_srcc_ci_agrees_with_references():
     y = np.round(0.76 * x + 0.65 * rng.normal(size=1500), 1)  # rounded: ties, as integer scores have
     rho = stats.spearmanr(x, y).statistic
     assert 0.7 < rho < 0.78
-    lo, hi = predict.srcc_ci(rho, len(x))
+    lo, hi = scoring.metrics.srcc_ci(rho, len(x))
 
     reference = stats.pearsonr(stats.rankdata(x), stats.rankdata(y)).confidence_interval(0.95)
     assert lo == pytest.approx(reference.low, abs=1e-12) and hi == pytest.approx(reference.high, abs=1e-12)
@@ -97,6 +135,10 @@ def test_srcc_ci_agrees_with_references():
     (["--lr", 1e-3, -1], "--lr must be positive, not -1.0"),
     (["--search", "tpe"], "--search tpe needs --trials N, the configurations to try"),
     (["--trials", 3], "--trials is for --search tpe: the grid runs every configuration"),
+    (["--max-new-tokens", 16], "--max-new-tokens goes with --zero-shot"),  # a fold's adapter says 4 tokens at most
+    (["--zero-shot", "--max-new-tokens", 0], "--max-new-tokens must be at least 1, not 0"),
+    (["--zero-shot", "--decode", "expected", "--max-new-tokens", 16],
+     "--max-new-tokens is greedy decoding's budget: --decode expected reads valid answers only"),
 ])
 def test_bad_settings(flags, message, tmp_path):
     with pytest.raises(InputError, match=re.escape(message)):
@@ -130,7 +172,8 @@ def test_zero_shot(tiny, synthetic, synthetic_csv, cache, tmp_path):
     rows = read_csv(folder / "predictions.csv")
     assert len(rows) == 255 and sum(r["mem_score"] == "0.80" for r in rows) >= invalid
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["invalid"] == invalid and metrics["n"] == 255 and metrics["ci_method"] == "Fisher z"
+    assert metrics["invalid"] == invalid and metrics["n"] == 255 and metrics["ci_method"] == scoring.metrics.CI_METHODS
+    assert len(metrics["srcc_ci"]) == len(metrics["srcc_ci_spearman"]) == 2
     with Image.open(folder / "figure-3-scatter.png") as image:
         assert image.size == (600, 600)
 
@@ -145,6 +188,58 @@ def test_zero_shot(tiny, synthetic, synthetic_csv, cache, tmp_path):
     assert json.loads((out / "zero-shot-expected" / "metrics.json").read_text())["decode"] == "expected"
 
 
+# How a chat model answers zero-shot: the scale first, then the score, over two lines (the paper's base model answered
+# in "a paragraph including a numerical result").
+SENTENCE = "On a scale from 0 to 100, the memorability score of this video is\n{}."
+
+
+@pytest.fixture(scope="module")
+def talker(tmp_path_factory):
+    """A tiny Qwen2.5-VL taught (tiny.teach_answer_format) to answer in SENTENCE, then end its turn."""
+    def sentence(tokenizer, score):
+        return tokenizer.encode(SENTENCE.format(score), add_special_tokens=False) + prompt.stop_ids(tokenizer)[:1]
+
+    return make_tiny(str(tmp_path_factory.mktemp("talker") / "model"), answer=sentence)
+
+
+def test_zero_shot_reads_the_score_in_a_sentence(talker, synthetic_csv, cache, tmp_path):
+    """§4.1 as the paper ran it: the base model finishes its answer (scoring.decode.ZERO_SHOT_TOKENS new tokens at most, to
+    the end of its turn) and the score is read in its sentence, not the scale before it; answers.csv keeps each whole
+    answer, line break included, as predict.py's answers file does on the same videos; metrics.json sets the invalid
+    count and rate beside the paper's. Cut at 4 new tokens (every decode's budget before), the same model's answers
+    hold no number: all invalid."""
+    logs, metrics, answers = {}, {}, {}
+    for name, flags in [("whole", []), ("cut", ["--max-new-tokens", 4])]:
+        out = tmp_path / name
+        code, logs[name] = run("--zero-shot", "--data", synthetic_csv, "--model", talker, "--cache", cache, "--out", out,
+                               "--workers", 0, *flags)
+        assert code == 0, logs[name]
+        metrics[name] = json.loads((out / "zero-shot" / "metrics.json").read_text())
+        with open(out / "zero-shot" / "answers.csv", newline="") as f:
+            answers[name] = {row["video_id"]: row["answer"] for row in csv.DictReader(f)}
+    n = len(answers["whole"])
+    assert n == 34 and metrics["whole"]["max_new_tokens"] == scoring.decode.ZERO_SHOT_TOKENS
+    said = {v: re.fullmatch(re.escape(SENTENCE).replace(r"\{\}", r"(\d+)"), a) for v, a in answers["whole"].items()}
+    assert sum(m is not None for m in said.values()) >= 0.9 * n, answers["whole"]
+    assert all(prompt.parse_score(answers["whole"][v]) == int(m[1]) for v, m in said.items() if m)
+    assert metrics["cut"]["max_new_tokens"] == 4 and set(answers["cut"].values()) == {"On a scale from"}
+    for name, invalid in [("whole", sum(prompt.parse_score(a) is None for a in answers["whole"].values())),
+                          ("cut", n)]:
+        assert metrics[name]["invalid"] == invalid and metrics[name]["invalid_rate"] == invalid / n
+        assert metrics[name]["paper"] == dict(invalid=600, n=8500, invalid_rate=0.0706, srcc=-0.050)
+        assert (f"invalid answers: {invalid}/{n} ({100 * invalid / n:.2f}%), replaced by 80 (the paper's: 600/8500, "
+                "7.06%)") in logs[name]
+    assert metrics["whole"]["invalid"] <= 0.1 * n
+    print(f"zero-shot invalid on the tiny sentence model: {metrics['cut']['invalid']}/{n} with 4 new tokens, "
+          f"{metrics['whole']['invalid']}/{n} with {scoring.decode.ZERO_SHOT_TOKENS}")
+
+    # predict.py --zero-shot on the same videos: the same answers, in answers-trainval.csv beside its predictions
+    predict.main(map(str, ["--data", synthetic_csv, "--zero-shot", "--model", talker, "--split", "trainval",
+                           "--cache", cache, "--workers", 0, "--out", tmp_path / "predict" / "predictions.csv"]))
+    with open(tmp_path / "predict" / "answers-trainval.csv", newline="") as f:
+        assert {row["video_id"]: row["answer"] for row in csv.DictReader(f)} == answers["whole"]
+
+
 def test_cross_validation(grid, synthetic):
     out, log = grid
     rows = read_csv(out / "results.csv")  # in the order they landed: the grid sampler shuffles its points
@@ -154,7 +249,7 @@ def test_cross_validation(grid, synthetic):
     assert len(trainval) == 255
     for config in CONFIGS:
         folder = out / config
-        held = [set(predict.read_labels(folder / f"fold{k}" / f"predictions-trainval-fold{k}.csv"))
+        held = [set(sources.read_labels(folder / f"fold{k}" / f"predictions-trainval-fold{k}.csv"))
                 for k in range(FOLDS)]
         assert all(not held[i] & held[j] for i in range(FOLDS) for j in range(i + 1, FOLDS))  # disjoint
         assert set.union(*held) == trainval  # together, every labelled video once
@@ -189,3 +284,97 @@ def test_figures_are_pngs_of_a_fixed_size(grid):
             assert image.format == "PNG" and image.size == size, name
             pixels = np.asarray(image.convert("RGB"))  # decodes the whole image
         assert pixels.std() > 0, name  # something is drawn
+
+
+# -----------------------------------------------------------------------------
+# --compare
+
+
+def write_predictions(path, scores):
+    """A prediction file as predict.py writes it (video_id,mem_score), from {video_id: score}."""
+    files.write_csv(path, ["video_id", "mem_score"], [[v, f"{s:.4f}"] for v, s in scores.items()])
+    return path
+
+
+def noisy(truth, sd, seed):
+    """The truth plus normal noise of standard deviation `sd`: a prediction file's scores."""
+    rng = np.random.default_rng(seed)
+    return {v: s + sd * rng.normal() for v, s in truth.items()}
+
+
+def compare(*args):
+    """`python cv.py --compare ARGS`: (exit code, the JSON line or None, stderr)."""
+    code, out, err = script("cv.py", "--compare", *args)
+    lines = out.strip().splitlines()
+    assert code != 0 or len(lines) == 1, out  # one line on stdout, and nothing else
+    return code, json.loads(lines[0]) if code == 0 else None, err
+
+
+def test_compare_tells_a_better_model_from_noise(synthetic, tmp_path):
+    """On the 255 labelled synthetic videos (no model: cv.py's default one, which cannot be read here, is never
+    loaded): B, A plus strong noise, ranks worse and the paired bootstrap interval of SRCC(A) - SRCC(B) excludes 0;
+    two files of the same model (B = A plus tiny noise) give an interval that holds 0. delta is srcc_a - srcc_b, each
+    scipy's spearmanr; the same command prints the same line."""
+    truth = {v.video_id: v.score for v in data.load_split(synthetic, "trainval")}
+    a = noisy(truth, 0.05, seed=1)
+    paths = dict(a=write_predictions(tmp_path / "a.csv", a),
+                 worse=write_predictions(tmp_path / "worse.csv", noisy(a, 0.15, seed=2)),
+                 same=write_predictions(tmp_path / "same.csv", noisy(a, 0.001, seed=3)))
+    flags = ["--data", synthetic, "--split", "trainval"]
+
+    code, line, err = compare(paths["a"], paths["worse"], *flags)
+    assert code == 0 and line["n"] == 255 and not err, err
+    scores = {name: sources.read_labels(path) for name, path in paths.items()}
+    ids = sorted(truth)
+    srcc = {name: stats.spearmanr([s[v] for v in ids], [truth[v] for v in ids]).statistic
+            for name, s in scores.items()}
+    assert line["srcc_a"] == pytest.approx(srcc["a"], abs=1e-4)
+    assert line["srcc_b"] == pytest.approx(srcc["worse"], abs=1e-4)
+    assert line["delta"] == pytest.approx(srcc["a"] - srcc["worse"], abs=1e-4) and line["delta_is"] == "srcc_a - srcc_b"
+    lo, hi = line["delta_ci"]
+    assert 0 < lo < line["delta"] < hi and line["ci_excludes_0"] and line["reading"] == "a ranks better", line
+    assert line["ci_method"] == "paired bootstrap over videos: 9999 resamples, percentile, seed 0"
+    assert compare(paths["a"], paths["worse"], *flags)[1] == line  # seeded
+    code, swapped, _ = compare(paths["worse"], paths["a"], *flags)
+    assert swapped["delta"] == -line["delta"] and swapped["reading"] == "b ranks better"
+
+    code, line, _ = compare(paths["a"], paths["same"], *flags)
+    lo, hi = line["delta_ci"]
+    assert code == 0 and lo < 0 < hi and not line["ci_excludes_0"] and line["reading"] == "no difference shown", line
+    # measured: 0.0016 wide; unpaired, the spread of each SRCC (~0.025 wide alone) would make it ~0.035
+    assert hi - lo < 0.01, line
+
+    # unrounded: the function's delta is scipy's difference to rounding
+    result = scoring.metrics.srcc_difference([truth[v] for v in ids], [scores["a"][v] for v in ids],
+                                     [scores["worse"][v] for v in ids])
+    assert result["delta"] == pytest.approx(srcc["a"] - srcc["worse"], abs=1e-12)
+
+
+def test_compare_ids_must_match(synthetic, tmp_path):
+    """Files that cover the split's videos in part are compared on the videos all three share, said on stderr and
+    in n; files with no video of the split in common are a one-line error with counts and an example. --fold
+    compares one fold of trainval, drawn as everywhere else."""
+    truth = {v.video_id: v.score for v in data.load_split(synthetic, "trainval")}
+    a = write_predictions(tmp_path / "a.csv", noisy(truth, 0.05, seed=1))
+    part = write_predictions(tmp_path / "part.csv", dict(list(noisy(truth, 0.1, seed=2).items())[:200]))
+    code, line, err = compare(a, part, "--data", synthetic, "--split", "trainval")
+    assert code == 0 and line["n"] == 200, err
+    assert err.startswith(f"warning: compared on the videos all three share: 200 of the 255 videos of split trainval "
+                          f"of {synthetic} are in both files ({a} has 255 videos, {part} 200): e.g. "), err
+
+    fold = data.heldout(synthetic, "trainval", 1, 3, 0)
+    code, line, err = compare(a, part, "--data", synthetic, "--split", "trainval", "--fold", 1, "--folds", 3)
+    assert code == 0 and line["n"] == len({v.video_id for v in fold} & set(sources.read_labels(part))), err
+
+    renamed = write_predictions(tmp_path / "renamed.csv", {f"x{v}": s for v, s in noisy(truth, 0.1, seed=2).items()})
+    code, _, err = compare(a, renamed, "--data", synthetic, "--split", "trainval")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    first = min(truth)
+    assert err.startswith(f"error: nothing to compare: 0 of the 255 videos of split trainval of {synthetic} are in "
+                          f"both files ({a} has 255 videos, {renamed} 255): e.g. {a}'s {first!r} is not in {renamed}; "
+                          f"{renamed}'s {'x' + first!r} is not in {a} nor split trainval;"), err
+
+    code, _, err = compare(a, tmp_path / "missing.csv", "--data", synthetic, "--split", "trainval")
+    assert code == 2 and err == f"error: {tmp_path / 'missing.csv'}: no such file or directory\n"
+    code, _, err = compare(a, renamed, "--data", synthetic, "--split", "trainval", "--r", 8)
+    assert code == 2 and err == "error: --compare trains nothing: drop --r\n"

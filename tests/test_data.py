@@ -1,8 +1,12 @@
 """data.py and frames.py: both Memento10k releases, frame selection by content, the frame cache (filled ahead by
-data.py's command line), folds, the synthetic set."""
+data.py's command line), folds (drawn from the whole labelled list: a skipped record moves no other video), the
+synthetic set, and a broken video's one line saying what is wrong with it."""
 
+import csv
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -10,11 +14,11 @@ import numpy as np
 import pytest
 
 import data
-import model as qwen
-import sources
-from errors import InputError
+import model
+from plumbing import sources
+from plumbing.errors import InputError
 from frames import DEFAULT_MAX_PIXELS, FrameCache, frame_indices, read_frames
-from synthetic import synthetic_frames, write_video
+from scaffold.synthetic import make_synthetic, synthetic_frames, write_video
 from conftest import ROOT, script
 
 
@@ -102,11 +106,12 @@ def test_folds_disjoint_cover_and_stable(synthetic):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONHASHSEED="123"))
     assert json.loads(out.stdout) == folds
-    rest, held = data.train_heldout(synthetic, "trainval", fold=2, folds=5, seed=0)
+    rest, held, assignment = data.train_heldout(synthetic, "trainval", fold=2, folds=5, seed=0)
+    assert assignment == folds
     assert {v.video_id for v in held} == set(folds[2]) and not {v.video_id for v in rest} & set(folds[2])
     assert [v.video_id for v in data.heldout(synthetic, "trainval", 2, 5, 0)] == [v.video_id for v in held]
     with pytest.raises(InputError, match="fold 5 is outside 0..4"):
-        data.fold_split(data.load_split(synthetic, "trainval"), 5, 5, 0)
+        data.fold_split(data.load_split(synthetic, "trainval"), 5, folds)
 
 
 def test_the_command_line_fills_the_cache_ahead(synthetic, tiny, tmp_path):
@@ -117,7 +122,102 @@ def test_the_command_line_fills_the_cache_ahead(synthetic, tiny, tmp_path):
     assert code == 0, out + err
     videos = data.load_split(synthetic, "trainval")
     assert len(os.listdir(cache)) == len(videos) == 255  # one JPEG a video
-    budget = qwen.budget_of(qwen.load_processor(tiny, DEFAULT_MAX_PIXELS))
+    budget = model.budget_of(model.load_processor(tiny, DEFAULT_MAX_PIXELS))
     assert all(os.path.isfile(FrameCache(str(cache), 3, budget).path(v)) for v in videos)
     mean = np.mean([v.score for v in videos])
     assert out.strip().splitlines()[-1] == f"trainval: 255 videos, 255 labelled, mean score {mean:.3f}"
+
+
+def break_score(layout, root):
+    """One labelled record's score made bad: 1.7 in the authors' JSON (record 4), 'n/a' in VideoMem's ground truth
+    (video5.webm, whose video id is video5). Returns that video's id."""
+    if layout == "json":
+        path = os.path.join(root, data.JSON_FILES["train"])
+        records = json.load(open(path))
+        records[4]["mem_score"] = 1.7
+        json.dump(records, open(path, "w"))
+        return "synthetic_00004"
+    path = os.path.join(root, "dev-set", "ground-truth", sources.VIDEOMEM_TRUTH.format("dev-set"))
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    column = rows[0].index("short-term_memorability")
+    next(r for r in rows if r[0] == "video5.webm")[column] = "n/a"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return "video5"
+
+
+@pytest.mark.parametrize("layout", ["json", "videomem"])
+def test_a_skipped_record_keeps_its_fold_and_moves_no_other(layout, tmp_path):
+    """The folds are drawn from the whole labelled list: a record --skip-bad leaves out keeps its place in the draw,
+    so its fold is one video short and every other video stays in the fold it has with the record intact; the folds
+    train.py holds out (train_heldout) and predict.py predicts (heldout) are those."""
+    clean = make_synthetic(str(tmp_path / "clean"), n=20, seed=3, layout=layout)
+    broken = str(tmp_path / "broken")
+    shutil.copytree(clean, broken)
+    dropped = break_score(layout, broken)
+    _, folds = data.trainval_folds(clean, 3, 0)
+    with pytest.raises(InputError, match=re.escape(dropped)):
+        data.trainval_folds(broken, 3, 0)  # without --skip-bad, it stops the run
+    bad = []
+    videos, drawn = data.trainval_folds(broken, 3, 0, bad)
+    assert [b["video_id"] for b in bad] == [dropped] and dropped not in {v.video_id for v in videos}
+    assert drawn == folds
+    for k in range(3):
+        rest, held, _ = data.train_heldout(broken, "trainval", k, 3, 0, [])
+        assert sorted(v.video_id for v in held) == [i for i in folds[k] if i != dropped]
+        assert sorted(v.video_id for v in rest) == sorted(i for j, f in enumerate(folds) if j != k for i in f
+                                                          if i != dropped)
+        assert [v.video_id for v in data.heldout(broken, "trainval", k, 3, 0, [])] == [v.video_id for v in held]
+
+
+BROKEN_VIDEOS = {  # how to write the broken file, and what the one line must say after its path
+    "empty file": (lambda path, clip: open(path, "wb").close(), "empty file (0 bytes), not a video"),
+    "random bytes": (lambda path, clip: open(path, "wb").write(np.random.default_rng(0).bytes(5000)),
+                     "corrupt, truncated or not a video: FFmpeg: Invalid data found when processing input"),
+    "truncated mp4": (lambda path, clip: open(path, "wb").write(clip[:len(clip) // 2]),
+                      "corrupt, truncated or not a video: FFmpeg: Invalid data found when processing input "
+                      "(moov atom not found)"),
+    "audio only": (lambda path, clip: write_audio(path), "no video stream (the file holds audio)"),
+    "no frames": (lambda path, clip: write_no_frames(path), "its video stream holds no frames"),
+    "unknown codec": (lambda path, clip: open(path, "wb").write(clip.replace(b"avc1", b"zzzz")),
+                      "unsupported codec: this FFmpeg has no decoder for its video stream"),
+}
+
+
+def write_audio(path):
+    """Half a second of silence as AAC in an .mp4: a file with no video stream."""
+    import av
+
+    with av.open(path, "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for i in range(8):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def write_no_frames(path):
+    """An AVI with a video stream and not one frame in it."""
+    import av
+
+    with av.open(path, "w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=24)
+        stream.width = stream.height = 64
+        container.start_encoding()
+
+
+@pytest.mark.parametrize("case", list(BROKEN_VIDEOS))
+def test_a_broken_video_says_what_is_wrong(case, tmp_path):
+    """A video that gives no frames is one line naming the file and what is wrong with it, in FFmpeg's words where
+    FFmpeg rejects the data: never a traceback, nor one message for every cause."""
+    write_video(str(tmp_path / "clip.mp4"), synthetic_frames(0.2, 0.8, np.ones(3), 24, 64))
+    clip = (tmp_path / "clip.mp4").read_bytes()
+    assert clip.find(b"moov") > clip.find(b"mdat") > 0  # the index at the end: half the file has none
+    path = str(tmp_path / "broken.mp4")
+    writes, message = BROKEN_VIDEOS[case]
+    writes(path, clip)
+    with pytest.raises(InputError) as e:
+        read_frames(path, 3)
+    assert str(e.value).startswith(f"{path}: {message}") and "\n" not in str(e.value), str(e.value)

@@ -1,4 +1,4 @@
-"""How a score is read from the model (scoring.py, predict.py --decode): the 101 valid answers as a trie; constrained
+"""How a score is read from the model (scoring.decode.py, predict.py --decode): the 101 valid answers as a trie; constrained
 and expected decoding never give an invalid answer where greedy does; the expected score is a true expectation over
 the answers' probabilities, computed with the prompt's cache exactly as a plain forward computes it; after training
 it ranks at least as well as greedy, with fewer ties; and predict.py --videos scores a folder of your own videos."""
@@ -14,17 +14,18 @@ import pytest
 import torch
 
 import data
-import folder
-import model as qwen
+from scoring import videos as folder
+import model
 import predict
 import prompt
-import scoring
 import train
-from errors import InputError
-from frames import FrameCache
-from synthetic import fade, write_video
-from tiny import make_tiny
-from conftest import script
+from plumbing.errors import InputError
+from frames import FrameCache, to_model
+from scaffold.synthetic import fade, write_video
+from scaffold.tiny import make_tiny
+from conftest import greedy_equals_generate, script
+import scoring.decode
+from plumbing import sources
 
 # A toy vocabulary for the pure functions: digit d is token d, end-of-turn 10, a word 11.
 END, WORD, V = 10, 11, 12
@@ -39,12 +40,12 @@ def read_csv(path):
 def test_the_valid_answers_as_a_trie(tiny):
     """Qwen's tokenizers split numbers digit by digit: the 101 answers are 1-3 digits and end-of-turn, and the trie
     allows exactly the continuations that keep an answer valid."""
-    tokenizer = qwen.load_processor(tiny).tokenizer
+    tokenizer = model.load_processor(tiny).tokenizer
     answers = prompt.answer_ids(tokenizer)
     digit = {str(d): tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
     end = tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN)
     assert answers[57] == [digit["5"], digit["7"], end] and answers[100] == [digit["1"], digit["0"], digit["0"], end]
-    allowed = scoring.trie(answers)
+    allowed = scoring.decode.trie(answers)
     ids = lambda text: tuple(digit[c] for c in text)  # noqa: E731
     assert allowed[()] == sorted(digit.values())  # a first digit, "0" included (the answer 0)
     assert allowed[ids("0")] == [end]  # no leading zero
@@ -52,16 +53,16 @@ def test_the_valid_answers_as_a_trie(tiny):
     assert allowed[ids("10")] == sorted([digit["0"], end])  # 10 or 100
     assert allowed[ids("100")] == allowed[ids("57")] == [end] and end in allowed[ids("7")]
     assert ids("57") + (end,) not in allowed and ids("101") not in allowed
-    nodes = scoring.prefixes(answers)
+    nodes = scoring.decode.prefixes(answers)
     assert len(nodes) == 101 and [len(n) for n in nodes] == sorted(len(n) for n in nodes)  # 10 + 90 + "100"
-    mask = scoring.tree_mask(nodes)
+    mask = scoring.decode.tree_mask(nodes)
     i, j = nodes.index(ids("10")), nodes.index(ids("100"))
     assert mask[j, i] and mask[j, j] and not mask[i, j] and mask.sum() == 10 + 90 * 2 + 3
 
 
 def chain_rule(token_logprobs, answers):
     """log P(answer) by the chain rule, one answer and one token at a time: the reference for score_logprobs."""
-    nodes = scoring.prefixes(answers)
+    nodes = scoring.decode.prefixes(answers)
     rows = {(): 0, **{n: 1 + k for k, n in enumerate(nodes)}}
     return torch.tensor([[sum(float(lp[rows[tuple(a[:t])], a[t]]) for t in range(len(a))) for a in answers]
                          for lp in token_logprobs])
@@ -69,7 +70,7 @@ def chain_rule(token_logprobs, answers):
 
 def logprobs(*rows):
     """(1 + N, V) log-probabilities: row 0 after the prompt; others {prefix: {token: p}}; unnamed rows uniform."""
-    nodes = scoring.prefixes(DIGITS)
+    nodes = scoring.decode.prefixes(DIGITS)
     out = torch.full((1 + len(nodes), V), 1.0 / V)
     for prefix, probs in rows:
         row = 0 if prefix == () else 1 + nodes.index(prefix)
@@ -82,48 +83,48 @@ def logprobs(*rows):
 def test_expected_is_an_expectation():
     """P(s) is the product of an answer's token probabilities, renormalised over the 101 answers; the score is its
     mean, the spread its standard deviation: set by hand, then against the chain rule on random log-probabilities."""
-    nodes = scoring.prefixes(DIGITS)
+    nodes = scoring.decode.prefixes(DIGITS)
     # The model says "4" or "6" (0.4 each), else a word (0.2, not an answer); then "0" and end-of-turn, surely.
     certain = [((4,), {0: 1.0}), ((4, 0), {END: 1.0}), ((6,), {0: 1.0}), ((6, 0), {END: 1.0})]
     two = logprobs(((), {4: 0.4, 6: 0.4, WORD: 0.2}), *certain)
     # "5", then "7" (0.5), "0" (0.25) or end-of-turn (0.25): 57, 50 or 5
     three = logprobs(((), {5: 1.0}), ((5,), {7: 0.5, 0: 0.25, END: 0.25}), ((5, 7), {END: 1.0}), ((5, 0), {END: 1.0}))
-    p = scoring.distribution(scoring.score_logprobs(torch.stack([two, three]), DIGITS, nodes))
+    p = scoring.decode.distribution(scoring.decode.score_logprobs(torch.stack([two, three]), DIGITS, nodes))
     assert p[0, 40] == pytest.approx(0.5, abs=1e-6) and p[0, 60] == pytest.approx(0.5, abs=1e-6)  # the word's 0.2 left out
     assert p[1, 57] == pytest.approx(0.5, abs=1e-6) and p[1, 50] == p[1, 5] == pytest.approx(0.25, abs=1e-6)
-    mean, argmax, std = scoring.summary(p)
+    mean, argmax, std = scoring.decode.summary(p)
     assert mean.tolist() == pytest.approx([50, 0.5 * 57 + 0.25 * 50 + 0.25 * 5], abs=1e-4)
     hand = np.sqrt(0.5 * (57 - 42.25) ** 2 + 0.25 * (50 - 42.25) ** 2 + 0.25 * (5 - 42.25) ** 2)
     assert std.tolist() == pytest.approx([10, hand], abs=1e-4) and argmax.tolist() == [40, 57]
-    assert predict.spread(list(p)) == [(0.4, pytest.approx(0.1, abs=1e-6)), (0.57, pytest.approx(hand / 100, abs=1e-6))]
+    assert scoring.decode.spread(list(p)) == [(0.4, pytest.approx(0.1, abs=1e-6)), (0.57, pytest.approx(hand / 100, abs=1e-6))]
 
     torch.manual_seed(0)
     random = torch.randn(3, 1 + len(nodes), V).mul(3).log_softmax(-1)
-    logp = scoring.score_logprobs(random, DIGITS, nodes)
+    logp = scoring.decode.score_logprobs(random, DIGITS, nodes)
     assert torch.allclose(logp, chain_rule(random, DIGITS), atol=1e-5)
-    p = scoring.distribution(logp)
+    p = scoring.decode.distribution(logp)
     assert torch.allclose(p.sum(-1), torch.ones(3), atol=1e-6)  # the 101 probabilities sum to 1 within 1e-6
-    mean, argmax, std = scoring.summary(p)
+    mean, argmax, std = scoring.decode.summary(p)
     for row, m, a, s in zip(p.double().numpy(), mean, argmax, std):
         assert m == pytest.approx((row * np.arange(101)).sum(), abs=1e-3) and a == row.argmax()
         assert s == pytest.approx(np.sqrt((row * (np.arange(101) - m.item()) ** 2).sum()), abs=1e-3)
 
     # A tokenizer that writes "100" as one token and 10..99 as two digits: the trie and the sums follow its answers.
     merged = DIGITS[:100] + [[WORD, END]]  # WORD stands for the token "100"
-    nodes = scoring.prefixes(merged)
-    assert scoring.trie(merged)[(1, 0)] == [END] and WORD in scoring.trie(merged)[()]
+    nodes = scoring.decode.prefixes(merged)
+    assert scoring.decode.trie(merged)[(1, 0)] == [END] and WORD in scoring.decode.trie(merged)[()]
     random = torch.randn(2, 1 + len(nodes), V).log_softmax(-1)
-    assert torch.allclose(scoring.score_logprobs(random, merged, nodes), chain_rule(random, merged), atol=1e-5)
+    assert torch.allclose(scoring.decode.score_logprobs(random, merged, nodes), chain_rule(random, merged), atol=1e-5)
 
 
 def batch_of(folder_, videos, cache, video=False, labels=None):
-    processor = qwen.load_processor(folder_)
-    frames = FrameCache(cache, 3, qwen.budget_of(processor))
+    processor = model.load_processor(folder_)
+    frames = FrameCache(cache, 3, model.budget_of(processor))
     frames.fill(videos, timed=video)
     clips = [frames.clip(v) if video else (frames.get(v), None) for v in videos]
     batch, label_ids = prompt.encode(processor, [f for f, _ in clips], [v.captions for v in videos], labels,
                                      [s for _, s in clips] if video else None)
-    return processor, prompt.to_model(batch, processor, "cpu"), label_ids
+    return processor, to_model(batch, processor, "cpu"), label_ids
 
 
 @pytest.mark.parametrize("family, video", [("tiny", False), ("tiny3", False), ("tiny", True)])
@@ -138,14 +139,14 @@ def test_cached_answer_probabilities_equal_a_full_forward(family, video, synthet
     assert (batch["attention_mask"] == 0).any()
     answers = prompt.answer_ids(processor.tokenizer)
     torch.manual_seed(0)
-    lora = qwen.add_lora(qwen.load_model(folder_), 8, 16, dropout=0.0)
+    lora = model.add_lora(model.load_model(folder_), 8, 16, dropout=0.0)
     for name, p in lora.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)
     lora.eval()
     for m, context in [(lora, lora.disable_adapter()), (lora, torch.no_grad())]:
         with context:
-            cached = predict.answer_logprobs(m, batch, answers)
+            cached = scoring.decode.answer_logprobs(m, batch, answers)
             for s in (0, 7, 10, 57, 100):
                 _, full, labels = batch_of(folder_, videos, cache, video, [s] * len(videos))
                 with torch.no_grad():
@@ -173,7 +174,7 @@ def untaught(tmp_path_factory):
 def test_constrained_and_expected_are_never_invalid(untaught, tiny, synthetic, cache, capsys):
     """Zero-shot on a tiny random model that answers random tokens, greedy gives invalid answers and the other two
     none; where greedy's answer is valid (the taught tiny model), constrained gives the same tokens."""
-    invalid = {d: zero_shot(untaught, synthetic, cache, d, capsys)[1] for d in predict.DECODES}
+    invalid = {d: zero_shot(untaught, synthetic, cache, d, capsys)[1] for d in scoring.decode.DECODES}
     assert invalid["greedy"] > 0 and invalid["constrained"] == invalid["expected"] == 0, invalid
     _, _, rows = zero_shot(untaught, synthetic, cache, "expected", capsys)
     assert list(rows[0]) == ["video_id", "mem_score", "argmax", "std"]
@@ -183,15 +184,38 @@ def test_constrained_and_expected_are_never_invalid(untaught, tiny, synthetic, c
     tokenizer = processor.tokenizer
     end, pad = tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), tokenizer.pad_token_id
     answers = prompt.answer_ids(tokenizer)
-    m = qwen.load_model(tiny)
+    m = model.load_model(tiny)
     m.eval()
-    free = predict.greedy(m, batch, end, pad, 4).tolist()
-    constrained = predict.greedy(m, batch, end, pad, 4, scoring.trie(answers)).tolist()
+    free = scoring.decode.greedy(m, batch, end, pad, 4).tolist()
+    constrained = scoring.decode.greedy(m, batch, end, pad, 4, scoring.decode.trie(answers)).tolist()
     valid = [i for i, row in enumerate(free) if row[:row.index(end) + 1 if end in row else None] in answers]
     assert len(valid) >= 8  # the taught model mostly answers validly
     for i, row in enumerate(constrained):
         row = row[:row.index(end) + 1]
         assert row in answers and (i not in valid or row == free[i][:len(row)])
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen_vl"])
+def test_greedy_decodes_a_long_answer_as_generate(family, untaught, synthetic, cache, tmp_path, request):
+    """Zero-shot's budget, scoring.decode.ZERO_SHOT_TOKENS new tokens, on both families: greedy gives model.generate's greedy
+    tokens with the same stop tokens (end-of-turn and end-of-text). A tiny model never taught to stop runs the whole
+    budget; on a taught one, the decoding stops with the last answer to end."""
+    taught = request.getfixturevalue("tiny" if family == "qwen2_5_vl" else "tiny_qvl")
+    if family == "qwen_vl":
+        untaught = make_tiny(str(tmp_path / "untaught"), family, teach=False)
+    videos = data.load_split(synthetic, "val")[:4]
+    for folder_, stops_itself in [(untaught, False), (taught, True)]:
+        processor, batch, _ = batch_of(folder_, videos, cache)
+        tokenizer = processor.tokenizer
+        stops = prompt.stop_ids(tokenizer)
+        assert stops[0] == tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN) and len(stops) == 2
+        tokens = greedy_equals_generate(model.load_model(folder_), batch, stops, tokenizer.pad_token_id,
+                                        scoring.decode.ZERO_SHOT_TOKENS)
+        stop = torch.isin(tokens, torch.tensor(stops))
+        if stops_itself:  # every answer ends, and the decoding with the last of them
+            assert stop.any(1).all() and stop.int().argmax(1).max() == tokens.shape[1] - 1 < scoring.decode.ZERO_SHOT_TOKENS
+        else:  # some answer never ends: the whole budget
+            assert tokens.shape[1] == scoring.decode.ZERO_SHOT_TOKENS and not stop.any(1).all()
 
 
 def test_expected_ranks_at_least_as_well_after_training(trained, synthetic, cache, tmp_path, capsys):
@@ -204,17 +228,17 @@ def test_expected_ranks_at_least_as_well_after_training(trained, synthetic, cach
     assert config["decode"] == "greedy"
     settings = {f.name: config[f.name] for f in dataclasses.fields(train.Config)}
     cfg = train.Config(**dict(settings, eval_batch_size=16, workers=0))
-    processor = qwen.load_processor(cfg.model)
-    frames = FrameCache(cache, cfg.frames, qwen.budget_of(processor))
-    labels = predict.read_labels(os.path.join(synthetic, "test_labels.csv"))
+    processor = model.load_processor(cfg.model)
+    frames = FrameCache(cache, cfg.frames, model.budget_of(processor))
+    labels = sources.read_labels(os.path.join(synthetic, "test_labels.csv"))
     videos = data.load_split(synthetic, "val") + data.load_split(synthetic, "test")
     for v in videos:
         v.score = labels.get(v.video_id, v.score)
-    model = qwen.load_adapter(qwen.load_model(cfg.model), str(out / "adapter"), cfg.model)
+    net = model.load_adapter(model.load_model(cfg.model), str(out / "adapter"), cfg.model)
     results = {}
-    for decode in predict.DECODES:
+    for decode in scoring.decode.DECODES:
         cfg.decode = decode
-        m, scores, _ = train.evaluate(cfg, model, processor, videos, frames, round(config["train_mean"]))
+        m, scores, _ = train.evaluate(cfg, net, processor, videos, frames, round(config["train_mean"]))
         results[decode] = dict(srcc=m["srcc"], invalid=m["invalid"], distinct=len(set(scores)))
     # measured: SRCC 0.75 (greedy, 9 distinct scores) and 0.78 (expected, 90) on these 90 videos
     assert all(r["invalid"] == 0 for r in results.values()), results

@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from synthetic import make_synthetic
+from scaffold.synthetic import make_synthetic
 from conftest import ROOT, build_once, script
 
 TRAIN = os.path.join(ROOT, "train.py")

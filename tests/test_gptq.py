@@ -12,12 +12,12 @@ import torch
 from safetensors.torch import load_file
 
 import data
-import model as qwen
+import model
 import prompt
 import train
-from checkpoint import checkpoints
-from errors import InputError
-from frames import Batches, FrameCache
+from plumbing.checkpoint import checkpoints
+from plumbing.errors import InputError
+from frames import Batches, FrameCache, to_model
 from conftest import TEST_RECIPE, build_once, command
 from test_train import LEARNED, MSE, read_csv, run
 
@@ -26,7 +26,7 @@ from test_train import LEARNED, MSE, read_csv, run
 @pytest.fixture(scope="session")
 def tiny_gptq(tmp_path_factory):
     """A tiny Qwen2.5-VL quantized to GPTQ 4-bit by the command a user runs."""
-    folder = build_once(tmp_path_factory, "tiny-gptq", lambda folder: command("tiny.py", folder, "--gptq"))
+    folder = build_once(tmp_path_factory, "tiny-gptq", lambda folder: command("-m scaffold.tiny", folder, "--gptq"))
     assert json.load(open(os.path.join(folder, "config.json")))["quantization_config"]["quant_method"] == "gptq"
     return folder
 
@@ -44,14 +44,14 @@ def dense_copy(model):
     return model
 
 
-def lora_gradients(model, batch, labels, processor, eval_first, targets=None):
+def lora_gradients(net, batch, labels, processor, eval_first, targets=None):
     torch.manual_seed(0)
-    lora = qwen.add_lora(model, 8, 16, dropout=0.0, targets=targets)
+    lora = model.add_lora(net, 8, 16, dropout=0.0, targets=targets)
     with torch.no_grad():  # B starts at zero, which would leave A without a gradient: give it values
         for name, p in lora.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
-    inputs = prompt.to_model(batch, processor, "cpu")
+    inputs = to_model(batch, processor, "cpu")
     if eval_first:  # the trap of gptqmodel's default CPU kernels: after a no-grad forward they pass no gradient
         lora.eval()
         with torch.no_grad():
@@ -64,13 +64,13 @@ def lora_gradients(model, batch, labels, processor, eval_first, targets=None):
 
 @pytest.mark.parametrize("eval_first", [False, True])
 def test_lora_gradients_are_those_of_the_dequantized_model(eval_first, tiny_gptq, synthetic, cache):
-    processor = qwen.load_processor(tiny_gptq)
+    processor = model.load_processor(tiny_gptq)
     videos = data.load_split(synthetic, "train")[:4]
     frames = FrameCache(cache)
     frames.fill(videos)
     batch, labels = Batches(videos, frames, processor)[[0, 1, 2, 3]]
-    gptq = lora_gradients(qwen.load_model(tiny_gptq), batch, labels, processor, eval_first)
-    dense = lora_gradients(dense_copy(qwen.load_model(tiny_gptq)), batch, labels, processor, eval_first)
+    gptq = lora_gradients(model.load_model(tiny_gptq), batch, labels, processor, eval_first)
+    dense = lora_gradients(dense_copy(model.load_model(tiny_gptq)), batch, labels, processor, eval_first)
     assert gptq.keys() == dense.keys() and len(gptq) == 2 * 3 * 2  # A and B of q/k/v in both layers
     # The same arithmetic up to float rounding of the dequantized weights (fp16 in the kernel, fp32 here): the
     # largest difference is measured at ~1e-6 of gradients of ~1e-2; the trap above gives errors as large as them.
@@ -87,13 +87,13 @@ def test_quantized_weights_get_no_gradient_and_do_not_change(tiny_gptq, syntheti
     frames.fill(videos)
     cfg = train.Config(data=synthetic, model=tiny_gptq, out=str(tmp_path), r=8, alpha=16, epochs=1, lr=1e-2, warmup=0,
                        grad_ckpt=False, workers=0)
-    model = train.build_model(cfg)
-    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    net = train.build_model(cfg)
+    assert all("lora_" in n for n, p in net.named_parameters() if p.requires_grad)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
     # every linear layer of the language model is a GPTQ layer (peft's wrapper holds q/k/v's under two names)
-    assert len({id(m) for m in model.modules() if hasattr(m, "dequantize_weight")}) == 2 * 7
-    train.fit(cfg, model, qwen.load_processor(tiny_gptq), train.optimizer(model, cfg), videos, [], frames)  # 2 steps
-    after = model.state_dict()
+    assert len({id(m) for m in net.modules() if hasattr(m, "dequantize_weight")}) == 2 * 7
+    train.fit(cfg, net, model.load_processor(tiny_gptq), train.optimizer(net, cfg), videos, [], frames)  # 2 steps
+    after = net.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items() if "lora_" not in k)
     assert any(not torch.equal(after[k], v) for k, v in before.items() if "lora_B" in k)
 
@@ -144,7 +144,7 @@ def test_what_cannot_load_says_so_in_one_line(tiny, tiny_gptq, tmp_path, monkeyp
     config["quantization_config"] = {"quant_method": "awq", "bits": 4}
     (awq / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match="awq checkpoints are not supported"):
-        qwen.load_model(str(awq))
+        model.load_model(str(awq))
     monkeypatch.setitem(sys.modules, "gptqmodel", None)  # as if it were not installed
     with pytest.raises(InputError, match="needs gptqmodel and optimum: pip install"):
-        qwen.load_model(tiny_gptq)
+        model.load_model(tiny_gptq)

@@ -1,19 +1,23 @@
 """model.py: 4-bit NF4 language model with a full-precision vision tower, LoRA on the language model only,
 the paper's parameter count on the real Qwen2.5-VL-7B configuration, and the CPU repack trap of bitsandbytes."""
 
+import http.server
 import json
 import os
+import re
+import threading
 
 import bitsandbytes as bnb
 import pytest
 import torch
 
 import data
-import model as qwen
+import model
 import prompt
 import train
+from plumbing.errors import InputError
 from conftest import script
-from frames import FrameCache
+from frames import FrameCache, to_model
 
 
 def lora_modules(model):
@@ -22,7 +26,7 @@ def lora_modules(model):
 
 @pytest.mark.parametrize("family", ["tiny", "tiny3"])
 def test_4bit_language_model_full_precision_vision(family, request):
-    m = qwen.load_model(request.getfixturevalue(family))
+    m = model.load_model(request.getfixturevalue(family))
     quantized = [n for n, mod in m.named_modules() if isinstance(mod, bnb.nn.Linear4bit)]
     assert len(quantized) == 2 * 7  # q, k, v, o, gate, up, down in each of the 2 layers
     assert all(n.startswith("model.language_model.") for n in quantized)
@@ -32,11 +36,11 @@ def test_4bit_language_model_full_precision_vision(family, request):
     assert not any(p.requires_grad for p in m.parameters())
 
 
-@pytest.mark.parametrize("targets", [qwen.DEFAULT_TARGETS, ["all"]])
+@pytest.mark.parametrize("targets", [model.DEFAULT_TARGETS, ["all"]])
 def test_lora_only_in_the_language_model(tiny, targets):
-    m = qwen.add_lora(qwen.load_model(tiny), 8, 16, targets=targets)
+    m = model.add_lora(model.load_model(tiny), 8, 16, targets=targets)
     names = lora_modules(m)
-    expected = len(qwen.DEFAULT_TARGETS if targets == qwen.DEFAULT_TARGETS else qwen.ALL_TARGETS) * 2
+    expected = len(model.DEFAULT_TARGETS if targets == model.DEFAULT_TARGETS else model.ALL_TARGETS) * 2
     assert len(names) == expected
     assert all(".language_model." in n and ".visual." not in n for n in names)
     trainable = [n for n, p in m.named_parameters() if p.requires_grad]
@@ -47,17 +51,17 @@ def test_paper_parameter_count_on_the_real_7b_configuration():
     from transformers import AutoModelForImageTextToText
 
     with torch.device("meta"):  # the real architecture, no weights
-        m = AutoModelForImageTextToText.from_config(qwen.published_config("qwen2.5-vl-7b"))
+        m = AutoModelForImageTextToText.from_config(model.published_config("qwen2.5-vl-7b"))
     m.requires_grad_(False)
-    m = qwen.add_lora(m, r=128, alpha=1024)
-    trainable, total = qwen.count_parameters(m)
+    m = model.add_lora(m, r=128, alpha=1024)
+    trainable, total = model.count_parameters(m)
     assert trainable == 128 * (7168 + 4096 + 4096) * 28 == 55_050_240
     assert all(".visual." not in n for n in lora_modules(m))
 
 
 def test_the_count_from_the_command_line(capsys):
     """README's `python model.py --arch qwen2.5-vl-7b --r 128 --alpha 1024`: the same count, with no weights."""
-    qwen.main(["--arch", "qwen2.5-vl-7b", "--r", "128", "--alpha", "1024"])
+    model.main(["--arch", "qwen2.5-vl-7b", "--r", "128", "--alpha", "1024"])
     # (the line, whatever a library printed before it when first imported)
     assert capsys.readouterr().out.splitlines()[-1].startswith("trainable parameters: 55,050,240 of ")
 
@@ -82,15 +86,15 @@ def lora_grads(m, batch, labels):
 
 def test_cpu_repack_trap(tiny, synthetic, cache):
     """Gradients after a no-grad eval pass (as in per-epoch evaluation) equal gradients without one."""
-    processor = qwen.load_processor(tiny)
+    processor = model.load_processor(tiny)
     videos = data.load_split(synthetic, "train")[:4]
     frames = [FrameCache(cache).get(v) for v in videos]
     batch, labels = prompt.encode(processor, frames, [v.captions for v in videos], [v.label for v in videos])
-    batch = prompt.to_model(batch, processor, "cpu")
+    batch = to_model(batch, processor, "cpu")
 
     def fresh(fast_path):
         torch.manual_seed(0)
-        m = qwen.add_lora(qwen.load_model(tiny), 8, 16, dropout=0.0, targets=["all"])
+        m = model.add_lora(model.load_model(tiny), 8, 16, dropout=0.0, targets=["all"])
         for name, p in m.named_parameters():
             if "lora_B" in name:  # B starts at zero, which would make every A gradient zero
                 torch.nn.init.normal_(p, std=0.02)
@@ -127,16 +131,61 @@ def test_cpu_repack_trap(tiny, synthetic, cache):
 
 def test_adapter_round_trip(tiny, tmp_path):
     torch.manual_seed(0)
-    m = qwen.add_lora(qwen.load_model(tiny), 8, 16)
+    m = model.add_lora(model.load_model(tiny), 8, 16)
     for name, p in m.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.02)
-    qwen.save_adapter(m, str(tmp_path / "adapter"))
+    model.save_adapter(m, str(tmp_path / "adapter"))
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
-    assert qwen.base_model_of(str(tmp_path / "adapter")) == tiny
-    loaded = qwen.load_adapter(qwen.load_model(tiny), str(tmp_path / "adapter"), tiny)
+    assert model.base_model_of(str(tmp_path / "adapter")) == tiny
+    loaded = model.load_adapter(model.load_model(tiny), str(tmp_path / "adapter"), tiny)
     saved = {n: p for n, p in m.named_parameters() if "lora_" in n}
     for n, p in loaded.named_parameters():
         if "lora_" in n:
             assert torch.equal(p, saved[n])
+
+
+class Hub(http.server.BaseHTTPRequestHandler):
+    """A stand-in for the hub that knows no model: what huggingface.co answers for an id it does not have."""
+
+    def do_HEAD(self):
+        self.send_response(404)
+        self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("X-Error-Message", "Repository not found")
+        self.end_headers()
+
+    do_GET = do_HEAD
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_model_that_cannot_be_fetched_says_why(tmp_path, monkeypatch):
+    """--model that is no folder here, read by the same code every script reads it with (load_processor): a path
+    says "no such folder" without asking the hub; an id the hub does not have says so; a hub that cannot be reached
+    (HF_HUB_OFFLINE, no network) says that, not that the model does not exist. One line, naming the id."""
+    from huggingface_hub import constants
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for path in ["runs/tiny", str(tmp_path / "nothing"), "./nothing", "a/b/c"]:
+        with pytest.raises(InputError, match=f"^{re.escape(path)}: no such folder$"):
+            model.load_processor(path)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 sets it when the library loads
+    with pytest.raises(InputError) as e:
+        model.load_processor("nobody/no-such-model")
+    assert str(e.value).startswith("nobody/no-such-model: not a folder here, and the hub is not reachable "
+                                   "(HF_HUB_OFFLINE is set) with nothing of it in the local cache"), str(e.value)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            f"http://127.0.0.1:{server.server_port}/{{repo_id}}/resolve/{{revision}}/{{filename}}")
+        with pytest.raises(InputError, match="^nobody/no-such-model: no such folder here, nor a model on the hub"):
+            model.load_processor("nobody/no-such-model")
+    finally:
+        server.shutdown()

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import data
-import model as qwen
+import model
 import prompt
-from frames import DEFAULT_MAX_PIXELS, Batches, FrameCache, frame_indices, loader, read_frames
-from synthetic import synthetic_frames
+from frames import Batches, DEFAULT_MAX_PIXELS, FrameCache, frame_indices, loader, pixels, read_frames, to_model
+from scaffold.synthetic import synthetic_frames
 from conftest import greedy_equals_generate
 
 CAPTIONS = ["a man walks in a park", "a dog runs on the beach", "two people dance", "a child jumps", "a cat sits"]
@@ -66,7 +66,7 @@ def test_frames_are_exactly_those_of_a_full_decode(codec, tmp_path):
 @pytest.fixture(scope="module")
 def clip720(tmp_path_factory):
     """A 720p H.264 clip of textured motion, as bench.py writes them (1 second here)."""
-    import synthetic
+    from scaffold import synthetic
 
     return synthetic.write_clips(str(tmp_path_factory.mktemp("clips")), n=1, seconds=1)[0]
 
@@ -76,8 +76,8 @@ def test_pixel_budget_is_the_processors(family, clip720, request):
     """At the default budget a 720p frame keeps <= 448 x 448 pixels: the processor makes the same patches from the
     frame fitted by Budget.fit as from the full frame, and prompt.pixels turns encode's uint8 patches into exactly
     the floats the processor computes itself."""
-    processor = qwen.load_processor(request.getfixturevalue(family), DEFAULT_MAX_PIXELS)
-    budget = qwen.budget_of(processor)
+    processor = model.load_processor(request.getfixturevalue(family), DEFAULT_MAX_PIXELS)
+    budget = model.budget_of(processor)
     frames = read_frames(clip720, 3)
     assert frames.shape == (3, 720, 1280, 3)
     fitted = budget.fit(frames)
@@ -88,35 +88,35 @@ def test_pixel_budget_is_the_processors(family, clip720, request):
     full = processor(text=text, images=[list(frames)], return_tensors="pt")
     small = processor(text=text, images=[list(fitted)], return_tensors="pt")
     assert torch.equal(full["pixel_values"], small["pixel_values"]) and torch.equal(full["input_ids"], small["input_ids"])
-    assert full["image_grid_thw"].prod(1).sum() // 4 == 3 * qwen.visual_tokens(processor, 720, 1280)
+    assert full["image_grid_thw"].prod(1).sum() // 4 == 3 * model.visual_tokens(processor, 720, 1280)
     if family == "tiny":
-        assert qwen.visual_tokens(processor, 720, 1280) == (336 // 28) * (588 // 28) == 252  # <= 256, the paper's
+        assert model.visual_tokens(processor, 720, 1280) == (336 // 28) * (588 // 28) == 252  # <= 256, the paper's
     batch, _ = prompt.encode(processor, [fitted], [CAPTIONS])
     assert batch["pixel_values"].dtype == torch.uint8 and batch["pixel_values"].numel() * 8 == full["pixel_values"].nbytes
     assert torch.equal(batch["input_ids"], full["input_ids"])
-    assert torch.equal(prompt.pixels(batch["pixel_values"], processor.image_processor), full["pixel_values"])
+    assert torch.equal(pixels(batch["pixel_values"], processor.image_processor), full["pixel_values"])
 
 
 def test_cache_keeps_frames_at_the_budget(tiny, clip720, tmp_path):
-    processor = qwen.load_processor(tiny, DEFAULT_MAX_PIXELS)
-    cache = FrameCache(str(tmp_path), 3, qwen.budget_of(processor))
+    processor = model.load_processor(tiny, DEFAULT_MAX_PIXELS)
+    cache = FrameCache(str(tmp_path), 3, model.budget_of(processor))
     video = data.Video("clip", clip720, ["a caption"] * 5, 0.5)
     assert cache.fill([video]) == [video]
     stored = cache.get(video)
-    exact = qwen.budget_of(processor).fit(read_frames(clip720, 3))
+    exact = model.budget_of(processor).fit(read_frames(clip720, 3))
     assert stored.shape == exact.shape == (3, 3, 336, 588) and stored.dtype == torch.uint8
     assert (stored.int() - exact.int()).abs().float().mean() < 3  # JPEG at quality 95
     assert os.path.getsize(cache.path(video)) < 1_000_000
     # another budget is another entry; the first stays
-    other = FrameCache(str(tmp_path), 3, qwen.budget_of(qwen.load_processor(tiny, 100_000)))
+    other = FrameCache(str(tmp_path), 3, model.budget_of(model.load_processor(tiny, 100_000)))
     assert other.path(video) != cache.path(video) and other.get(video)[0, 0].numel() <= 100_000
     assert len(os.listdir(tmp_path)) == 2
 
 
 def test_loader_keeps_the_plan_and_the_global_rng(tiny, synthetic, cache):
-    processor = qwen.load_processor(tiny)
+    processor = model.load_processor(tiny)
     videos = data.load_split(synthetic, "val")[:10]
-    frames = FrameCache(cache, 3, qwen.budget_of(processor))
+    frames = FrameCache(cache, 3, model.budget_of(processor))
     frames.fill(videos)
     plan = [[3, 1, 4], [1, 5], [9, 2, 6], [5]]
     dataset = Batches(videos, frames, processor)
@@ -135,17 +135,17 @@ def test_greedy_decoding_equals_generate(family, synthetic, cache, request):
     """One prefill and at most three cached steps give model.generate's greedy tokens, for the base model and under
     peft's wrapper, on a left-padded batch (captions of different lengths)."""
     folder = request.getfixturevalue(family)
-    processor = qwen.load_processor(folder)
+    processor = model.load_processor(folder)
     videos = data.load_split(synthetic, "val")[:6]
-    frames = FrameCache(cache, 3, qwen.budget_of(processor))
+    frames = FrameCache(cache, 3, model.budget_of(processor))
     frames.fill(videos)
     batch, _ = Batches(videos, frames, processor, labelled=False)[list(range(6))]
     assert (batch["attention_mask"] == 0).any()  # padding is exercised
-    batch = prompt.to_model(batch, processor, "cpu")
+    batch = to_model(batch, processor, "cpu")
     end, pad = processor.tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), processor.tokenizer.pad_token_id
     torch.manual_seed(0)
-    base = qwen.load_model(folder)
-    lora = qwen.add_lora(qwen.load_model(folder), 8, 16, dropout=0.0)
+    base = model.load_model(folder)
+    lora = model.add_lora(model.load_model(folder), 8, 16, dropout=0.0)
     for name, p in lora.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)  # an adapter that changes the answers

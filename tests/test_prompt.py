@@ -1,15 +1,16 @@
 """prompt.py: the paper's prompt word for word, the target, the label mask and the post-processing."""
 
+import pytest
 import torch
 
-import model as qwen
+import model
 import prompt
 
 CAPTIONS = ["a man walks in a park", "a dog runs on the beach", "two people dance", "a child jumps", "a cat sits"]
 
 
 def test_prompt_text_is_listing_1_in_the_chat_layout(tiny):
-    processor = qwen.load_processor(tiny)
+    processor = model.load_processor(tiny)
     text = processor.apply_chat_template(prompt.messages(CAPTIONS, 3), tokenize=False, add_generation_prompt=True)
     frame = "<|vision_start|><|image_pad|><|vision_end|>"
     expected = (
@@ -25,7 +26,7 @@ def test_prompt_text_is_listing_1_in_the_chat_layout(tiny):
 
 def test_video_prompt_is_listing_1_around_one_video(tiny):
     """--input video: the paper's text word for word around one video input, with no label."""
-    processor = qwen.load_processor(tiny)
+    processor = model.load_processor(tiny)
     text = processor.apply_chat_template(prompt.messages(CAPTIONS, 8, video=True), tokenize=False,
                                          add_generation_prompt=True)
     assert text == (
@@ -44,7 +45,7 @@ def test_frames_follow_the_count():
 
 
 def test_target_is_digits_then_end_of_turn(tiny):
-    tok = qwen.load_processor(tiny).tokenizer
+    tok = model.load_processor(tiny).tokenizer
     end = tok.convert_tokens_to_ids("<|im_end|>")
     for label, digits in [(7, "7"), (73, "73"), (100, "100")]:
         ids = prompt.target_ids(tok, label)
@@ -65,7 +66,7 @@ def test_encode_appends_targets_after_the_processed_prompt(tiny, synthetic, cach
     import data
     from frames import FrameCache
 
-    processor = qwen.load_processor(tiny)
+    processor = model.load_processor(tiny)
     videos = data.load_split(synthetic, "train")[:3]
     frames = [FrameCache(cache).get(v) for v in videos]
     with_targets, labels = prompt.encode(processor, frames, [v.captions for v in videos], [v.label for v in videos])
@@ -85,14 +86,61 @@ def test_encode_appends_targets_after_the_processed_prompt(tiny, synthetic, cach
     assert torch.equal(with_targets["pixel_values"], without["pixel_values"])
 
 
-def test_parse_score():
-    assert prompt.parse_score("73") == 73
-    assert prompt.parse_score(" 100") == 100
-    assert prompt.parse_score("0") == 0
-    assert prompt.parse_score("I think 85.5 out of 100") == 85
-    assert prompt.parse_score("The score is 42.") == 42
-    for invalid in ["", "high", "6666", "1000", "101", "-5"]:
-        assert prompt.parse_score(invalid) is None, invalid
+# Answer shapes and the score a careful reader takes from each (prompt.parse_score's rule); None: invalid.
+READINGS = [
+    ("73", 73),  # the answer asked for
+    (" 100", 100),
+    ("0", 0),
+    ("The score is 42.", 42),
+    ("PREDICTED SCORE: 75", 75),  # the prompt's cue echoed
+    ("72.9", 73),  # a decimal rounds...
+    ("72.5", 73),  # ...half up
+    ("72.4", 72),
+    ("0.85", 1),  # read as written, on the 0-100 scale asked for: not rescaled
+    ("99.5", 100),
+    ("85%", 85),  # a percentage is its number
+    ("I think 85.5 out of 100", 86),  # a scale is not a reading: "out of 100"...
+    ("75/100", 75),  # ..."/100"...
+    ("On a scale from 0 to 100, I rate it 75", 75),  # ..."0 to 100" (the paper's regex would read 0)...
+    ("(Answer only with a number between 0 and 100). PREDICTED SCORE: 64", 64),  # ...the prompt's own words...
+    ("On a scale of 100, this video scores 70.", 70),
+    ("On a 0-100 scale: 55", 55),
+    ("On a 100-point scale: 66", 66),
+    ("On a scale of 1 to 10, I would say 8.", 8),  # ...another scale's too, and its reading stays as written
+    ("8/10", 8),
+    ("0 to 100", None),  # only a scale: no reading
+    ("70-80", 75),  # a range: its midpoint
+    ("Memorability: 70\u201380%", 75),  # with an en dash, as a percentage
+    ("between 70 and 75", 73),  # 72.5, half up
+    ("from 60 to 70", 65),
+    ("#1: 80", 80),  # a reference is not a reading: "#1"...
+    ("1. The video is vivid.\n2. Score: 77", 77),  # ...a list's markers...
+    ("In Picture 2 a dog runs; I predict 68.", 68),  # ...the prompt's pictures...
+    ("The 3rd frame is the most striking: 61", 61),  # ...an ordinal, or any number glued to a word
+    ("An mp4 in 4K: 70", 70),
+    ("75. The video is memorable.", 75),  # two digits opening a line are a score, not a list's marker
+    ("80 or 90", 80),  # several numbers: the first
+    ("The video shows 2 dogs. PREDICTED SCORE: 75", 2),  # the first, even where a later one was meant
+    ("-5", None),  # negative: invalid
+    ("score: \u22125", None),  # with a minus sign
+    ("101", None),  # over 100: invalid
+    ("6666", None),  # an answer that never stopped, read whole: not 66
+    ("1000", None),  # not 100
+    ("", None),  # no number: invalid
+    ("high", None),
+    ("seventy-five", None),  # a number in words is no number
+    ("I cannot tell how memorable this video is.", None),
+    ("The video shows a man walking his dog in a park, an everyday scene, and such scenes are moderately memorable.\n"
+     "Based on the frames and the captions, I would predict a memorability score of 72 out of 100.", 72),  # a paragraph
+    ("85\u5206", 85),  # another language's word after it
+]
+
+
+@pytest.mark.parametrize("answer,score", READINGS)
+def test_parse_score(answer, score):
+    """The paper extracts "a number between 0 and 100" from the answer; parse_score's docstring says how: the first
+    number that is not a scale or a reference, a range's midpoint, rounded half up, in 0-100 or invalid."""
+    assert prompt.parse_score(answer) == score
 
 
 def test_the_paper_map_names_functions_that_exist():
@@ -107,10 +155,10 @@ def test_the_paper_map_names_functions_that_exist():
         text = f.read()
     section = text.split("## The paper in the code")[1].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| the paper")]
-    names = re.findall(r"`(\w+)\.py:([\w.]+)`", "\n".join(rows))
+    names = re.findall(r"`([\w/]+)\.py:([\w.]+)`", "\n".join(rows))
     assert len(rows) >= 19 and len(names) >= 30
     for module, dotted in names:
-        target = importlib.import_module(module)
+        target = importlib.import_module(module.replace("/", "."))
         for part in dotted.split("."):
             target = getattr(target, part)
         assert callable(target) or isinstance(target, property), f"{module}.py:{dotted}"

@@ -1,4 +1,4 @@
-"""qwen_vl_processor.py gives what the official Qwen-VL-Chat code gave (../shared/qwen-vl, see its README): the
+"""qwen_vl_processor.py gives what the official Qwen-VL-Chat code gave (qwen_vl/reference, see its README): the
 tokenizer's ids on the truncated vocabulary of the tiny checkpoints and on the real one (special ids, digits one by
 one, chat tokens as text under make_context's allowed_special, image paths as byte ids padded to a 258-id span,
 make_context's ids and raw text, decode back to the raw text), the 448x448 pixels bit for bit, and the processor's
@@ -13,14 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from errors import InputError
+from plumbing.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ORACLE = os.path.join(ROOT, "..", "shared", "qwen-vl")
-if not os.path.isdir(ORACLE):
-    pytest.skip(f"no official Qwen-VL-Chat references at {ORACLE}", allow_module_level=True)
+ORACLE = os.path.join(ROOT, "qwen_vl", "reference")  # the official code's outputs, carried in the repository
 
-from qwen_vl_processor import (IMAGE_TAGS, ImageTransform, QWenTokenizer, QWenVLProcessor, chatml,  # noqa: E402
+from qwen_vl.processing import (IMAGE_TAGS, ImageTransform, QWenTokenizer, QWenVLProcessor, chatml,  # noqa: E402
                                context_ids, from_list_format)
 
 REFERENCE = os.path.join(ORACLE, "reference")
@@ -38,6 +36,9 @@ def load_json(name):
 def vocab(request):
     """(our tokenizer, the official tokenizer's outputs) on one vocabulary."""
     name, key = VOCABULARIES[request.param]
+    if not os.path.isfile(os.path.join(ORACLE, request.param, "qwen.tiktoken")):  # the real vocabulary: Qwen's, not ours
+        pytest.skip(f"{os.path.join(ORACLE, request.param, 'qwen.tiktoken')}: the real vocabulary is not redistributed "
+                    "here; copy Qwen-VL-Chat's own there to check its ids")
     ref = load_json(name)
     return QWenTokenizer.from_pretrained(os.path.join(ORACLE, request.param)), ref[key] if key else ref
 

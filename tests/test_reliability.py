@@ -1,9 +1,13 @@
 """Bad input gets a one-line error (exit code 2) naming the file or record, or with --skip-bad a warning and a
-list in the run directory; odd but valid videos just work; a run killed at any step resumes to the same bits."""
+list in the run directory, and what it skips moves no other video's fold; labels that match none or part of the
+predictions say so; odd but valid videos just work; a run killed at any step resumes to the same bits, every random
+generator and the whole adapter restored, or says in one line what in its checkpoint is damaged."""
 
 import csv
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import subprocess
@@ -12,14 +16,19 @@ import time
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file
+import torch
+from safetensors.torch import load_file, save_file
 
+import cv
 import data
-import model as qwen
-from errors import InputError, cli
+import model
+import train
+from plumbing.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from plumbing.errors import InputError, cli
 from frames import read_frames
-from synthetic import make_synthetic, write_video
+from scaffold.synthetic import make_synthetic, write_video
 from conftest import ROOT, script
+from plumbing import files
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +71,8 @@ def set_field(i, key, value):
 # Each case: how to break a copy of the small dataset, and what the message must name.
 CASES = {
     "missing video": (lambda r: os.remove(video(r, 1)), "record 1 (synthetic_00001): missing video file"),
-    "zero-byte video": (lambda r: open(video(r, 2), "wb").close(), "synthetic_00002.mp4: cannot decode video"),
-    "corrupt video": (lambda r: open(video(r, 3), "wb").write(os.urandom(5000)), "synthetic_00003.mp4: cannot decode video"),
+    "zero-byte video": (lambda r: open(video(r, 2), "wb").close(), "synthetic_00002.mp4: empty file (0 bytes), not a video"),
+    "corrupt video": (lambda r: open(video(r, 3), "wb").write(os.urandom(5000)), "synthetic_00003.mp4: corrupt, truncated or not a video: FFmpeg: Invalid data"),
     "four captions": (lambda r: edit_json(r, "train", lambda x: x[4]["captions"].pop()), "record 4 (synthetic_00004): expected 5 captions, found 4"),
     "six captions": (lambda r: edit_json(r, "train", lambda x: x[5]["captions"].append("one more")), "record 5 (synthetic_00005): expected 5 captions, found 6"),
     "empty caption": (lambda r: edit_json(r, "train", lambda x: x[6]["captions"].__setitem__(2, " ")), "record 6 (synthetic_00006): caption 2 is empty"),
@@ -159,8 +168,8 @@ def test_model_folder_without_weights(tiny, small, tmp_path):
 
 
 def test_adapter_of_another_base_model(tiny, tiny3, small, tmp_path):
-    m = qwen.add_lora(qwen.load_model(tiny), 4, 8)
-    qwen.save_adapter(m, str(tmp_path / "adapter"))
+    m = model.add_lora(model.load_model(tiny), 4, 8)
+    model.save_adapter(m, str(tmp_path / "adapter"))
     code, _, err = script("predict.py", "--data", small, "--adapter", tmp_path / "adapter", "--model", tiny3, "--split",
                           "val", "--cache", tmp_path / "cache")
     assert code == 2 and f"adapter was trained on {tiny}, not {tiny3}" in err, err
@@ -286,3 +295,150 @@ def test_an_empty_split_is_an_error(case, small, small_csv, tiny, tmp_path):
     assert code == 2, err
     assert err.strip().splitlines()[-1].startswith("error: ") and message in err and "Traceback" not in err, err
     assert not (out / "submission.csv").exists() and not (out / "config.json").exists()
+
+
+def test_a_dropped_video_or_record_moves_no_other_fold(small, tiny, tmp_path):
+    """Under --skip-bad, a video that does not decode and a record that is bad each leave their fold one video short
+    and move no other video: folds.json holds the folds of the whole labelled list as the run used them (exactly the
+    videos it trained on and held out) and names what it dropped with their folds; the held-out predictions, and
+    predict.py --fold K on the same data, are exactly the held-out fold."""
+    root = str(tmp_path / "data")
+    shutil.copytree(small, root)
+    clip = open(video(root, 2), "rb").read()
+    open(video(root, 2), "wb").write(clip[:len(clip) // 2])  # truncated: decodes no more
+    edit_json(root, "train", set_field(10, "mem_score", 1.7))
+    dropped = {"synthetic_00002", "synthetic_00010"}
+    folds = data.make_folds([v.video_id for v in data.load_split(small, "trainval")], 3, 0)  # of the data intact
+    k = next(k for k, ids in enumerate(folds) if "synthetic_00002" in ids)  # the held-out fold loses a video
+    code, out, err = train_cli("--data", root, "--model", tiny, "--out", tmp_path / "run", "--cache", tmp_path / "cache",
+                               "--split", "trainval", "--fold", k, "--folds", 3, "--skip-bad", "--epochs", 1,
+                               "--r", 4, "--alpha", 8, "--no-grad-ckpt")
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "folds.json").read_text())
+    assert record["folds"] == [[i for i in ids if i not in dropped] for ids in folds] and record["fold"] == k
+    assert record["dropped"] == {i: j for j, ids in enumerate(folds) for i in ids if i in dropped}
+    assert f"training videos: {sum(map(len, record['folds'])) - len(record['folds'][k])} |" in out
+    with open(tmp_path / "run" / f"predictions-trainval-fold{k}.csv") as f:
+        assert sorted(row["video_id"] for row in csv.DictReader(f)) == record["folds"][k]
+    code, out, err = script("predict.py", "--data", root, "--adapter", tmp_path / "run", "--split", "trainval",
+                            "--fold", k, "--skip-bad", "--cache", tmp_path / "cache", "--out", tmp_path / "fold.csv")
+    assert code == 0, err
+    with open(tmp_path / "fold.csv") as f:
+        assert sorted(row["video_id"] for row in csv.DictReader(f)) == record["folds"][k]
+
+
+def write_labels(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_labels_that_do_not_match_the_predictions(small, tiny, tmp_path):
+    """predict.py --labels whose ids match only some of the predicted videos: a warning saying how many match, with an
+    id of each side, and SRCC over those; matching none: the same line as an error, exit code 2, after the
+    predictions are written. A labels file without its columns or with a score that is no number stops the run
+    before any work, in one line naming the file and line."""
+    with open(os.path.join(small, data.JSON_FILES["train"])) as f:
+        truth = {os.path.splitext(r["filename"])[0]: r["mem_score"] for r in json.load(f)}  # the 14 train videos
+    ids = list(truth)
+    flags = ["--data", small, "--zero-shot", "--model", tiny, "--split", "train", "--cache", tmp_path / "cache"]
+
+    # none: the ids written as MediaEval 2021's CSV writes them
+    labels = write_labels(tmp_path / "none.csv", "video_id,mem_score\n" + "".join(f"{i:05d},0.8\n" for i in range(14)))
+    code, out, err = script("predict.py", *flags, "--labels", labels, "--out", tmp_path / "none-predictions.csv")
+    assert code == 2, out + err
+    assert err.strip().splitlines()[-1] == (f"error: {labels}: labels for 0 of the 14 predicted videos: {ids[0]} is "
+                                            "predicted but not in the labels, 00000 is in the labels but not predicted")
+    assert "Traceback" not in err and "SRCC" not in out
+    assert len((tmp_path / "none-predictions.csv").read_text().splitlines()) == 15  # written, and kept
+
+    # part: 10 of the 14, and one id of no predicted video
+    labels = write_labels(tmp_path / "part.csv", "video_id,mem_score\n" + "".join(f"{i},{truth[i]}\n" for i in ids[4:])
+                          + "elsewhere_00001,0.5\n")
+    code, out, err = script("predict.py", *flags, "--labels", labels, "--out", tmp_path / "part-predictions.csv")
+    assert code == 0, err
+    assert (f"warning: {labels}: labels for 10 of the 14 predicted videos: {ids[0]} is predicted but not in the "
+            "labels, elsewhere_00001 is in the labels but not predicted; scoring those 10") in err
+    assert "n=10)" in out
+
+    for name, text, message in [
+        ("columns.csv", "id,score\nsynthetic_00000,0.8\n", "line 1: missing column(s) video_id, mem_score"),
+        ("number.csv", f"video_id,mem_score\n{ids[0]},0.8\n{ids[1]},high\n", "line 3: score 'high' is not a number"),
+    ]:
+        code, out, err = script("predict.py", *flags[:-2], "--labels", write_labels(tmp_path / name, text),
+                                "--cache", tmp_path / f"{name}-cache", "--out", tmp_path / f"{name}-predictions.csv")
+        assert code == 2 and err.strip().splitlines()[-1].startswith(f"error: {tmp_path / name}: {message}"), err
+        assert not (tmp_path / f"{name}-predictions.csv").exists() and not (tmp_path / f"{name}-cache").exists()
+
+
+def test_cv_figures_refuse_predictions_of_other_videos(small, tmp_path):
+    """cv.py's Figure 5 reads the folds' predictions against the truth: files whose ids name none of the data's videos
+    are one line naming the data and an id of each side, not an empty figure."""
+    template = train.Config(data=small, out=str(tmp_path), split="trainval", folds=2, r=4, alpha=8)
+    for cfg in cv.plan(template, [4], [8]):
+        os.makedirs(cfg.out)
+        files.write_csv(cv.predictions_path(cfg), ["video_id", "mem_score"], [[f"{cfg.fold:05d}", "0.80"]])
+    with pytest.raises(InputError, match=re.escape(f"{small}: labels for 0 of the 2 predicted videos: 00000 is "
+                                                   "predicted but not in the labels, synthetic_00000 is in the labels "
+                                                   "but not predicted")):
+        cv.figures(template, dict(r=4, alpha=8, config="r4-a8"))
+
+
+@pytest.fixture(scope="module")
+def run_state(tiny, tmp_path_factory):
+    """A fresh LoRA on the tiny model, its optimizer and its run's settings: what a run checkpoints."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    cfg = train.Config(data=str(folder), model=tiny, out=str(folder / "run"), r=4, alpha=8, keep=10)
+    net = model.add_lora(model.load_model(tiny, "none"), cfg.r, cfg.alpha)
+    return cfg, net, train.optimizer(net, cfg)
+
+
+def checkpoint(cfg, model, opt, step):
+    """save_checkpoint at `step`, as a run writes it: its path."""
+    os.makedirs(cfg.out, exist_ok=True)
+    save_checkpoint(cfg, step, model, opt, dict(loss=[], epochs=[]), dict(epoch=0, position=4, order=[]))
+    return os.path.join(cfg.out, f"step-{step:06d}")
+
+
+def draws():
+    """A few draws from every generator a run has: Python's (and its Gaussian cache), NumPy's (and its Gaussian
+    cache: randn(3) leaves one Gaussian cached), torch's."""
+    return (random.random(), random.gauss(0, 1), np.random.rand(2).tolist(), np.random.randn(3).tolist(),
+            torch.rand(3).tolist())
+
+
+def test_resume_restores_every_random_generator(run_state):
+    """Through a checkpoint's file (read with weights_only), Python's, NumPy's and torch's generators, each taken
+    mid-stream with a Gaussian cached, continue exactly as they would have without the round trip."""
+    cfg, model, opt = run_state
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    draws()  # mid-stream, a Gaussian cached in Python's and in NumPy's
+    path = checkpoint(cfg, model, opt, 3)
+    expected = draws()
+    random.seed(2), np.random.seed(2), torch.manual_seed(2)  # elsewhere entirely
+    meta, step = load_checkpoint(path, model, opt)
+    assert step == 4 and meta["step"] == 3
+    assert draws() == expected
+
+
+@pytest.mark.parametrize("change", ["missing", "extra", "reshaped"])
+def test_resume_refuses_an_adapter_with_a_missing_or_extra_tensor(change, run_state):
+    """A checkpoint's adapter that lacks one of the model's LoRA tensors, holds one the model has no place for, or
+    one of another shape is one line naming the file and that tensor: never a resume on half an adapter."""
+    cfg, model, opt = run_state
+    path = checkpoint(cfg, model, opt, ["missing", "extra", "reshaped"].index(change))
+    file = os.path.join(path, "adapter", "adapter_model.safetensors")
+    tensors = load_file(file)
+    name = next(k for k in sorted(tensors) if ".layers.1.self_attn.v_proj.lora_B." in k)
+    if change == "missing":
+        del tensors[name]
+    elif change == "extra":  # the same tensor in a layer the model does not have
+        tensors[name.replace(".layers.1.", ".layers.7.")] = tensors[name].clone()
+        name = name.replace(".layers.1.", ".layers.7.")
+    else:
+        tensors[name] = torch.zeros(2, 2)
+    save_file(tensors, file)
+    with pytest.raises(InputError) as e:
+        load_checkpoint(path, model, opt)
+    message = {"missing": f"lacks the tensor {name}: ", "extra": f"holds a tensor the model has no place for, {name}: ",
+               "reshaped": f"size mismatch for {name.replace('.lora_B.', '.lora_B.default.')}: "}[change]
+    assert str(e.value).startswith(f"{file}: {message}") and "\n" not in str(e.value), str(e.value)

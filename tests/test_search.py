@@ -11,9 +11,9 @@ import optuna
 from PIL import Image
 
 import cv
-import search
 import train
-from synthetic import make_synthetic
+from plumbing import search
+from scaffold.synthetic import make_synthetic
 from conftest import build_once, script
 
 SPACE = dict(r=[4, 8, 16], alpha=[2.0, 8.0])

@@ -13,15 +13,15 @@ import pytest
 from scipy import stats
 
 import data
-import predict
 import prompt
-import sources
+from plumbing import sources
 import train
-from errors import InputError
+from plumbing.errors import InputError
 from frames import read_frames
-from synthetic import make_synthetic
+from scaffold.synthetic import make_synthetic
 from conftest import RECIPE, command, script
 from test_train import LEARNED, MSE, UNLEARNED
+
 
 
 def read_csv(path):
@@ -99,7 +99,7 @@ def test_videomem_layout(videomem_small, tmp_path):
     os.rename(os.path.join(test_dir, "test-set_videos-captions.txt"),
               os.path.join(test_dir, "test-set_video-captions.txt"))
     os.makedirs(os.path.join(test_dir, "ground-truth"))
-    labels = predict.read_labels(os.path.join(root, "test_labels_long.csv"))
+    labels = sources.read_labels(os.path.join(root, "test_labels_long.csv"))
     with open(os.path.join(test_dir, "ground-truth", "ground-truth_test-set.csv"), "w") as f:
         f.write("video,short-term_memorability,nb_short-term_annotations,long-term_memorability,"
                 "nb_long-term_annotations\n")
@@ -245,7 +245,7 @@ def trecvid(tmp_path_factory):
     """300 videos in TRECVid's layout (210 train, 45 dev, 45 test), the demo's rule: the short-term score follows the
     last frame, the long-term score the first (synthetic.RULES), drawn independently."""
     folder = str(tmp_path_factory.mktemp("trecvid"))
-    command("synthetic.py", folder, "--n", 300, "--layout", "trecvid")  # README's command
+    command("-m scaffold.synthetic", folder, "--n", 300, "--layout", "trecvid")  # README's command
     return folder
 
 
@@ -278,7 +278,7 @@ def test_long_term_target_learns_its_rule_and_predicts_another_source(tiny, trec
     assert "| target: long-term scores" in log and "captions a video: 1 to 4" in log
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["srcc"] >= LEARNED and metrics["mse"] < MSE and metrics["invalid"] == 0, metrics
-    held = predict.read_labels(out / "predictions-val-long.csv")  # the file says which score it predicts
+    held = sources.read_labels(out / "predictions-val-long.csv")  # the file says which score it predicts
     long = {v.video_id: v.score for v in data.load_split(trecvid, "val", target="long")}
     short = {v.video_id: v.score for v in data.load_split(trecvid, "val")}
     assert len(held) == 45 and srcc(held, long) == pytest.approx(metrics["srcc"])
@@ -291,8 +291,8 @@ def test_long_term_target_learns_its_rule_and_predicts_another_source(tiny, trec
     assert [r["video_id"] for r in read_csv(path)] == [v.video_id for v in data.load_split(videomem, "test")]
     assert list(read_csv(path)[0]) == ["video_id", "mem_score"]  # the submission's format, whatever the score
     assert "across sources: the run trained on TRECVid" in log and "predictions of the long-term score" in log
-    predicted = predict.read_labels(path)
-    long, short = (predict.read_labels(os.path.join(videomem, name)) for name in ("test_labels_long.csv",
+    predicted = sources.read_labels(path)
+    long, short = (sources.read_labels(os.path.join(videomem, name)) for name in ("test_labels_long.csv",
                                                                                    "test_labels.csv"))
     assert srcc(predicted, long) >= LEARNED and f"SRCC {srcc(predicted, long):.4f}" in log, log
     assert abs(beyond(predicted, short, long)) < UNLEARNED, (srcc(predicted, short), srcc(long, short))
@@ -309,7 +309,7 @@ def test_cv_holds_out_a_whole_source(tiny, trecvid_small, videomem_small, cache,
     assert f"training videos: 17 | held-out videos: 17 (of {videomem_small})" in log
     rows = read_csv(out / "results.csv")
     assert [(r["config"], r["fold"], r["n"]) for r in rows] == [("r4-a8", "0", "17")]
-    predicted = predict.read_labels(out / "r4-a8" / "heldout-source" / "predictions-heldout-source-long.csv")
+    predicted = sources.read_labels(out / "r4-a8" / "heldout-source" / "predictions-heldout-source-long.csv")
     long = {v.video_id: v.score for v in data.load_split(videomem_small, "trainval", target="long")}
     assert set(predicted) == set(long)
     row, ours = float(rows[0]["srcc"]), srcc({k: round(100 * p) for k, p in predicted.items()}, long)

@@ -12,11 +12,11 @@ import torch
 from scipy import stats
 
 import data
-import model as qwen
+import model
 import prompt
 import train
-from frames import Batches, FrameCache
-from tiny import TINY_RECIPE
+from frames import Batches, FrameCache, to_model
+from scaffold.tiny import TINY_RECIPE
 from conftest import ROOT, TEST_RECIPE, build_once, command, script
 
 
@@ -103,8 +103,7 @@ def test_the_demo_is_the_run_these_tests_train(trained):
 @pytest.fixture(scope="session")
 def rules(tmp_path_factory):
     """300 videos of each rule that hides the score in one part of the clip (synthetic.RULES), by README's command."""
-    return {rule: build_once(tmp_path_factory, rule, lambda folder, rule=rule: command(
-        "synthetic.py", folder, "--n", 300, "--rule", rule)) for rule in ("position", "window")}
+    return {rule: build_once(tmp_path_factory, rule, lambda folder, rule=rule: command("-m scaffold.synthetic", folder, "--n", 300, "--rule", rule)) for rule in ("position", "window")}
 
 
 def test_learns_a_frame_known_only_by_its_position(tiny, rules, cache, tmp_path):
@@ -120,7 +119,7 @@ def test_learns_a_frame_known_only_by_its_position(tiny, rules, cache, tmp_path)
 
 def frame_levels(videos, cache, processor, n):
     """Each video's n frames as the model gets them (the cache at the processor's budget): their mean grey levels."""
-    frames = FrameCache(cache, n, qwen.budget_of(processor))
+    frames = FrameCache(cache, n, model.budget_of(processor))
     frames.fill(videos)
     return np.array([[float(f.float().mean()) for f in frames.get(v)] for v in videos])
 
@@ -131,7 +130,7 @@ def test_more_frames_see_what_three_cannot(tiny, rules, cache, tmp_path):
     one of 8 evenly spaced frames carries it all, and with --frames 8 the model learns it."""
     videos = data.load_split(rules["window"], "trainval")
     scores = [v.score for v in videos]
-    processor = qwen.load_processor(tiny)
+    processor = model.load_processor(tiny)
     # With no relation, the rank correlation of 255 pairs has a standard deviation of 1/sqrt(254) = 0.063: every one
     # of the three frames stays within 4 of them (measured: at most 0.05); the eighth's frame 3 holds the score (0.997).
     three = frame_levels(videos, cache, processor, 3)
@@ -161,10 +160,10 @@ def test_gradient_accumulation_equals_one_large_batch(tiny, synthetic, cache):
     are compared, not the weights after an AdamW step: AdamW divides each gradient by its own magnitude, so the
     rounding of a near-zero gradient would show in the weights on one CPU and not on another."""
     videos = data.load_split(synthetic, "train")[:4]
-    processor = qwen.load_processor(tiny)
+    processor = model.load_processor(tiny)
     batches = Batches(videos, FrameCache(cache), processor)
     torch.manual_seed(0)
-    m = qwen.add_lora(qwen.load_model(tiny), 8, 16, dropout=0.0)
+    m = model.add_lora(model.load_model(tiny), 8, 16, dropout=0.0)
     params = [p for p in m.parameters() if p.requires_grad]
     with torch.no_grad():
         for name, p in m.named_parameters():
@@ -175,7 +174,7 @@ def test_gradient_accumulation_equals_one_large_batch(tiny, synthetic, cache):
     batch, labels = batches[[0, 1, 2, 3]]
     n_targets = int((labels != prompt.IGNORE).sum())
     k = int((labels != prompt.IGNORE).sum(1).max())
-    loss = train.score_loss(m, prompt.to_model(batch, processor, "cpu"), labels[:, -k:]) / n_targets
+    loss = train.score_loss(m, to_model(batch, processor, "cpu"), labels[:, -k:]) / n_targets
     reference = torch.autograd.grad(loss, params)
 
     for batch_size in (4, 2, 1):
@@ -280,9 +279,9 @@ def test_the_promised_commands_work_as_written(tiny, synthetic, tmp_path):
     # one line naming it, and nothing written (a CV that stopped there would otherwise hold its cv.json against the
     # next try)
     for name, args in [("train.py", ["--r", 128, "--alpha", 1024]), ("cv.py", []),
-                       ("predict.py", ["--split", "test", "--zero-shot"]), ("bench.py", ["train"])]:
+                       ("predict.py", ["--split", "test", "--zero-shot"]), ("-m scaffold.bench", ["train"])]:
         code, log = here(name, *args)
-        expected = f"error: {qwen.DEFAULT_MODEL}: neither a folder nor a model the hub gives"
+        expected = f"error: {model.DEFAULT_MODEL}: not a folder here, and the hub is not reachable"
         assert code == 2 and log.strip().splitlines()[-1].startswith(expected), log
         assert os.listdir(work) == ["data"], name
     code, log = here("train.py", "--r", 128, "--alpha", 1024, "--model", tiny, "--epochs", 1, "--no-grad-ckpt")

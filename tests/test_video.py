@@ -16,11 +16,11 @@ import torch
 
 import cv
 import data
-import model as qwen
+import model
 import prompt
 import train
-from errors import InputError
-from frames import DEFAULT_MAX_PIXELS, Batches, FrameCache
+from plumbing.errors import InputError
+from frames import Batches, DEFAULT_MAX_PIXELS, FrameCache, to_model
 from conftest import TEST_RECIPE, greedy_equals_generate
 from test_train import MSE, read_csv, run
 
@@ -30,8 +30,8 @@ SHORT = ["a cat", "a dog", "a man", "a child", "two people"]
 
 @pytest.mark.parametrize("family", ["tiny", "tiny3"])
 def test_video_inputs_are_the_processors_own(family, request):
-    processor = qwen.load_processor(request.getfixturevalue(family), DEFAULT_MAX_PIXELS)
-    vp, budget = processor.video_processor, qwen.budget_of(processor)
+    processor = model.load_processor(request.getfixturevalue(family), DEFAULT_MAX_PIXELS)
+    vp, budget = processor.video_processor, model.budget_of(processor)
     rng = np.random.default_rng(0)
     for n, seconds, stamps in [(3, [0.0, 0.6, 1.2], ["<0.3 seconds>", "<1.2 seconds>"]),
                                (4, [0.0, 0.4, 0.8, 1.2], ["<0.2 seconds>", "<1.0 seconds>"])]:
@@ -46,7 +46,7 @@ def test_video_inputs_are_the_processors_own(family, request):
         assert "pixel_values" not in ours and ours["pixel_values_videos"].dtype == torch.uint8
         assert ours["pixel_values_videos"].numel() * 4 == stock["pixel_values_videos"].nbytes
         patches = ours["pixel_values_videos"]
-        on_device = prompt.to_model(ours, processor, "cpu")
+        on_device = to_model(ours, processor, "cpu")
         assert on_device.keys() == stock.keys()
         for key in stock:
             assert torch.equal(on_device[key], stock[key]), (n, key)
@@ -115,12 +115,12 @@ def test_video_trains_and_decodes_as_generate(family, synthetic, cache, request)
     """A training step moves LoRA through the video input; greedy decoding (rope_deltas carried over from the prefill)
     gives model.generate's tokens on a left-padded batch of videos."""
     folder = request.getfixturevalue(family)
-    processor = qwen.load_processor(folder)
+    processor = model.load_processor(folder)
     videos = data.load_split(synthetic, "val")[:6]
-    frames = FrameCache(cache, 3, qwen.budget_of(processor))
+    frames = FrameCache(cache, 3, model.budget_of(processor))
     frames.fill(videos, timed=True)
     torch.manual_seed(0)
-    lora = qwen.add_lora(qwen.load_model(folder), 8, 16, dropout=0.0)
+    lora = model.add_lora(model.load_model(folder), 8, 16, dropout=0.0)
     for name, p in lora.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)  # an adapter that changes the answers
@@ -135,7 +135,7 @@ def test_video_trains_and_decodes_as_generate(family, synthetic, cache, request)
 
     batch, _ = Batches(videos, frames, processor, labelled=False, video=True)[list(range(6))]
     assert (batch["attention_mask"] == 0).any()
-    batch = prompt.to_model(batch, processor, "cpu")
+    batch = to_model(batch, processor, "cpu")
     end, pad = processor.tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), processor.tokenizer.pad_token_id
     greedy_equals_generate(lora, batch, end, pad)
 
@@ -151,7 +151,7 @@ def test_video_run_end_to_end(tiny, synthetic, cache, tmp_path):
     code, log = run("train.py", "--data", synthetic, "--model", tiny, "--out", out, "--cache", cache, *TEST_RECIPE,
                     "--lr", 2e-3, "--input", "video", "--log-every", 100)
     assert code == 0, log
-    per_frame = qwen.visual_tokens(qwen.load_processor(tiny), 64, 64)  # the synthetic clips are 64 x 64
+    per_frame = model.visual_tokens(model.load_processor(tiny), 64, 64)  # the synthetic clips are 64 x 64
     assert f"tokens per sample: {2 * per_frame} visual (3 frames as one video" in log  # images: 3 x per_frame
     assert json.loads((out / "config.json").read_text())["input"] == "video"
     metrics = json.loads((out / "metrics.json").read_text())
