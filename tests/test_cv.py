@@ -253,7 +253,8 @@ def test_cross_validation(grid, synthetic):
                 for k in range(FOLDS)]
         assert all(not held[i] & held[j] for i in range(FOLDS) for j in range(i + 1, FOLDS))  # disjoint
         assert set.union(*held) == trainval  # together, every labelled video once
-        assert [int(r["n"]) for r in rows if r["config"] == config] == [len(h) for h in held]
+        n = {int(r["fold"]): int(r["n"]) for r in rows if r["config"] == config}
+        assert [n[k] for k in range(FOLDS)] == [len(h) for h in held]
         assert sorted(map(len, held)) == [127, 128]
         for k in range(FOLDS):
             assert (folder / f"fold{k}" / "adapter" / "adapter_model.safetensors").is_file()

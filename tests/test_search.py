@@ -13,6 +13,7 @@ from PIL import Image
 import cv
 import train
 from plumbing import search
+from plumbing.files import write_csv
 from scaffold.synthetic import make_synthetic
 from conftest import build_once, script
 
@@ -37,8 +38,8 @@ def test_a_configuration_below_the_median_is_pruned_and_stays_pruned(tmp_path):
     # in the order proposed: each of the first five at or above the median of those before it
     srcc = {"r8-a2": [0.6, 0.6], "r16-a2": [0.65, 0.65], "r4-a8": [0.7, 0.7], "r8-a8": [0.75, 0.75],
             "r4-a2": [0.8, 0.8], "r16-a8": [0.1]}
-    cv.write_rows(path, cv.COLUMNS, [[name, params[name]["r"], f"{params[name]['alpha']:g}", k, 20, value, value, 0.05,
-                                      0, 1.0, 0] for name, values in srcc.items() for k, value in enumerate(values)])
+    write_csv(path, cv.COLUMNS, [[name, params[name]["r"], f"{params[name]['alpha']:g}", k, 20, value, value, 0.05, 0,
+                                  1.0, 0] for name, values in srcc.items() for k, value in enumerate(values)])
 
     def run(storage, order):
         study = search.open_study(search.storage(str(tmp_path / storage), heartbeat=1), "tpe", SPACE, seed=0)
