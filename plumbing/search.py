@@ -54,6 +54,7 @@ SILENT = 10  # heartbeats a trial misses before its worker counts as dead
 STARTUP = 3
 IMPORTANCE = 5  # complete configurations before the parameters' importances say more than their noise
 LIVE = (TrialState.RUNNING, TrialState.WAITING)
+CREATE_TRIES = 5  # tries at opening a database, whose tables another worker may be making at the same moment
 
 
 class Journal(JournalStorage, BaseHeartbeat):
@@ -88,14 +89,22 @@ def storage(where, heartbeat=HEARTBEAT):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats: experimental in Optuna since 2.x
         retry = RetryHeartbeatStaleTrialCallback()
-        if "://" in where:
+        if "://" not in where:
+            os.makedirs(os.path.dirname(os.path.abspath(where)), exist_ok=True)
+            return Journal(where, heartbeat, retry)
+        for attempt in range(CREATE_TRIES):
             try:
                 return RDBStorage(where, heartbeat_interval=heartbeat, grace_period=SILENT * heartbeat,
                                   heartbeat_stale_trial_callback=retry)
-            except (SQLAlchemyError, ImportError) as e:  # no server, no such file, no driver for it
-                raise InputError(f"--storage {where}: {str(e).splitlines()[0]}")
-        os.makedirs(os.path.dirname(os.path.abspath(where)), exist_ok=True)
-        return Journal(where, heartbeat, retry)
+            except SQLAlchemyError as e:
+                # Workers that start together on a new database each make its tables, and all but the first fail
+                # (a table or a version row that exists already): the next try finds them made. No server, no such
+                # file, a wrong password fail every try.
+                if attempt == CREATE_TRIES - 1:
+                    raise InputError(f"--storage {where}: {str(e).splitlines()[0]}")
+                time.sleep(1)
+            except ImportError as e:  # no driver for that database
+                raise InputError(f"--storage {where}: {e}")
 
 
 def open_study(where, kind, space, seed):
