@@ -8,21 +8,31 @@ The paper's experiments: k-fold cross-validation over LoRA rank and alpha, and t
     python cv.py --data data/memento10k --heldout-source data/videomem --out runs/cv-to-videomem   # across sources
     python cv.py --data runs/synth --model runs/tiny --folds 3 --r 16 --alpha 4 32 --epochs 7 --lr 1e-3 \\
         --warmup 0.05 --no-grad-ckpt --out runs/cv-tiny                          # the same on CPU, in minutes
+    python cv.py ... --r 8 16 32 64 128 --alpha 16 64 256 1024 --search tpe --trials 8   # 8 of them, chosen by TPE
     python cv.py ... --gpus 0,1,2,3                                              # four folds at a time, one a GPU
     python cv.py --compare A.csv B.csv --data data/memento10k --split trainval --fold 2   # two predictions, paired
     sbatch --array=0-7 --wrap "python cv.py ... --out /shared/cv"                # eight workers on a cluster
+    python cv.py ... --storage postgresql://user:password@host/cv               # the study in a database
 
-Any number of the same cv.py command on one OUT (--gpus, a job array, other hosts on a shared folder) split the
-grid between them: each (config, fold) is claimed once, and a dead worker's is taken over by the next to look.
+The search is an Optuna study (plumbing/search.py). The grid (--search grid, the paper's) is Optuna's grid sampler
+over the flags' lists: a trial is one (config, fold), so that workers split the folds of one config too, and each
+trains as before. --search tpe --trials N: a trial is one configuration, which TPE chooses among the same lists
+(--lr joins them when given several values); it trains its folds one by one and reports its running mean SRCC after
+each, and the median pruner stops it after a fold where it falls below the median of the trials before it. Any
+number of the same cv.py command on one study (--gpus, a job array, other hosts on a shared folder or database)
+split its trials: each (config, fold) is trained once, and a dead worker's trial is taken over (search.py says how).
 
 Each (config, fold) trains with train.py on the other folds of train+val and predicts its fold; every flag of
 train.py other than --split, --fold and --out passes through to it (--target among them). With --heldout-source, the
 held-out fold is a whole other source instead (MediaEval 2021's subtask 2): each config trains once on all of --data's
 labelled videos and is scored on all of the other source's. OUT gets:
-  results.csv      one row per (config, fold), appended as each lands; rerun the same command to resume
-  claims/          the (config, fold) jobs being run now, each by one worker (host and pid inside)
-  summary.md       mean +- std SRCC per config over the folds, and the best config
-  figure-4-heatmap.png, figure-5-scatter.png (best config, out-of-fold), figure-6-best-worst.png
+  results.csv      one row per (config, fold), appended as each lands (pruned: 1 for a config TPE's pruner
+                   stopped); rerun the same command to resume
+  study.log        the Optuna study (a journal file), unless --storage puts it elsewhere
+  summary.md       mean +- std SRCC per config over the folds, and the best config; with --search tpe, the trials, the
+                   fold trainings they cost and the parameters' importances
+  figure-4-heatmap.png, figure-5-scatter.png (best config, out-of-fold), figure-6-best-worst.png; with --search tpe,
+  search-history.png (each trial's mean SRCC and the best so far)
   r{R}-a{ALPHA}/fold{K}/   train.py's run directory of each fold (its checkpoints are removed once it lands); with
                            --heldout-source, r{R}-a{ALPHA}/heldout-source/, its row fold 0
 With --zero-shot, OUT/zero-shot/ (the paper's greedy decoding; OUT/zero-shot-constrained/ or zero-shot-expected/ with
@@ -49,9 +59,12 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
+import optuna
 import torch
+from optuna.storages.journal import JournalFileOpenLock
 from tqdm import tqdm
 
 import data
@@ -60,27 +73,22 @@ import predict
 import train
 from frames import FrameCache
 from plumbing.checkpoint import checkpoints
-from plumbing.claims import claimed, locked
+from plumbing import search
 from plumbing.errors import Help, InputError, cli
 from plumbing.files import write_csv, write_text
 from plumbing.sources import read_labels
 from scoring import decode, metrics
-from scoring.figures import heatmap, scatter, sheet
+from scoring.figures import DPI, HEATMAP_SIZE, heatmap, scatter, sheet
 
 # §4.1: Qwen-VL-Chat-Int4 zero-shot on the 8,500 labelled videos, as the paper reports it (7.06% invalid)
 PAPER_ZERO_SHOT = dict(invalid=600, n=8500, invalid_rate=0.0706, srcc=-0.050)
-COLUMNS = ["config", "r", "alpha", "fold", "n", "srcc", "pearson", "mse", "invalid", "seconds"]
+COLUMNS = ["config", "r", "alpha", "fold", "n", "srcc", "pearson", "mse", "invalid", "seconds", "pruned"]
 
 
 def predictions_path(cfg):
     """Where train.py writes the held-out predictions of a (config, fold): predictions-trainval-fold{K}.csv, or
     predictions-heldout-source.csv (-long.csv for a long-term target)."""
     return os.path.join(cfg.out, f"predictions-{train.heldout_name(cfg)}.csv")
-
-
-def job(cfg):
-    """A (config, fold) as results.csv names it: a held-out source is the config's one fold, 0."""
-    return model.config_name(cfg.r, cfg.alpha), cfg.fold or 0
 
 
 def n_folds(template):
@@ -91,28 +99,48 @@ def n_folds(template):
 # cross-validation
 
 
-def plan(template, ranks, alphas):
-    """Every (config, fold) as a train.Config, in grid order with the folds inside; with a held-out source, one a
-    config. Building them all first checks every setting before the first fold trains."""
+def config_name(params):
+    """A configuration's name in results.csv and its folder in OUT: r{R}-a{ALPHA}, then any other setting searched
+    (-lr{LR} when several learning rates are given)."""
+    return model.config_name(params["r"], params["alpha"]) + "".join(
+        f"-{k}{v:g}" for k, v in params.items() if k not in ("r", "alpha", "fold"))
+
+
+def configurations(space):
+    """Every configuration of the search space {setting: values}, in the order of the flags' lists."""
+    return [dict(zip(space, values)) for values in itertools.product(*space.values())]
+
+
+def fold_runs(template, name, params):
+    """A configuration's (config, fold)s as train.Configs, keyed by results.csv's (config, fold); with a held-out
+    source, its one run, fold 0."""
     if template.heldout_data:
-        return [dataclasses.replace(template, r=r, alpha=alpha,
-                                    out=os.path.join(template.out, model.config_name(r, alpha), "heldout-source"))
-                for r, alpha in itertools.product(ranks, alphas)]
-    return [dataclasses.replace(template, r=r, alpha=alpha, fold=k,
-                                out=os.path.join(template.out, model.config_name(r, alpha), f"fold{k}"))
-            for r, alpha in itertools.product(ranks, alphas) for k in range(template.folds)]
+        return {(name, 0): dataclasses.replace(template, **params,
+                                               out=os.path.join(template.out, name, "heldout-source"))}
+    return {(name, k): dataclasses.replace(template, **params, fold=k, out=os.path.join(template.out, name, f"fold{k}"))
+            for k in range(template.folds)}
 
 
-def check_settings(template, path):
+def plan(template, space):
+    """Every (config, fold) of the search space as a train.Config, keyed by results.csv's (config, fold), in grid
+    order with the folds inside. Building them all first checks every setting before the first fold trains."""
+    return {key: cfg for params in configurations(space)
+            for key, cfg in fold_runs(template, config_name(params), params).items()}
+
+
+def check_settings(template, path, space=None):
     """OUT/cv.json records the training settings; a rerun with others would mix two experiments in one table.
-    The grid may grow between runs: ranks and alphas are not part of the record."""
-    settings = {k: v for k, v in dataclasses.asdict(template).items() if k not in ("r", "alpha", "fold")}
+    The grid may grow between runs: ranks and alphas are not part of the record, nor a searched learning rate,
+    which names its configurations (the list is recorded, so that a single one is not taken for it)."""
+    searched = ("r", "alpha", "fold", *(space or {}))
+    settings = {k: v for k, v in dataclasses.asdict(template).items() if k not in searched}
+    settings.update({k: v for k, v in (space or {}).items() if k not in ("r", "alpha")})
     settings["model_identity"] = model.identity(template.model)
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
         # paths are where things are, not settings: a CV may move or be shared by hosts that mount it elsewhere
-        changed = train.changed_settings(saved, template, ignore=("r", "alpha", "fold"))
+        changed = train.changed_settings(saved, template, ignore=searched)
         if changed:
             raise InputError(f"{path}: this CV ran with other settings ({', '.join(changed)}); "
                                   "rerun with those or choose another --out")
@@ -124,9 +152,9 @@ def read_results(path):
         return []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames != COLUMNS:
+        if reader.fieldnames not in (COLUMNS, COLUMNS[:-1]):  # the second: a CV from before pruning, none pruned
             raise InputError(f"{path}: line 1: expected the columns {','.join(COLUMNS)}")
-        rows = list(reader)
+        rows = [dict(row, pruned=row.get("pruned", "0")) for row in reader]
     for line, row in enumerate(rows, start=2):
         try:
             int(row["r"]), float(row["alpha"]), int(row["fold"]), float(row["srcc"])
@@ -135,20 +163,40 @@ def read_results(path):
     return rows
 
 
+@contextmanager
+def locked(path):
+    """Hold PATH.lock while the block runs: Optuna's lock file for its journal, made atomically on local and network
+    filesystems alike, and released by force 30 s after a worker died holding it."""
+    lock = JournalFileOpenLock(path)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def append_result(path, row):
     """Add a (config, fold)'s row, once: workers append under a lock, and a row that landed already stays as it is."""
-    with locked(path + ".lock"):
+    with locked(path):
         rows = read_results(path)
         if (row["config"], str(row["fold"])) not in {(r["config"], r["fold"]) for r in rows}:
             write_csv(path, COLUMNS, [[r[c] for c in COLUMNS] for r in rows + [row]])
 
 
+def mark_pruned(path, config, folds):
+    """Mark a configuration's rows of `folds` as pruned: its trial went through them and stopped."""
+    with locked(path):
+        rows = read_results(path)
+        write_csv(path, COLUMNS, [[1 if c == "pruned" and r["config"] == config and int(r["fold"]) in folds else r[c]
+                                   for c in COLUMNS] for r in rows])
+
+
 # -----------------------------------------------------------------------------
-# workers: any number of the same cv.py command on one OUT (--gpus, a SLURM array, several hosts) split the grid with no
-# coordinator, each (config, fold) claimed once under OUT/claims (claims.py), a dead worker's taken over
+# the search: the study's trials in this worker (plumbing/search.py splits them between workers and takes a dead
+# one's over)
 
 
-def run_fold(cfg):
+def run_fold(cfg, name):
     """Train on the other folds and predict fold K through train.py's own code; returns the fold's row."""
     metrics_path = os.path.join(cfg.out, "metrics.json")
     if os.path.exists(metrics_path):
@@ -163,42 +211,74 @@ def run_fold(cfg):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return dict(config=model.config_name(cfg.r, cfg.alpha), r=cfg.r, alpha=f"{cfg.alpha:g}", fold=job(cfg)[1], n=m["n"],
-                srcc=f"{m['srcc']:.6f}", pearson=f"{m['pearson']:.6f}", mse=f"{m['mse']:.6f}",
-                invalid=m["invalid"], seconds=m["seconds"])
+    return dict(config=name, r=cfg.r, alpha=f"{cfg.alpha:g}", fold=cfg.fold or 0, n=m["n"], srcc=f"{m['srcc']:.6f}",
+                pearson=f"{m['pearson']:.6f}", mse=f"{m['mse']:.6f}", invalid=m["invalid"], seconds=m["seconds"],
+                pruned=0)
 
 
 def landed(path):
-    return {(row["config"], int(row["fold"])) for row in read_results(path)}
+    """{(config, fold): its row} of results.csv."""
+    return {(row["config"], int(row["fold"])): row for row in read_results(path)}
 
 
-def cross_validate(cfgs, path):
-    """Run every (config, fold) that results.csv does not hold yet and no live worker has claimed, in grid order, then
-    again what is left while a pass finds work (a worker that died meanwhile left its job); returns the rows landed
-    so far, other workers' included."""
-    claims = os.path.join(os.path.dirname(path), "claims")
-    os.makedirs(claims, exist_ok=True)
-    todo = [c for c in cfgs if job(c) not in landed(path)]
-    # smoothing=0: the ETA is the mean time of the folds run so far, steadier than a recent-rate estimate
-    bar = tqdm(total=len(cfgs), initial=len(cfgs) - len(todo), desc="cross-validation", unit="fold", smoothing=0)
-    ran = True
-    while ran:
-        ran = False
-        for cfg in [c for c in todo if job(c) not in landed(path)]:
-            name, fold = job(cfg)
-            with claimed(os.path.join(claims, f"{name}-fold{fold}")) as mine:
-                if not mine or (name, fold) in landed(path):  # another worker's, running or just landed
-                    continue
-                row = run_fold(cfg)
-                append_result(path, row)
-                # A fold's checkpoints (adapter + AdamW state, ~0.7 GB each at r=128 on a 7B model) are only for
-                # resuming it; once its row has landed, its adapter/ and predictions are what is kept.
-                for step_dir in checkpoints(cfg.out):
-                    shutil.rmtree(step_dir)
-            ran = True
-            bar.update(1)
-            tqdm.write(f"cv | {row['config']} fold {row['fold']} | SRCC {float(row['srcc']):.4f} | "
-                       f"Pearson {float(row['pearson']):.4f} | invalid {row['invalid']}/{row['n']} | {row['seconds']}s")
+def study_space(template, space, trials):
+    """What a trial of the study chooses: the grid's trial a (config, fold), TPE's (`trials` of them) a config."""
+    return dict(space, fold=list(range(n_folds(template)))) if trials is None else space
+
+
+def cross_validate(template, space, cfgs, study, trials=None, heartbeat=search.HEARTBEAT):
+    """Run the study's trials in this worker; returns the rows landed so far, other workers' included. The grid
+    (trials None): a trial trains one (config, fold). TPE: a trial is a configuration, its folds in order, with its
+    running mean SRCC reported after each so that the pruner may stop it; a configuration pruned once stays pruned
+    when proposed again. A (config, fold) in results.csv is never trained again: its row stands for it."""
+    path = os.path.join(template.out, "results.csv")
+    done = len(landed(path).keys() & cfgs.keys())
+    # smoothing=0: the ETA is the mean time of the folds run so far, steadier than a recent-rate estimate; TPE's
+    # count of folds is not known ahead
+    bar = tqdm(total=len(cfgs) if trials is None else None, initial=done if trials is None else 0,
+               desc="cross-validation", unit="fold", smoothing=0)
+
+    def train_fold(key):
+        cfg = cfgs[key]
+        row = run_fold(cfg, key[0])
+        append_result(path, row)
+        # A fold's checkpoints (adapter + AdamW state, ~0.7 GB each at r=128 on a 7B model) are only for
+        # resuming it; once its row has landed, its adapter/ and predictions are what is kept.
+        for step_dir in checkpoints(cfg.out):
+            shutil.rmtree(step_dir)
+        bar.update(1)
+        tqdm.write(f"cv | {row['config']} fold {row['fold']} | SRCC {float(row['srcc']):.4f} | "
+                   f"Pearson {float(row['pearson']):.4f} | invalid {row['invalid']}/{row['n']} | {row['seconds']}s")
+        return row
+
+    def fold_trial(trial, params):
+        key = config_name(params), params["fold"]
+        row = landed(path).get(key) or train_fold(key)
+        return float(row["srcc"])
+
+    def config_trial(trial, params):
+        name, rows = config_name(params), landed(path)
+        pruned = any(row["pruned"] == "1" for (config, _), row in rows.items() if config == name)
+        srcc = []
+        for k in range(n_folds(template)):
+            row = rows.get((name, k))
+            if pruned and (row is None or row["pruned"] != "1"):  # past the folds it went through before
+                raise optuna.TrialPruned(f"{name} was pruned before")
+            row = row or train_fold((name, k))
+            srcc.append(float(row["srcc"]))
+            trial.report(float(np.mean(srcc)), k)
+            if k < n_folds(template) - 1 and trial.should_prune():
+                mark_pruned(path, name, range(k + 1))
+                tqdm.write(f"cv | {name} pruned after fold {k}: mean SRCC {np.mean(srcc):.4f}, below the median of "
+                           "the trials before it")
+                raise optuna.TrialPruned()
+        return float(np.mean(srcc))
+
+    if trials is None:
+        search.work(study, study_space(template, space, trials), fold_trial, lambda p: (config_name(p), p["fold"]),
+                    heartbeat=heartbeat)
+    else:
+        search.work(study, space, config_trial, config_name, trials, heartbeat)
     bar.close()
     return read_results(path)
 
@@ -238,7 +318,7 @@ def start_workers(argv, gpus, out, n_jobs):
 
 
 def summarize(rows, folds):
-    """One line per config, in the order they ran: mean and std (n-1) of SRCC over folds, mean Pearson and MSE."""
+    """One line per config, in the order of the rows: mean and std (n-1) of SRCC over folds, mean Pearson and MSE."""
     by_config = {}
     for row in rows:
         by_config.setdefault(row["config"], []).append(row)
@@ -249,11 +329,30 @@ def summarize(rows, folds):
                           srcc=float(srcc.mean()), std=float(srcc.std(ddof=1)) if len(rs) > 1 else float("nan"),
                           pearson=float(np.mean([float(r["pearson"]) for r in rs])),
                           mse=float(np.mean([float(r["mse"]) for r in rs])),
-                          invalid=sum(int(r["invalid"]) for r in rs), n=sum(int(r["n"]) for r in rs)))
-    # Only configs with every fold compete; a NaN SRCC (constant predictions in a fold) never wins.
+                          invalid=sum(int(r["invalid"]) for r in rs), n=sum(int(r["n"]) for r in rs),
+                          pruned=any(r["pruned"] == "1" for r in rs)))
+    # Only configs with every fold compete (a pruned one has not); a NaN SRCC (constant predictions in a fold) never
+    # wins.
     complete = [t for t in table if t["folds"] == folds and not math.isnan(t["srcc"])]
     best = max(complete, key=lambda t: t["srcc"]) if complete else None
     return table, best
+
+
+def search_summary(study, space, cfgs, path):
+    """What TPE's search found and what it cost: its trials, the configurations they tried and pruned, the fold
+    trainings of those configurations against the grid's, and Optuna's parameter importances."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.params.keys() == space.keys()]
+    tried = {config_name(t.params) for t in trials}
+    pruned = {config_name(t.params) for t in trials if t.state == optuna.trial.TrialState.PRUNED}
+    folds = sum(config in tried for config, _ in landed(path))
+    lines = ["", f"search: TPE over {len(configurations(space))} configurations "
+             f"({', '.join(f'{k} {len(v)}' for k, v in space.items())}), {len(trials)} trials: {len(tried)} "
+             f"configurations, {len(pruned)} of them pruned; {folds} fold trainings of the grid's {len(cfgs)}"]
+    shares = search.importances(study)
+    if shares:
+        lines.append("parameter importances (Optuna, over the complete trials): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in shares.items()))
+    return "\n".join(lines) + "\n"
 
 
 def markdown(table, best, folds, heldout_source=None):
@@ -264,8 +363,8 @@ def markdown(table, best, folds, heldout_source=None):
     def srcc(t):
         return f"{t['srcc']:.4f}" + ("" if heldout_source else f" ± {t['std']:.4f}")
 
-    lines += [f"| {t['config']} | {t['r']} | {t['alpha']:g} | {t['folds']} | {srcc(t)} | "
-              f"{t['pearson']:.4f} | {t['mse']:.5f} | {t['invalid']}/{t['n']} |" for t in table]
+    lines += [f"| {t['config']} | {t['r']} | {t['alpha']:g} | {t['folds']}{', pruned' if t['pruned'] else ''} | "
+              f"{srcc(t)} | {t['pearson']:.4f} | {t['mse']:.5f} | {t['invalid']}/{t['n']} |" for t in table]
     lines.append("")
     lines.append(f"best: {best['config']} (r={best['r']}, alpha={best['alpha']:g}), "
                  f"{'SRCC' if heldout_source else 'mean SRCC'} {srcc(best)}" if best
@@ -285,7 +384,8 @@ def figures(template, best):
                                                      template.target)}
     truth = {video_id: v.score for video_id, v in videos.items()}
     predicted = {}
-    for cfg in plan(template, [best["r"]], [best["alpha"]]):  # each video predicted by a model that did not train on it
+    # each video predicted by a model that did not train on it
+    for cfg in fold_runs(template, best["config"], dict(r=best["r"], alpha=best["alpha"])).values():
         predicted.update(read_labels(predictions_path(cfg)))
     mismatch = metrics.label_mismatch(list(predicted), truth, truth_data)
     ids = [v for v in predicted if v in truth]
@@ -408,7 +508,8 @@ def parse_args(argv=None):
     parser.add_argument("--r", type=int, nargs="+", default=[d.r], help="LoRA ranks of the grid")
     parser.add_argument("--alpha", type=float, nargs="+", default=[d.alpha], help="LoRA alphas of the grid")
     parser.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training folds")
-    parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    parser.add_argument("--lr", type=float, nargs="+", default=[d.lr],
+                        help="peak learning rate; several join the search, each a choice as the ranks are")
     parser.add_argument("--zero-shot", action="store_true", help="instead: the base model on train+val, no training")
     parser.add_argument("--max-new-tokens", type=int, help="with --zero-shot: greedy decoding's budget of new tokens; "
                         f"it stops where the answer ends (default {decode.ZERO_SHOT_TOKENS}: the base model answers "
@@ -418,6 +519,14 @@ def parse_args(argv=None):
     parser.add_argument("--compare", nargs=2, metavar=("A.csv", "B.csv"), help="instead: two prediction files of the "
                         "same videos, SRCC(A) - SRCC(B) with its paired bootstrap 95%% CI, against the truth of "
                         "--split SPLIT [--fold K --folds N --seed S] [--target long] of --data; no training, no model")
+    parser.add_argument("--search", default="grid", choices=["grid", "tpe"], help="grid: every configuration of the "
+                        "lists (the paper's); tpe: --trials configurations chosen by TPE, each stopped after a fold "
+                        "where its mean SRCC falls below the median")
+    parser.add_argument("--trials", type=int, help="with --search tpe: the trials (configurations) to run")
+    parser.add_argument("--storage", help="the study: a journal file (default: OUT/study.log), or a database URL "
+                        "(sqlite:///FILE, postgresql://..., mysql://...), shared by every worker")
+    parser.add_argument("--heartbeat", type=int, default=search.HEARTBEAT, help="seconds between a running trial's "
+                        f"heartbeats; a trial silent for {search.SILENT} of them is a dead worker's and runs again")
     # ---
     args, rest = parser.parse_known_args(argv)
     if args.compare:
@@ -439,11 +548,23 @@ def parse_args(argv=None):
         raise InputError("cv.py chooses the split: drop --split")
     fold_flags = {f.name: getattr(train_args, f.name) for f in dataclasses.fields(train.Config)}
     template = train.Config(**dict(fold_flags, data=args.data, model=args.model, out=args.out, split="trainval",
-                                   folds=args.folds, epochs=args.epochs, lr=args.lr, heldout_data=args.heldout_source))
-    args.r, args.alpha = list(dict.fromkeys(args.r)), list(dict.fromkeys(args.alpha))  # a repeated value runs once
+                                   folds=args.folds, epochs=args.epochs, lr=args.lr[0],
+                                   heldout_data=args.heldout_source))
+    # a repeated value runs once
+    args.r, args.alpha, args.lr = (list(dict.fromkeys(v)) for v in (args.r, args.alpha, args.lr))
+    if (args.search == "tpe") != (args.trials is not None):
+        raise InputError("--search tpe needs --trials N, the configurations to try" if args.trials is None else
+                         "--trials is for --search tpe: the grid runs every configuration")
+    if args.trials is not None and args.trials < 1 or args.heartbeat < 1:
+        raise InputError("--trials and --heartbeat must be positive")
     if args.zero_shot:
         args.max_new_tokens = decode.token_budget(args.max_new_tokens, template.decode, zero_shot=True)
     return args, template
+
+
+def search_space(args):
+    """{setting: its values}: the ranks and alphas, and the learning rates when several are given."""
+    return dict(r=args.r, alpha=args.alpha, **({"lr": args.lr} if len(args.lr) > 1 else {}))
 
 
 def parse_compare(args, rest):
@@ -466,7 +587,8 @@ def main(argv=None):
     if args.zero_shot:
         print(json.dumps(dict(dataclasses.asdict(template), max_new_tokens=args.max_new_tokens), indent=1))
         return zero_shot(template, args.max_new_tokens)
-    cfgs = plan(template, args.r, args.alpha)
+    space = search_space(args)
+    cfgs = plan(template, space)
     # a damaged results file, then bad data, stop the CV before it starts
     read_results(os.path.join(template.out, "results.csv"))
     for root in filter(None, (template.data, template.heldout_data)):
@@ -474,20 +596,27 @@ def main(argv=None):
     # and a model that cannot be read (from a folder or the hub) or read as asked, before cv.json
     model.load_processor(template.model, template.max_pixels, template.min_pixels, template.input == "video")
     os.makedirs(template.out, exist_ok=True)
-    check_settings(template, os.path.join(template.out, "cv.json"))
-    print(json.dumps(dict(dataclasses.asdict(template), r=args.r, alpha=args.alpha), indent=1))
+    check_settings(template, os.path.join(template.out, "cv.json"), space)
+    print(json.dumps(dict(dataclasses.asdict(template), **space, search=args.search, trials=args.trials), indent=1))
+    storage = search.storage(args.storage or os.path.join(template.out, "study.log"), args.heartbeat)
+    # made here, before --gpus's workers load it
+    study = search.open_study(storage, args.search, study_space(template, space, args.trials), template.seed)
 
     if args.gpus:
-        start_workers(argv, args.gpus, template.out, len(cfgs))
+        start_workers(argv, args.gpus, template.out, len(cfgs) if args.trials is None else None)
+    cross_validate(template, space, cfgs, study, args.trials, args.heartbeat)  # after --gpus's workers: nothing left
     path = os.path.join(template.out, "results.csv")
-    cross_validate(cfgs, path)  # after --gpus's workers: nothing is left
-    with locked(path + ".lock"):  # so the worker that lands the last row writes the summary of them all
-        rows = read_results(path)
-        if len(rows) < len(cfgs):
-            print(f"{len(rows)} of {len(cfgs)} folds have landed; other workers hold the rest, and the last of them "
-                  "to finish writes the whole summary")
+    with locked(path):  # so the worker that lands the last row writes the summary of them all
+        order = {name: i for i, name in enumerate(dict.fromkeys(name for name, _ in cfgs))}
+        rows = sorted(read_results(path), key=lambda r: (order.get(r["config"], len(order)), int(r["fold"])))
+        if args.trials is None and len(landed(path).keys() & cfgs.keys()) < len(cfgs):
+            print(f"{len(landed(path).keys() & cfgs.keys())} of {len(cfgs)} folds have landed; other workers hold "
+                  "the rest, and the last of them to finish writes the whole summary")
         table, best = summarize(rows, n_folds(template))
         text = markdown(table, best, n_folds(template), template.heldout_data)
+        if args.trials is not None:
+            text += search_summary(study, space, cfgs, path)
+            search.history(study, os.path.join(template.out, "search-history.png"), HEATMAP_SIZE, DPI)
         write_text(os.path.join(template.out, "summary.md"), text)
         print(text, end="")
         heatmap(os.path.join(template.out, "figure-4-heatmap.png"), table)

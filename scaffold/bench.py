@@ -8,6 +8,7 @@ Benchmarks of the real run, one figure per subcommand, each through the project'
     python -m scaffold.bench gpu --out gpu.json            # the prepared GPU check (README): learnability on CUDA, then
                                                       # train, baseline and predict on qwen2.5-vl-7b and on the
                                                       # paper's qwen-vl-chat, one JSON file
+    python bench.py search [--trials 5]               # cv.py's grid against TPE + pruning, tiny model, 3 x 3 x 2 folds
 
 Each prints a table; with --json, one JSON object as its last line. --arch builds a published architecture with
 random weights (tiny.make_random, no download), saves it and loads it through model.load_model in NF4, the path
@@ -17,8 +18,10 @@ a user's checkpoint takes. Inputs: 720p clips (synthetic.write_clips) at the pix
 import argparse
 import gc
 import json
+import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +31,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+import cv
 import data
 from scoring import explain
 import frames
@@ -36,6 +40,7 @@ import prompt
 from qwen_vl import modeling as qwen_vl
 from scaffold import synthetic
 import train
+from plumbing import search
 from plumbing.errors import Help, InputError, cli
 from plumbing.files import write_text
 from scaffold.tiny import TINY_RECIPE, make_random, make_tiny
@@ -428,6 +433,75 @@ def cmd_predict(args, template):
                 **bench_predict(cfg, processor, videos, cache, net, cfg.eval_batch_size, args.repeats))
 
 
+# The search's landscape on the tiny model and the demo's rule: LoRA scales alpha / r from 1/16 to 64 at twice the
+# tiny recipe's learning rate (test_cv.py's CV, 5 epochs), from updates too small to learn in 5 epochs to ones too
+# large to stay stable.
+SEARCH_SPACE = ["--r", 4, 16, 64, "--alpha", 4, 32, 256]
+SEARCH_RECIPE = ["--epochs", 5, "--lr", 2 * TINY_RECIPE["lr"], "--warmup", TINY_RECIPE["warmup"], "--no-grad-ckpt",
+                 "--eval-batch-size", 128, "--log-every", 1000]
+
+
+def cmd_search(args, template):
+    """cv.py's grid against TPE with fold pruning (--trials), over the same space, folds and seeds, each from an empty
+    OUT: the best complete configuration each finds, its mean SRCC over the 2 folds, the fold trainings each spends
+    and its wall time; and whether the two bests differ by more than the noise, twice the standard error of the
+    difference of two means over 2 folds (from their folds' spread). Which configurations TPE tries first is a
+    draw of its seed: TPE is then replayed with --replays other seeds of its own on the grid's folds, which it would
+    train to the same numbers (a fold's training is seeded by --seed, not by the sampler), for how often it finds
+    the grid's best and the fold trainings it spends."""
+    root = os.path.join(args.work, "search")
+    if not os.path.isfile(os.path.join(root, "data", "test_labels.csv")):
+        synthetic.make_synthetic(os.path.join(root, "data"), n=300)
+    common = ["--data", os.path.join(root, "data"), "--model", tiny(args), "--cache", os.path.join(root, "cache"),
+              "--folds", 2, "--seed", template.seed, "--workers", template.workers, *SEARCH_SPACE, *SEARCH_RECIPE]
+    result, tables = {}, {}
+    for name, extra in [("grid", []), ("tpe", ["--search", "tpe", "--trials", args.trials])]:
+        out = os.path.join(root, name)
+        shutil.rmtree(out, ignore_errors=True)  # from nothing: a rerun trains again
+        t0 = time.time()
+        table, best = cv.main(list(map(str, [*common, "--out", out, *extra])))
+        tables[name] = {t["config"]: t for t in table}
+        result[name] = dict(best=best["config"], srcc=best["srcc"], std=best["std"], seconds=round(time.time() - t0),
+                            fold_trainings=len(cv.read_results(os.path.join(out, "results.csv"))))
+    grid, tpe = result["grid"], result["tpe"]
+
+    def noise(a, b):  # twice the standard error of the difference of two configurations' means over 2 folds
+        return 2 * math.sqrt((a["std"] ** 2 + b["std"] ** 2) / 2)
+
+    cv_args, replayed = cv.parse_args(list(map(str, [*common, "--out", os.path.join(root, "replay"), "--search", "tpe",
+                                                     "--trials", args.trials])))
+    space, found, spent = cv.search_space(cv_args), [], []
+    for seed in range(args.replays):
+        shutil.rmtree(replayed.out, ignore_errors=True)
+        os.makedirs(replayed.out)
+        shutil.copy(os.path.join(root, "grid", "results.csv"), replayed.out)  # every fold, landed: none trains
+        study = search.open_study(search.storage(os.path.join(replayed.out, "study.log")), "tpe", space, seed)
+        cv.cross_validate(replayed, space, cv.plan(replayed, space), study, args.trials)
+        found.append(tables["grid"][cv.config_name(study.best_trial.params)])
+        spent.append(len({(cv.config_name(t.params), k) for t in study.trials for k in t.intermediate_values}))
+    best = tables["grid"][grid["best"]]
+    result["replays"] = dict(seeds=args.replays, found_grid_best=sum(f is best for f in found),
+                             within_noise=sum(best["srcc"] - f["srcc"] <= noise(best, f) for f in found),
+                             best_srcc_mean=float(np.mean([f["srcc"] for f in found])),
+                             best_srcc_min=min(f["srcc"] for f in found), fold_trainings_mean=float(np.mean(spent)),
+                             fold_trainings_min=min(spent), fold_trainings_max=max(spent))
+    result.update(difference=grid["srcc"] - tpe["srcc"], noise=noise(grid, tpe),
+                  within_noise=abs(grid["srcc"] - tpe["srcc"]) <= noise(grid, tpe))
+    print("\n| search | best config | mean SRCC ± std over 2 folds | fold trainings | wall time |")
+    print("|---|---|---|---|---|")
+    for name, r in [("grid (9 configurations)", grid), (f"TPE + pruning ({args.trials} trials)", tpe)]:
+        print(f"| {name} | {r['best']} | {r['srcc']:.4f} ± {r['std']:.4f} | {r['fold_trainings']} | "
+              f"{r['seconds']} s |")
+    print(f"difference of the best mean SRCCs {result['difference']:.4f}, noise (2 standard errors) "
+          f"{result['noise']:.4f}: {'within' if result['within_noise'] else 'beyond'} the noise")
+    r = result["replays"]
+    print(f"TPE replayed with {r['seeds']} seeds of its own on the grid's folds: the grid's best found "
+          f"{r['found_grid_best']} times, a best within the noise of it {r['within_noise']} times; best mean SRCC "
+          f"found {r['best_srcc_mean']:.4f} on average ({r['best_srcc_min']:.4f} at worst); "
+          f"{r['fold_trainings_mean']:.1f} fold trainings ({r['fold_trainings_min']} to {r['fold_trainings_max']})")
+    return result
+
+
 def cmd_gpu(args, template):
     """The prepared GPU check: (a) the tiny model learns on CUDA under bf16 autocast; (b) train (with and without
     gradient checkpointing), baseline and predict on the 7B architecture (or --model) at batch 4, r=128, three frames
@@ -524,7 +598,7 @@ def parse_args(argv=None):
         epilog="Every other flag is train.py's (python train.py --help) and sets what is measured, e.g. --r, --alpha, "
                "--targets, --batch-size, --eval-batch-size, --frames, --input, --max-pixels, --quant, --no-grad-ckpt, "
                "--workers.")
-    parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu"])
+    parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu", "search"])
     # ---
     parser.add_argument("--model", help=f"a model folder (or hub id) to measure (train, baseline, predict: default "
                         f"{model.DEFAULT_MODEL}, the paper's)")
@@ -542,6 +616,8 @@ def parse_args(argv=None):
                         "architecture with random weights (the tests pass a tiny one)")
     parser.add_argument("--learn-epochs", type=int, default=TINY_RECIPE["epochs"],
                         help="gpu: epochs of the tiny model's learning run (fewer: it runs through, without the bar)")
+    parser.add_argument("--trials", type=int, default=5, help="search: TPE's trials, against the grid's 9")
+    parser.add_argument("--replays", type=int, default=20, help="search: TPE's own seeds replayed on the grid's folds")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on a line")
     # ---
     args, rest = parser.parse_known_args(argv)
@@ -554,7 +630,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args, template = parse_args(argv)
-    commands = dict(data=cmd_data, train=cmd_train, baseline=cmd_baseline, predict=cmd_predict, gpu=cmd_gpu)
+    commands = dict(data=cmd_data, train=cmd_train, baseline=cmd_baseline, predict=cmd_predict, gpu=cmd_gpu,
+                    search=cmd_search)
     result = commands[args.command](args, template)
     width = max(map(len, result))
     print(f"\nscaffold.bench {args.command}")

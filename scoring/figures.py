@@ -24,11 +24,13 @@ def save(fig, path):
 
 
 def heatmap(path, table):
-    """Figure 4: mean SRCC over folds for each (rank, alpha); a config not run is left blank."""
+    """Figure 4: mean SRCC over folds for each (rank, alpha); a config not run is left blank. Where another setting
+    is searched too (several learning rates), a cell shows its best."""
     ranks, alphas = sorted({t["r"] for t in table}), sorted({t["alpha"] for t in table})
     grid = np.full((len(ranks), len(alphas)), np.nan)
     for t in table:
-        grid[ranks.index(t["r"]), alphas.index(t["alpha"])] = t["srcc"]
+        i, j = ranks.index(t["r"]), alphas.index(t["alpha"])
+        grid[i, j] = np.nanmax([grid[i, j], t["srcc"]]) if np.isfinite([grid[i, j], t["srcc"]]).any() else np.nan
     fig = new_figure(HEATMAP_SIZE)
     ax = fig.subplots()
     image = ax.imshow(grid, cmap="viridis", aspect="auto")

@@ -132,6 +132,9 @@ def test_srcc_ci_agrees_with_references():
     (["--r", 8, 0], "--r must be a positive integer, not 0"),
     (["--alpha", 16, -1], "--alpha must be positive, not -1.0"),
     (["--folds", 1], "--folds must be at least 2"),
+    (["--lr", 1e-3, -1], "--lr must be positive, not -1.0"),
+    (["--search", "tpe"], "--search tpe needs --trials N, the configurations to try"),
+    (["--trials", 3], "--trials is for --search tpe: the grid runs every configuration"),
     (["--max-new-tokens", 16], "--max-new-tokens goes with --zero-shot"),  # a fold's adapter says 4 tokens at most
     (["--zero-shot", "--max-new-tokens", 0], "--max-new-tokens must be at least 1, not 0"),
     (["--zero-shot", "--decode", "expected", "--max-new-tokens", 16],
@@ -149,7 +152,7 @@ def test_bad_results_file_gets_one_line(tmp_path):
     code, log = run("--data", tmp_path, "--out", tmp_path / "run", "--r", 8, "--alpha", 16)
     assert code == 2, log
     assert log.strip().splitlines()[-1] == (f"error: {tmp_path / 'run' / 'results.csv'}: line 1: expected the columns "
-                                            "config,r,alpha,fold,n,srcc,pearson,mse,invalid,seconds"), log
+                                            "config,r,alpha,fold,n,srcc,pearson,mse,invalid,seconds,pruned"), log
     assert "Traceback" not in log
 
 
@@ -239,8 +242,9 @@ def test_zero_shot_reads_the_score_in_a_sentence(talker, synthetic_csv, cache, t
 
 def test_cross_validation(grid, synthetic):
     out, log = grid
-    rows = read_csv(out / "results.csv")
-    assert [(r["config"], int(r["fold"])) for r in rows] == [(c, k) for c in CONFIGS for k in range(FOLDS)]
+    rows = read_csv(out / "results.csv")  # in the order they landed: the grid sampler shuffles its points
+    assert sorted((r["config"], int(r["fold"])) for r in rows) == sorted((c, k) for c in CONFIGS for k in range(FOLDS))
+    assert all(r["pruned"] == "0" for r in rows)
     trainval = {v.video_id for v in data.load_split(synthetic, "trainval")}
     assert len(trainval) == 255
     for config in CONFIGS:
@@ -249,7 +253,8 @@ def test_cross_validation(grid, synthetic):
                 for k in range(FOLDS)]
         assert all(not held[i] & held[j] for i in range(FOLDS) for j in range(i + 1, FOLDS))  # disjoint
         assert set.union(*held) == trainval  # together, every labelled video once
-        assert [int(r["n"]) for r in rows if r["config"] == config] == [len(h) for h in held]
+        n = {int(r["fold"]): int(r["n"]) for r in rows if r["config"] == config}
+        assert [n[k] for k in range(FOLDS)] == [len(h) for h in held]
         assert sorted(map(len, held)) == [127, 128]
         for k in range(FOLDS):
             assert (folder / f"fold{k}" / "adapter" / "adapter_model.safetensors").is_file()

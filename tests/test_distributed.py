@@ -1,15 +1,20 @@
 """Training on several processes: DDP under torchrun and accelerate launch (gloo on CPUs, one thread a process) ends
 where one process with the same global batch ends (without LoRA dropout, whose masks each rank draws for itself); a
 killed run resumes to the same adapter, in place on another launcher, and after being copied to other paths on
-another number of ranks. CV workers: a killed CV resumes without duplicates, workers split a grid, and a dead
-worker's fold is taken over."""
+another number of ranks. CV workers on one Optuna study: a grid's (config, fold) is train.py's run of it, a killed CV
+resumes without duplicates, workers split a grid through a journal file, an SQLite file or a PostgreSQL server, each
+(config, fold) trained once, and a dead worker's trial is taken over."""
 
+import glob
+import json
 import os
+import pwd
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +26,8 @@ from scaffold.synthetic import make_synthetic
 from conftest import ROOT, build_once, script
 
 TRAIN = os.path.join(ROOT, "train.py")
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
+# unbuffered: a test reads which fold a CV worker trains from its log while it runs
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 # 34 train+val videos, fold 0 of 4 held out: 25 train on a global batch of 4, so each epoch ends with a step of one
 # video, which leaves the second rank nothing (it passes a batch with no loss weight). No dropout: the draws of one
 # process and of two cannot match, and the comparison is of the arithmetic.
@@ -175,10 +181,12 @@ def test_resume_refuses_another_global_batch_or_model(two_ranks, dataset, tiny, 
 # the CV grid split between workers
 
 CV = os.path.join(ROOT, "cv.py")
-# 2 configs x 2 folds of the 34 train+val videos: 17 train a fold, 5 steps of 4, a checkpoint every 2
+# 2 configs x 2 folds of the 34 train+val videos: 17 train a fold, 5 steps of 4, a checkpoint every 2. A heartbeat
+# every 2 s: a killed worker's trial is retried after 20 s of silence, while a live one never goes that long silent.
 GRID = ["--folds", 2, "--r", 4, "--alpha", 8, 2, "--epochs", 1, "--lr", 1e-3, "--no-grad-ckpt", "--workers", 0,
-        "--ckpt-every", 2, "--log-every", 1000]
+        "--ckpt-every", 2, "--log-every", 1000, "--heartbeat", 2]
 JOBS = 4
+FOLD = re.compile(r'"out": "(.*)"')  # the run directory train.py prints as it starts a (config, fold)
 
 
 def cv_flags(dataset, tiny, cache, out, *extra):
@@ -210,24 +218,48 @@ def serial(dataset, tiny, tmp_path_factory):
     return results(out)
 
 
+def test_a_grid_fold_is_train_py_s_run(serial, dataset, tiny, tmp_path):
+    """A (config, fold) of the grid, run as a trial of the study, is train.py's run of that fold: the same numbers."""
+    run_dir = tmp_path / "fold1"
+    local("train.py", "--data", dataset, "--model", tiny, "--cache", tmp_path / "cache", "--out", run_dir, "--split",
+          "trainval", "--fold", 1, "--folds", 2, "--r", 4, "--alpha", 2, "--epochs", 1, "--lr", 1e-3, "--no-grad-ckpt",
+          "--workers", 0, "--ckpt-every", 2, "--log-every", 1000)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    row = dict(zip(["config", "r", "alpha", "fold", "n", "srcc", "pearson", "mse", "invalid", "pruned"],
+                   serial["r4-a2", "1"]))
+    assert row == dict(config="r4-a2", r="4", alpha="2", fold="1", n=str(m["n"]), srcc=f"{m['srcc']:.6f}",
+                       pearson=f"{m['pearson']:.6f}", mse=f"{m['mse']:.6f}", invalid=str(m["invalid"]), pruned="0")
+
+
+def in_fold(out, log):
+    """The (config, fold) directory a CV worker trains now, from its log, if it holds a checkpoint and no row yet."""
+    folds = FOLD.findall(log.read_text()) if log.exists() else []
+    if not folds or not list(Path(folds[-1]).glob("step-*")):
+        return None
+    job = Path(folds[-1]).parent.name, Path(folds[-1]).name.removeprefix("fold")
+    return None if (out / "results.csv").exists() and job in results(out) else Path(folds[-1])
+
+
 def test_a_killed_cv_resumes_without_duplicates(serial, dataset, tiny, tmp_path):
     """One worker killed inside its second (config, fold), with no clean-up: the same command again trains only what
-    is missing, continues the cut fold from its checkpoint, and ends with every row once, the uninterrupted grid's."""
-    out = tmp_path / "run"
-    landed, second = out / "results.csv", out / "r4-a8" / "fold1"
+    is missing, continues the cut fold from its checkpoint, and ends with every row once, the uninterrupted grid's.
+    The killed trial stays running in the study until it has been silent for 10 heartbeats: the rerun trains the
+    rest meanwhile, then takes it over."""
+    out, log = tmp_path / "run", tmp_path / "worker.log"
     command = list(map(str, cv(dataset, tiny, tmp_path / "cache", out)))
-    proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    second = None
     try:
         # kill once the first (config, fold) has landed and the second has a checkpoint: a kill inside a fold
-        while proc.poll() is None:
-            if landed.exists() and len(landed.read_text().splitlines()) > 1 and list(second.glob("step-*")):
-                break
+        while proc.poll() is None and second is None:
+            if (out / "results.csv").exists() and len((out / "results.csv").read_text().splitlines()) > 1:
+                second = in_fold(out, log)
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)  # as a lost machine or the out-of-memory killer leaves it
     finally:
         proc.kill()
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL and len(results(out)) == 1, "the second fold landed before the kill"
+    assert proc.returncode == -signal.SIGKILL and len(results(out)) == 1 and second, "no kill inside the second fold"
 
     args = cv_flags(dataset, tiny, tmp_path / "cache", out)
     log = local("cv.py", *args)
@@ -244,31 +276,71 @@ def test_workers_on_several_gpus_split_the_grid(serial, dataset, tiny, tmp_path)
     log = run(cv(dataset, tiny, tmp_path / "cache", tmp_path / "run", "--gpus", "0,1"))
     assert "2 workers, one a GPU" in log
     assert results(tmp_path / "run") == serial
-    assert os.listdir(tmp_path / "run" / "claims") == []
-    # each job ran once, in one worker or the other: a claim keeps the second worker off it
+    # each job ran once, in one worker or the other, through the study in the default journal file OUT/study.log
     logs = "".join(p.read_text() for p in (tmp_path / "run" / "logs").glob("gpu*.log"))
     ran = sorted(re.findall(r"cv \| (r\S+) fold (\d)", logs))
     assert ran == sorted(serial), ran
+    assert (tmp_path / "run" / "study.log").exists()
     assert "| r4-a8 | 4 | 8 | 2 |" in (tmp_path / "run" / "summary.md").read_text()  # the summary has every fold
 
 
-def test_a_killed_worker_s_fold_is_taken_over(serial, dataset, tiny, tmp_path):
-    out, claims = tmp_path / "run", tmp_path / "run" / "claims"
-    command = list(map(str, cv(dataset, tiny, tmp_path / "cache", out)))
+@pytest.fixture(scope="session")
+def postgresql():
+    """A PostgreSQL server from Debian's package for the session, on a Unix socket in a folder of its own: its URL.
+    The server refuses to run as root, so initdb and pg_ctl run as the package's postgres user where the tests run
+    as root. Skipped, with the reason, where the package, its user or the driver is missing."""
+    pytest.importorskip("psycopg2", reason="psycopg2 (requirements-dev.txt) is not installed")
+    found = [shutil.which("initdb")] + sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1:]
+    initdb = next(filter(None, found), None)
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed (Debian's postgresql: initdb, pg_ctl)")
+    pg_ctl = os.path.join(os.path.dirname(os.path.realpath(initdb)), "pg_ctl")
+    as_user = []
+    folder = tempfile.mkdtemp(prefix="cv-postgresql-")  # under /tmp: that user may not enter pytest's folders
+    if os.geteuid() == 0:
+        try:
+            os.chown(folder, pwd.getpwnam("postgres").pw_uid, -1)
+        except KeyError:
+            pytest.skip("no postgres user to run the server as (the tests run as root)")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = os.path.join(folder, "data")
+    subprocess.run([*as_user, initdb, "-D", data, "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
+    subprocess.run([*as_user, pg_ctl, "-D", data, "-l", os.path.join(folder, "log"), "-w", "-o",
+                    f"-k {folder} -c listen_addresses=''", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://postgres@/postgres?host={folder}"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["journal", "sqlite", "postgresql"])
+def storage(request, tmp_path):
+    """Where the workers' study lives: the default journal file in OUT, an SQLite file, or a PostgreSQL server."""
+    if request.param == "journal":
+        return []
+    if request.param == "sqlite":
+        return ["--storage", f"sqlite:///{tmp_path / 'study.db'}"]
+    return ["--storage", request.getfixturevalue("postgresql")]
+
+
+def test_a_killed_worker_s_trial_is_taken_over(serial, storage, dataset, tiny, tmp_path):
+    """Two workers on one study, one killed inside a fold: the other trains every other (config, fold), waits while
+    the dead worker's trial runs in the study, and once it has been silent for 10 heartbeats, Optuna fails it and
+    queues its copy, which the survivor takes and continues from the fold's checkpoint. Each (config, fold) is
+    trained once, and a rerun trains nothing."""
+    out = tmp_path / "run"
+    command = list(map(str, cv(dataset, tiny, tmp_path / "cache", out, *storage)))
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     workers = [subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=open(log, "w"), stderr=subprocess.STDOUT)
                for log in logs]
-    victim = None
+    victim = fold = None
     try:
         while victim is None and all(w.poll() is None for w in workers):  # kill a worker inside a fold
-            for claim in (os.listdir(claims) if claims.exists() else []):
-                config, fold = claim.rsplit("-", 1)
-                try:
-                    pid = int(open(claims / claim / "owner").read().split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                if list((out / config / fold).glob("step-*")):
-                    victim = next(w for w in workers if w.pid == pid)
+            for worker, log in zip(workers, logs):
+                fold = in_fold(out, log)
+                if fold:
+                    victim = worker
                     victim.send_signal(signal.SIGKILL)  # no clean-up, as a lost machine or the OOM killer leaves it
                     break
             time.sleep(0.01)
@@ -279,10 +351,10 @@ def test_a_killed_worker_s_fold_is_taken_over(serial, dataset, tiny, tmp_path):
             w.kill()
     assert victim is not None and victim.returncode == -signal.SIGKILL, "no worker was killed inside a fold"
     survivor = logs[1 - workers.index(victim)].read_text()
-    assert next(w for w in workers if w is not victim).returncode == 0, survivor
-    # The survivor saw the dead worker's claim on its next pass (same host: the process is gone) and continued that
-    # fold from its checkpoint: nothing is left for a rerun, which trains nothing and writes the summary again.
-    assert re.search(r"resumed from \S+fold\d\S*step-\d+", survivor), survivor[-3000:]
+    assert next(w for w in workers if w is not victim).returncode == 0, survivor[-3000:]
+    assert f"resumed from {fold}{os.sep}step-" in survivor, survivor[-3000:]
+    ran = sorted(re.findall(r"cv \| (r\S+) fold (\d)", survivor + logs[workers.index(victim)].read_text()))
+    assert ran == sorted(serial), ran
     log = local("cv.py", *command[2:])
     assert "cv | " not in log and f"{JOBS}/{JOBS}" in log
     assert results(out) == serial
