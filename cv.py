@@ -494,7 +494,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=Help,
         epilog="Every other flag is train.py's and goes to each fold (python train.py --help), e.g. --target, "
-               "--targets, --batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --input, --quant, "
+               "--modules, --batch-size, --grad-accum, --warmup, --dropout, --seed, --frames, --input, --quant, "
                "--no-grad-ckpt, --cache, --decode.",
         allow_abbrev=False)  # else --fold would silently abbreviate --folds
     # ---

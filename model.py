@@ -36,12 +36,12 @@ logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 DEFAULT_MODEL = "Qwen/Qwen-VL-Chat-Int4"  # the paper's model
 DEFAULT_R, DEFAULT_ALPHA = 128, 1024  # the paper's best LoRA configuration
 # The paper's LoRA: Qwen-VL-Chat's fused c_attn (query, key, value) of every block of the language model.
-QWEN_VL_TARGETS = ("c_attn",)
+QWEN_VL_MODULES = ("c_attn",)
 # Its analogue on a native Qwen VLM: q/k/v of the language model.
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj")
-# `--targets all`: every linear layer of the language model's blocks.
-ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# Qwen-VL-Chat's module names as --targets takes them (c_proj is in both attention and MLP: say which)
+DEFAULT_MODULES = ("q_proj", "k_proj", "v_proj")
+# `--modules all`: every linear layer of the language model's blocks.
+ALL_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Qwen-VL-Chat's module names as --modules takes them (c_proj is in both attention and MLP: say which)
 QWEN_VL_NAMES = {"c_attn": "attn.c_attn", "w1": "mlp.w1", "w2": "mlp.w2"}
 
 
@@ -280,34 +280,34 @@ def _keep_cpu_4bit_trainable(model):
 # LoRA
 
 
-def lora_config(r, alpha, dropout=0.05, targets=None, qwen=False):
-    """LoRA on the language model's `targets` (None: the paper's, c_attn on Qwen-VL-Chat (`qwen`), q/k/v on the
+def lora_config(r, alpha, dropout=0.05, modules=None, qwen=False):
+    """LoRA on the language model's `modules` (None: the paper's, c_attn on Qwen-VL-Chat (`qwen`), q/k/v on the
     others; ["all"]: every linear layer of its blocks). The pattern is anchored in the language model: names alone
     would also match the vision tower's (gate/up/down_proj, Qwen-VL's mlp.c_proj)."""
     from peft import LoraConfig
 
     if qwen:
-        targets = qwen_vl.QUANTIZED if list(targets or []) == ["all"] else targets or QWEN_VL_TARGETS
-        pattern = r"transformer\.h\.\d+\.(" + "|".join(QWEN_VL_NAMES.get(t, t).replace(".", r"\.") for t in targets) + ")"
+        modules = qwen_vl.QUANTIZED if list(modules or []) == ["all"] else modules or QWEN_VL_MODULES
+        pattern = r"transformer\.h\.\d+\.(" + "|".join(QWEN_VL_NAMES.get(t, t).replace(".", r"\.") for t in modules) + ")"
     else:
-        targets = ALL_TARGETS if list(targets or []) == ["all"] else targets or DEFAULT_TARGETS
-        pattern = r".*language_model.*\.(" + "|".join(targets) + r")"
+        modules = ALL_MODULES if list(modules or []) == ["all"] else modules or DEFAULT_MODULES
+        pattern = r".*language_model.*\.(" + "|".join(modules) + r")"
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
 
 
-def add_lora(model, r, alpha, dropout=0.05, targets=None):
+def add_lora(model, r, alpha, dropout=0.05, modules=None):
     from peft import get_peft_model
 
     qwen = isinstance(model, qwen_vl.QWenLMHeadModel)
     try:
-        return get_peft_model(model, lora_config(r, alpha, dropout, targets, qwen))
+        return get_peft_model(model, lora_config(r, alpha, dropout, modules, qwen))
     except ValueError as e:  # peft: no module matched
-        raise InputError(f"--targets {','.join(targets or [])}: {str(e).splitlines()[0]}")
+        raise InputError(f"--modules {','.join(modules or [])}: {str(e).splitlines()[0]}")
 
 
-def paper_targets(model_id):
-    """The paper's LoRA targets for this checkpoint, as --targets writes them: c_attn on Qwen-VL-Chat, q/k/v else."""
-    return ",".join(QWEN_VL_TARGETS if is_qwen_vl(model_id) else DEFAULT_TARGETS)
+def paper_modules(model_id):
+    """The paper's LoRA modules for this checkpoint, as --modules writes them: c_attn on Qwen-VL-Chat, q/k/v else."""
+    return ",".join(QWEN_VL_MODULES if is_qwen_vl(model_id) else DEFAULT_MODULES)
 
 
 def config_name(r, alpha):
@@ -433,7 +433,8 @@ def main(argv=None):
     parser.add_argument("--quant", default="nf4", choices=["nf4", "none"], help="4-bit NF4 or full precision")
     parser.add_argument("--r", type=int, default=DEFAULT_R, help="LoRA rank")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="LoRA alpha")
-    parser.add_argument("--targets", help="language-model modules that get LoRA, comma-separated, or all (default: the "
+    parser.add_argument("--modules", "--targets", help="language-model modules that get LoRA, comma-separated, or all "
+                        "(default: the "
                         "paper's: c_attn on Qwen-VL-Chat, q_proj,k_proj,v_proj on the others)")
     parser.add_argument("--verify", metavar="DIR", nargs="?", const=verify.REFERENCES, help="instead: check Qwen-VL-Chat "
                         "here against the official code's reference outputs in DIR (qwen_vl/verify.py; default: "
@@ -452,7 +453,7 @@ def main(argv=None):
                 base = AutoModelForImageTextToText.from_config(config).requires_grad_(False)
     else:
         base = load_model(args.model, args.quant)
-    model = add_lora(base, args.r, args.alpha, targets=args.targets.split(",") if args.targets else None)
+    model = add_lora(base, args.r, args.alpha, modules=args.modules.split(",") if args.modules else None)
     trainable, total = count_parameters(model)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
 

@@ -51,7 +51,7 @@ def messages(captions, n_frames, video=False, request=None):
     return [{"role": "user", "content": content}]
 
 
-def target_ids(tokenizer, label):
+def score_tokens(tokenizer, label):
     """Token ids the model is trained to answer: the integer's digits (Qwen splits numbers digit by digit) and end-of-turn."""
     assert 0 <= label <= 100, label
     return tokenizer.encode(str(label), add_special_tokens=False) + [tokenizer.convert_tokens_to_ids(END_OF_TURN)]
@@ -66,10 +66,10 @@ def stop_ids(tokenizer):
 
 
 def answer_ids(tokenizer):
-    """The token ids of every answer the method allows, scores 0..100 in order: each one's target_ids. They come from
+    """The token ids of every answer the method allows, scores 0..100 in order: each one's score_tokens. They come from
     the tokenizer's own encoding of each number, so they are the exact answers whatever it does with digits (Qwen's
     split them one by one: 1-3 digit tokens, then end-of-turn; another may make "100" one token)."""
-    return [target_ids(tokenizer, s) for s in range(101)]
+    return [score_tokens(tokenizer, s) for s in range(101)]
 
 
 def answer_length(tokenizer):
@@ -88,7 +88,7 @@ def left_pad(rows, value):
     return out
 
 
-def join(prompts, targets, pad_id):
+def join(prompts, answers, pad_id):
     """
     Concatenate each prompt with its target and left-pad the batch.
     Left padding puts every answer at the end of its row, exactly where generation writes it, so training and
@@ -96,25 +96,25 @@ def join(prompts, targets, pad_id):
     Returns input_ids, attention_mask and labels: IGNORE everywhere except the target tokens.
     """
     prompts = [torch.as_tensor(p, dtype=torch.long) for p in prompts]
-    targets = [torch.as_tensor(t, dtype=torch.long) for t in targets]
-    input_ids = left_pad([torch.cat([p, t]) for p, t in zip(prompts, targets)], pad_id)
-    attention_mask = left_pad([torch.ones(len(p) + len(t)) for p, t in zip(prompts, targets)], 0)
-    labels = left_pad([torch.cat([torch.full_like(p, IGNORE), t]) for p, t in zip(prompts, targets)], IGNORE)
+    answers = [torch.as_tensor(t, dtype=torch.long) for t in answers]
+    input_ids = left_pad([torch.cat([p, t]) for p, t in zip(prompts, answers)], pad_id)
+    attention_mask = left_pad([torch.ones(len(p) + len(t)) for p, t in zip(prompts, answers)], 0)
+    labels = left_pad([torch.cat([torch.full_like(p, IGNORE), t]) for p, t in zip(prompts, answers)], IGNORE)
     return input_ids, attention_mask, labels
 
 
-def encode(processor, frames, captions, labels=None, seconds=None, request=None, answer=target_ids):
+def encode(processor, frames, captions, labels=None, seconds=None, request=None, answer=score_tokens):
     """
     A batch of videos -> model inputs (and labels when `labels`, the integer scores, are given).
     frames: per video its frames, (3, H, W) tensors or (H, W, 3) arrays; captions: per video its captions.
     seconds: None, the paper's way: each frame is an image. Else per video when each frame is shown (FrameCache.clip),
     and the frames of each go in as one native video input (Qwen's tubelets of two frames: half the visual tokens).
-    The processor lays out the chat and expands each frame into its visual tokens; the targets are appended
+    The processor lays out the chat and expands each frame into its visual tokens; the answers are appended
     as token ids, exactly as generation would produce them. With `request`, the frames are followed by it instead of
     the paper's question (see messages), and captions may be empty. The patches stay uint8 and an image is not yet repeated
     over the vision tower's two time steps: `pixels` does both where the model is, and a batch moves 8x fewer bytes
     from the loader's workers to the GPU than the processor's own float32 patches (4x for a video).
-    answer(tokenizer, label): a target's token ids, target_ids unless told (tiny.teach_answer_format teaches others).
+    answer(tokenizer, label): a target's token ids, score_tokens unless told (tiny.teach_answer_format teaches others).
     """
     tokenizer = processor.tokenizer
     video = seconds is not None
@@ -130,15 +130,15 @@ def encode(processor, frames, captions, labels=None, seconds=None, request=None,
     enc = processor(text=texts, **visual, padding=True, padding_side="left", return_tensors="pt", do_rescale=False,
                     do_normalize=False)
     keep = enc["attention_mask"].bool()
-    targets = [answer(tokenizer, y) for y in labels] if labels is not None else [[] for _ in texts]
-    input_ids, attention_mask, label_ids = join([ids[k] for ids, k in zip(enc["input_ids"], keep)], targets,
+    answers = [answer(tokenizer, y) for y in labels] if labels is not None else [[] for _ in texts]
+    input_ids, attention_mask, label_ids = join([ids[k] for ids, k in zip(enc["input_ids"], keep)], answers,
                                                 tokenizer.pad_token_id)
     batch = dict(input_ids=input_ids, attention_mask=attention_mask)
     for key, value in enc.items():
         if key in batch:
             continue
         if value.shape == keep.shape:  # other per-token fields (mm_token_type_ids): text type 0 for the answer
-            value = left_pad([torch.cat([v[k], v.new_zeros(len(t))]) for v, k, t in zip(value, keep, targets)], 0)
+            value = left_pad([torch.cat([v[k], v.new_zeros(len(t))]) for v, k, t in zip(value, keep, answers)], 0)
         batch[key] = value
     return batch, (label_ids if labels is not None else None)
 

@@ -81,7 +81,7 @@ class Config:
     dropout: float = 0.05  # LoRA dropout
     # language-model modules that get LoRA; None: the paper's (c_attn on Qwen-VL-Chat, q/k/v on the others), resolved
     # and saved when the run starts
-    targets: str | None = None
+    modules: str | None = None
     epochs: int = 4  # passes over the training videos
     batch_size: int = 4  # videos per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -151,7 +151,7 @@ def build_model(cfg):
     if cfg.grad_ckpt:
         # non-reentrant checkpointing needs no input that requires grad: the frozen embeddings can stay frozen
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model.add_lora(net, cfg.r, cfg.alpha, cfg.dropout, cfg.targets.split(",") if cfg.targets else None)
+    return model.add_lora(net, cfg.r, cfg.alpha, cfg.dropout, cfg.modules.split(",") if cfg.modules else None)
 
 
 def optimizer(model, cfg):
@@ -182,12 +182,12 @@ def epoch_ids(videos, seed, epoch):
     return [videos[i].video_id for i in epoch_order(len(videos), seed, epoch)]
 
 
-def score_loss(model, batch, targets):
+def score_loss(model, batch, answers):
     """Summed next-token cross-entropy over the score tokens (digits and end-of-turn); the prompt carries none.
-    targets: the last K columns of the labels. The batch is left-padded, so every target sits in the last K positions
+    answers: the last K columns of the labels. The batch is left-padded, so every answer sits in the last K positions
     and only those logits are computed: with Qwen's 152k vocabulary, full logits would cost gigabytes."""
-    logits = model(**batch, logits_to_keep=targets.shape[1] + 1).logits[:, :-1]  # position t predicts token t+1
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=prompt.IGNORE, reduction="sum")
+    logits = model(**batch, logits_to_keep=answers.shape[1] + 1).logits[:, :-1]  # position t predicts token t+1
+    return F.cross_entropy(logits.float().flatten(0, 1), answers.flatten(), ignore_index=prompt.IGNORE, reduction="sum")
 
 
 def train_step(net, opt, micro, processor, grad_clip, live=True):
@@ -212,12 +212,12 @@ def train_step(net, opt, micro, processor, grad_clip, live=True):
             labels = torch.full_like(labels, prompt.IGNORE)
         k = max(1, int((labels != prompt.IGNORE).sum(1).max()))  # on the CPU: no wait for the GPU
         batch = frames.to_model(batch, processor, device)
-        targets = labels[:, -k:].to(device, non_blocking=True)
+        answers = labels[:, -k:].to(device, non_blocking=True)
         # DDP averages gradients over ranks in the backward of the step's last micro-batch; the others skip it
         last = i == len(micro) - 1
         with nullcontext() if last or world == 1 else net.no_sync():
             with decode.autocast(device):
-                loss = score_loss(net, batch, targets)
+                loss = score_loss(net, batch, answers)
             (loss * world / n_targets).backward()  # the mean over ranks of world * rank's sum / n = global sum / n
         loss_sum += loss.detach()
     if world > 1:
@@ -381,6 +381,8 @@ def changed_settings(saved, cfg, ignore=()):
     the paths aside, the model compared by its configuration. A setting the record lacks came later than it: the
     record had its default."""
     defaults = {f.name: f.default for f in fields(Config)}
+    if "targets" in saved:  # a run from before LoRA's modules were named so
+        saved = dict(saved, modules=saved["targets"])
     changed = [k for k, v in asdict(cfg).items()
                if k not in FREE_SETTINGS + PATHS + tuple(ignore) and saved.get(k, defaults[k]) != v]
     if saved["model"] != cfg.model and saved.get("model_identity") != model.identity(cfg.model):
@@ -400,8 +402,8 @@ def main(cfg, resume=False, overwrite=False):
     bad = [] if cfg.skip_bad else None
     train_videos, heldout, assignment = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad,
                                                            cfg.target, cfg.heldout_data)
-    if cfg.targets is None:  # the paper's, for this model: recorded as such, so a resume compares like with like
-        cfg.targets = model.paper_targets(cfg.model)
+    if cfg.modules is None:  # the paper's, for this model: recorded as such, so a resume compares like with like
+        cfg.modules = model.paper_modules(cfg.model)
     on_first_rank(prepare_out, cfg, resume, overwrite, world)
     say(json.dumps(asdict(cfg), indent=1))
     random.seed(cfg.seed)
@@ -503,7 +505,9 @@ def parse_args(argv=None):
     parser.add_argument("--r", type=int, default=d.r, help="LoRA rank")
     parser.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha")
     parser.add_argument("--dropout", type=float, default=d.dropout, help="LoRA dropout")
-    parser.add_argument("--targets", default=d.targets, help="comma-separated language-model modules that get LoRA, or all")
+    parser.add_argument("--modules", "--targets", default=d.modules, help="comma-separated language-model modules that "
+                        "get LoRA, or all (default: the paper's: c_attn on Qwen-VL-Chat, q_proj,k_proj,v_proj on the "
+                        "others)")
     parser.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training videos")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="videos per micro-batch")
     parser.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")

@@ -30,7 +30,7 @@ from torch import nn
 
 from plumbing.errors import InputError
 
-# The modules the official Int4 release quantizes, in every block of the language model: what `--targets all` reaches.
+# The modules the official Int4 release quantizes, in every block of the language model: what `--modules all` reaches.
 QUANTIZED = ("attn.c_attn", "attn.c_proj", "mlp.w1", "mlp.w2", "mlp.c_proj")
 
 

@@ -104,7 +104,7 @@ def setup(args, template):
     cache.fill(videos, timed=cfg.input == "video")
     t0 = time.time()
     net = train.build_model(cfg)
-    print(f"loaded {cfg.model} ({cfg.quant}) with LoRA r={cfg.r} on {cfg.targets} in {time.time() - t0:.0f}s")
+    print(f"loaded {cfg.model} ({cfg.quant}) with LoRA r={cfg.r} on {cfg.modules} in {time.time() - t0:.0f}s")
     return cfg, processor, videos, cache, net
 
 
@@ -544,7 +544,7 @@ def cmd_gpu(args, template):
     # checkpointing is left out.
     paper = argparse.Namespace(**dict(vars(args), model=args.paper_model,
                                       arch=None if args.paper_model else "qwen-vl-chat"))
-    result["qwen_vl_chat"] = measure(paper, replace(template, targets=None, input="images", min_pixels=None,
+    result["qwen_vl_chat"] = measure(paper, replace(template, modules=None, input="images", min_pixels=None,
                                                     max_pixels=train.DEFAULT_MAX_PIXELS), "(c)")
     free()
     save()
@@ -581,7 +581,7 @@ def measure(args, template, step, compare_checkpointing=False):
         free()
         print(f"{step} {name}: {json.dumps(result[name])}")
     return dict(result, model=args.arch or args.model, batch_size=cfg.batch_size, r=cfg.r, alpha=cfg.alpha,
-                targets=cfg.targets or model.paper_targets(cfg.model), frames=cfg.frames, input=cfg.input,
+                modules=cfg.modules or model.paper_modules(cfg.model), frames=cfg.frames, input=cfg.input,
                 max_pixels=cfg.max_pixels, held_before_gib=held, block_seconds=time.time() - t0)
 
 
@@ -596,7 +596,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=Help, allow_abbrev=False,
         epilog="Every other flag is train.py's (python train.py --help) and sets what is measured, e.g. --r, --alpha, "
-               "--targets, --batch-size, --eval-batch-size, --frames, --input, --max-pixels, --quant, --no-grad-ckpt, "
+               "--modules, --batch-size, --eval-batch-size, --frames, --input, --max-pixels, --quant, --no-grad-ckpt, "
                "--workers.")
     parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu", "search"])
     # ---

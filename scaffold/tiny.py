@@ -98,7 +98,7 @@ TINY_RECIPE = dict(r=16, alpha=32, lr=1e-3, epochs=10, warmup=0.05,
                    grad_ckpt=False)
 
 
-def make_tiny(path, family="qwen2_5_vl", seed=0, teach=True, gptq=False, answer=prompt.target_ids):
+def make_tiny(path, family="qwen2_5_vl", seed=0, teach=True, gptq=False, answer=prompt.score_tokens):
     """Write a tiny random checkpoint (model, tokenizer, processor) that loads like a real one and, like a real chat
     model, answers the prompt with a number (teach_answer_format), which says nothing yet. teach=False
     leaves it untaught: its answers are random tokens (what decoding must survive). gptq: then quantized to a GPTQ
@@ -137,7 +137,7 @@ def make_random(path, arch, seed=0):
 
 
 def _write_checkpoint(path, family, text, vision, seed, tiny=False, tied=False, min_pixels=None, teach=True,
-                      answer=prompt.target_ids):
+                      answer=prompt.score_tokens):
     from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessor
 
     if family == "qwen2_5_vl":
@@ -205,13 +205,13 @@ def quantize_gptq(src, dst, texts, group_size=128):
     return dst
 
 
-def teach_answer_format(model, processor, steps=120, batch_size=8, lr=1e-3, seed=0, answer=prompt.target_ids):
+def teach_answer_format(model, processor, steps=120, batch_size=8, lr=1e-3, seed=0, answer=prompt.score_tokens):
     """
     Teach a tiny random model what a pretrained chat model knows before any fine-tuning: to answer the prompt with a
     number and end its turn. All its weights train for a few seconds on noise frames and random captions toward
     random scores 40-100 (Memento10k's range), so it learns the answer's format and nothing about any rule:
     zero-shot, its answers are valid and uninformative, as the real base model's mostly are. Without this, LoRA on
-    q/k/v alone (the paper's targets) must also build the format, which takes a tiny random model thousands of steps.
+    q/k/v alone (the paper's modules) must also build the format, which takes a tiny random model thousands of steps.
     `answer(tokenizer, score)`: the answer's token ids (prompt.encode), the score's digits and end-of-turn unless told;
     a sentence around the score makes a model that answers as a chat model does zero-shot.
     """
@@ -343,7 +343,7 @@ GPTQ_SETTINGS = dict(bits=4, group_size=128, damp_percent=0.01, desc_act=False, 
                      true_sequential=True, model_name_or_path=None, model_file_base_name="model")
 
 
-def make_tiny_qwen_vl(path, seed=0, teach=True, gptq=False, answer=prompt.target_ids):
+def make_tiny_qwen_vl(path, seed=0, teach=True, gptq=False, answer=prompt.score_tokens):
     """Write a tiny random Qwen-VL-Chat in the official layout (config.json, qwen.tiktoken, tokenizer_config.json,
     generation_config.json, model.safetensors in fp16), taught the answer's format like the other tiny models; with
     gptq, its five quantized module types in the Int4 release's GPTQ v1 format (round to nearest)."""

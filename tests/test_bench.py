@@ -70,9 +70,9 @@ def test_the_gpu_check_runs_through(tiny, tiny_qvl, synthetic, cache, work, tmp_
         assert block["predict"]["explain_rows_per_video"] == 1 + 3 * 8 and block["predict"]["expected_peak_mem_gib"] > 0
     # the paper's setup, whatever the 7B's: LoRA on Qwen-VL's fused c_attn, each frame one image of 16 features here
     # (256 at the release's 448 x 448)
-    assert paper["model"] == tiny_qvl and paper["targets"] == "c_attn" and paper["input"] == "images"
+    assert paper["model"] == tiny_qvl and paper["modules"] == "c_attn" and paper["input"] == "images"
     assert paper["frames"] == 3 and paper["train"]["visual_tokens_per_sample"] == 3 * 16
-    assert "train_no_grad_ckpt" not in paper and result["targets"] == "q_proj,k_proj,v_proj"
+    assert "train_no_grad_ckpt" not in paper and result["modules"] == "q_proj,k_proj,v_proj"
 
 
 def test_the_paper_model_of_the_gpu_check_must_be_qwen_vl(tiny, work):

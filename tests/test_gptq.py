@@ -44,9 +44,9 @@ def dense_copy(model):
     return model
 
 
-def lora_gradients(net, batch, labels, processor, eval_first, targets=None):
+def lora_gradients(net, batch, labels, processor, eval_first, modules=None):
     torch.manual_seed(0)
-    lora = model.add_lora(net, 8, 16, dropout=0.0, targets=targets)
+    lora = model.add_lora(net, 8, 16, dropout=0.0, modules=modules)
     with torch.no_grad():  # B starts at zero, which would leave A without a gradient: give it values
         for name, p in lora.named_parameters():
             if "lora_B" in name:

@@ -36,11 +36,11 @@ def test_4bit_language_model_full_precision_vision(family, request):
     assert not any(p.requires_grad for p in m.parameters())
 
 
-@pytest.mark.parametrize("targets", [model.DEFAULT_TARGETS, ["all"]])
-def test_lora_only_in_the_language_model(tiny, targets):
-    m = model.add_lora(model.load_model(tiny), 8, 16, targets=targets)
+@pytest.mark.parametrize("modules", [model.DEFAULT_MODULES, ["all"]])
+def test_lora_only_in_the_language_model(tiny, modules):
+    m = model.add_lora(model.load_model(tiny), 8, 16, modules=modules)
     names = lora_modules(m)
-    expected = len(model.DEFAULT_TARGETS if targets == model.DEFAULT_TARGETS else model.ALL_TARGETS) * 2
+    expected = len(model.DEFAULT_MODULES if modules == model.DEFAULT_MODULES else model.ALL_MODULES) * 2
     assert len(names) == expected
     assert all(".language_model." in n and ".visual." not in n for n in names)
     trainable = [n for n, p in m.named_parameters() if p.requires_grad]
@@ -94,7 +94,7 @@ def test_cpu_repack_trap(tiny, synthetic, cache):
 
     def fresh(fast_path):
         torch.manual_seed(0)
-        m = model.add_lora(model.load_model(tiny), 8, 16, dropout=0.0, targets=["all"])
+        m = model.add_lora(model.load_model(tiny), 8, 16, dropout=0.0, modules=["all"])
         for name, p in m.named_parameters():
             if "lora_B" in name:  # B starts at zero, which would make every A gradient zero
                 torch.nn.init.normal_(p, std=0.02)

@@ -48,7 +48,7 @@ def test_target_is_digits_then_end_of_turn(tiny):
     tok = model.load_processor(tiny).tokenizer
     end = tok.convert_tokens_to_ids("<|im_end|>")
     for label, digits in [(7, "7"), (73, "73"), (100, "100")]:
-        ids = prompt.target_ids(tok, label)
+        ids = prompt.score_tokens(tok, label)
         assert ids[-1] == end
         assert tok.convert_ids_to_tokens(ids[:-1]) == list(digits)  # one token per digit, as in Qwen
 
@@ -75,7 +75,7 @@ def test_encode_appends_targets_after_the_processed_prompt(tiny, synthetic, cach
     tok = processor.tokenizer
     for i, v in enumerate(videos):
         supervised = with_targets["input_ids"][i][labels[i] != prompt.IGNORE].tolist()
-        assert supervised == prompt.target_ids(tok, v.label)
+        assert supervised == prompt.score_tokens(tok, v.label)
         # the prompt part is token for token what generation sees
         row = with_targets["input_ids"][i][with_targets["attention_mask"][i].bool()].tolist()
         gen = without["input_ids"][i][without["attention_mask"][i].bool()].tolist()

@@ -81,12 +81,12 @@ def test_lora_on_c_attn_is_the_papers_67m_from_the_configuration_alone():
     assert "trainable parameters: 67,108,864 of" in out and "(0.69%)" in out  # 0.7% of 9.7 B
 
 
-@pytest.mark.parametrize("targets", [None, ["all"]])
-def test_lora_only_in_the_language_model(tiny_qvl, targets):
-    m = model.add_lora(model.load_model(tiny_qvl), 8, 16, targets=targets)
+@pytest.mark.parametrize("modules", [None, ["all"]])
+def test_lora_only_in_the_language_model(tiny_qvl, modules):
+    m = model.add_lora(model.load_model(tiny_qvl), 8, 16, modules=modules)
     wrapped = sorted({n.split(".lora_")[0] for n, p in m.named_parameters() if p.requires_grad})
     kinds = {n.split(".", 5)[-1] for n in wrapped}
-    assert kinds == ({"attn.c_attn"} if targets is None else set(qwen_vl.QUANTIZED)), kinds
+    assert kinds == ({"attn.c_attn"} if modules is None else set(qwen_vl.QUANTIZED)), kinds
     assert len(wrapped) == len(kinds) * 2 and all(".transformer.h." in n for n in wrapped)
     assert not any(".visual." in n for n, _ in m.named_parameters() if "lora_" in n)
 
@@ -124,8 +124,8 @@ def test_gptq_lora_gradients_are_those_of_the_dequantized_model(eval_first, tiny
         qwen_vl.replace(dense_model, name, dense.requires_grad_(False))
     before = {k: v.clone() for k, v in gptq_model.state_dict().items() if k.endswith(("qweight", "scales"))}
     # (qzeros left out: gptqmodel re-encodes them between its v1 and v2 forms when the layer switches train/eval)
-    gptq = lora_gradients(gptq_model, batch, labels, processor, eval_first, targets=["all"])
-    dense = lora_gradients(dense_model, batch, labels, processor, eval_first, targets=["all"])
+    gptq = lora_gradients(gptq_model, batch, labels, processor, eval_first, modules=["all"])
+    dense = lora_gradients(dense_model, batch, labels, processor, eval_first, modules=["all"])
     assert gptq.keys() == dense.keys() and len(gptq) == 2 * 2 * len(qwen_vl.QUANTIZED)
     for name in gptq:  # float32 both ways, the same dequantized weights: rounding only
         scale = dense[name].abs().max()
@@ -240,7 +240,7 @@ def test_the_tiny_qwen_vl_learns_through_train_and_predict(tiny_qvl, synthetic, 
     last = read_csv(out / "metrics.csv")[-1]
     assert float(last["srcc"]) > LEARNED and int(last["invalid"]) == 0, last
     config = json.load(open(out / "config.json"))
-    assert config["targets"] == "c_attn"
+    assert config["modules"] == "c_attn"
     code, _, err = script("predict.py", "--data", synthetic, "--adapter", out, "--split", "val", "--cache", cache,
                           "--out", tmp_path / "val.csv")
     assert code == 0, err[-3000:]
@@ -254,7 +254,7 @@ def test_the_tiny_int4_qwen_vl_learns_and_resumes_bit_for_bit(tiny_qvl_gptq, syn
     it learns the demo's rule through train.py and predict.py, and a run cut back to a checkpoint resumes to the same
     bits (test_gptq.learns_and_resumes)."""
     learns_and_resumes(tiny_qvl_gptq, synthetic, cache, tmp_path, QWEN_VL_RECIPE)
-    assert json.load(open(tmp_path / "run" / "config.json"))["targets"] == "c_attn"
+    assert json.load(open(tmp_path / "run" / "config.json"))["modules"] == "c_attn"
 
 
 def test_scores_your_own_videos_in_four_frames_with_captions_it_writes(tiny_qvl, tmp_path):

@@ -93,7 +93,7 @@ def test_the_demo_is_the_run_these_tests_train(trained):
     out, code, log = trained
     assert code == 0, log
     saved = json.loads((out / "config.json").read_text())
-    assert {k: saved[k] for k in TINY_RECIPE} == TINY_RECIPE and saved["targets"] == "q_proj,k_proj,v_proj"
+    assert {k: saved[k] for k in TINY_RECIPE} == TINY_RECIPE and saved["modules"] == "q_proj,k_proj,v_proj"
     demo_folder = out.parent
     assert [saved[k] for k in ("data", "model", "cache", "out")] == [
         str(demo_folder / name) for name in ("data", "tiny-qwen2_5_vl", "cache", "run")]  # absolute: usable anywhere
@@ -314,5 +314,5 @@ def test_help_shows_every_default(name):
 # Options whose absence is the default and whose text says what absence means
 OPTIONAL_WITHOUT_DEFAULT = {"--out", "--fold", "--heldout-data", "--heldout-source", "--videos", "--captions", "--sheet",
                             "--report", "--labels", "--adapter", "--compare", "--gpus", "--arch", "--verify",
-                            "--min-pixels", "--max-new-tokens", "--targets", "--model", "--paper-model", "--peak-tflops",
+                            "--min-pixels", "--max-new-tokens", "--modules", "--model", "--paper-model", "--peak-tflops",
                             "--videos", "--modules", "--storage", "--trials"}
