@@ -1,8 +1,10 @@
 """
-The paper's experiments: k-fold cross-validation over LoRA rank and alpha, and the zero-shot baseline (§4).
+The paper's experiments: k-fold cross-validation over LoRA rank and alpha, and the zero-shot baseline (§4); and the
+same CV over other parameter-efficient methods than LoRA (--peft).
 
     python cv.py --data data/memento10k                                          # 5-fold CV of r=128, alpha=1024
     python cv.py --data data/memento10k --r 8 16 32 64 128 --alpha 16 64 256 1024 --out runs/cv-grid   # the grid
+    python cv.py --data data/memento10k --peft lora dora ia3 prompt-tuning --r 128 --alpha 1024 --out runs/cv-peft
     python cv.py --data data/memento10k --zero-shot                              # the base model, no training (§4.1)
     python cv.py --data "data/mediaeval2021/TRECVid Data" --target long          # the grid on long-term scores
     python cv.py --data data/memento10k --heldout-source data/videomem --out runs/cv-to-videomem   # across sources
@@ -15,15 +17,18 @@ Any number of the same cv.py command on one OUT (--gpus, a job array, other host
 grid between them: each (config, fold) is claimed once, and a dead worker's is taken over by the next to look.
 
 Each (config, fold) trains with train.py on the other folds of train+val and predicts its fold; every flag of
-train.py other than --split, --fold and --out passes through to it (--target among them). With --heldout-source, the
-held-out fold is a whole other source instead (MediaEval 2021's subtask 2): each config trains once on all of --data's
-labelled videos and is scored on all of the other source's. OUT gets:
+train.py other than --split, --fold and --out passes through to it (--target among them). A config is a method with
+each of its ranks and alphas (a method without r or alpha, once: `cv.py --peft lora ia3 --r 8 16` runs r8-a1024,
+r16-a1024 and ia3); --dropout, --virtual-tokens and --targets go to the methods that have them. With
+--heldout-source, the held-out fold is a whole other source instead (MediaEval 2021's subtask 2): each config trains
+once on all of --data's labelled videos and is scored on all of the other source's. OUT gets:
   results.csv      one row per (config, fold), appended as each lands; rerun the same command to resume
   claims/          the (config, fold) jobs being run now, each by one worker (host and pid inside)
-  summary.md       mean +- std SRCC per config over the folds, and the best config
+  summary.md       mean +- std SRCC per config (its method, r, alpha) over the folds, and the best config
   figure-4-heatmap.png, figure-5-scatter.png (best config, out-of-fold), figure-6-best-worst.png
-  r{R}-a{ALPHA}/fold{K}/   train.py's run directory of each fold (its checkpoints are removed once it lands); with
-                           --heldout-source, r{R}-a{ALPHA}/heldout-source/, its row fold 0
+  NAME/fold{K}/    train.py's run directory of each fold (its checkpoints are removed once it lands); with
+                   --heldout-source, NAME/heldout-source/, its row fold 0. NAME: r{R}-a{ALPHA} for LoRA, else the
+                   method and its settings (dora-r{R}-a{ALPHA}, vera-r{R}, ia3, oft, prompt-tuning-v{N})
 With --zero-shot, OUT/zero-shot/ (the paper's greedy decoding; OUT/zero-shot-constrained/ or zero-shot-expected/ with
 --decode, so that each mode keeps its own) gets predictions.csv, answers.csv (not with --decode expected: the
 predictions hold its whole answer), metrics.json and figure-3-scatter.png.
@@ -57,7 +62,9 @@ from claims import claimed, locked
 from errors import InputError, cli
 from frames import FrameCache
 
-COLUMNS = ["config", "r", "alpha", "fold", "n", "srcc", "pearson", "mse", "invalid", "seconds"]
+COLUMNS = ["config", "peft", "r", "alpha", "fold", "n", "srcc", "pearson", "mse", "invalid", "seconds"]
+# results.csv as written before --peft: its rows are LoRA's
+LORA_COLUMNS = [c for c in COLUMNS if c != "peft"]
 DPI = 100
 HEATMAP_SIZE, SCATTER_SIZE, SHEET_SIZE = (640, 480), (600, 600), (960, 560)  # pixels of the PNGs
 
@@ -70,7 +77,7 @@ def predictions_path(cfg):
 
 def job(cfg):
     """A (config, fold) as results.csv names it: a held-out source is the config's one fold, 0."""
-    return qwen.config_name(cfg.r, cfg.alpha), cfg.fold or 0
+    return qwen.config_name(cfg.r, cfg.alpha, cfg.peft, cfg.virtual_tokens), cfg.fold or 0
 
 
 def n_folds(template):
@@ -81,28 +88,48 @@ def n_folds(template):
 # cross-validation
 
 
-def plan(template, ranks, alphas):
+def grid(methods, ranks, alphas, given):
+    """The grid's adapters, in order, as train.Config's settings: each method with each of its ranks and alphas (None:
+    its default), once where it has none; `given`, the other settings (model.ADAPTER_SETTINGS) as the flags gave them,
+    to each method that has them. A setting that no method of the grid has is an InputError."""
+    for name, value in dict(given, r=ranks[0], alpha=alphas[0]).items():
+        if value is not None and not any(name in qwen.PEFT_METHODS[m] for m in methods):
+            raise InputError(f"--{name.replace('_', '-')} is not a setting of {', '.join(methods)}")
+    return [dict({k: v if k in qwen.PEFT_METHODS[m] else None for k, v in given.items()}, peft=m, r=r, alpha=alpha)
+            for m in methods for r in (ranks if "r" in qwen.PEFT_METHODS[m] else [None])
+            for alpha in (alphas if "alpha" in qwen.PEFT_METHODS[m] else [None])]
+
+
+def plan(template, adapters):
     """Every (config, fold) as a train.Config, in grid order with the folds inside; with a held-out source, one a
-    config. Building them all first checks every setting before the first fold trains."""
-    if template.heldout_data:
-        return [dataclasses.replace(template, r=r, alpha=alpha,
-                                    out=os.path.join(template.out, qwen.config_name(r, alpha), "heldout-source"))
-                for r, alpha in itertools.product(ranks, alphas)]
-    return [dataclasses.replace(template, r=r, alpha=alpha, fold=k,
-                                out=os.path.join(template.out, qwen.config_name(r, alpha), f"fold{k}"))
-            for r, alpha in itertools.product(ranks, alphas) for k in range(template.folds)]
+    config. adapters: grid's. Building them all first checks every setting before the first fold trains."""
+    cfgs = []
+    for adapter in adapters:
+        cfg = dataclasses.replace(template, **adapter)
+        name = job(cfg)[0]
+        if template.heldout_data:
+            cfgs.append(dataclasses.replace(cfg, out=os.path.join(template.out, name, "heldout-source")))
+        else:
+            cfgs += [dataclasses.replace(cfg, fold=k, out=os.path.join(template.out, name, f"fold{k}"))
+                     for k in range(template.folds)]
+    return cfgs
+
+
+# What cv.json does not record: the grid, which may grow between runs (each config's name tells its method, r, alpha
+# and virtual tokens), and the fold
+GRID_SETTINGS = ("peft", "r", "alpha", "virtual_tokens", "fold")
 
 
 def check_settings(template, path):
     """OUT/cv.json records the training settings; a rerun with others would mix two experiments in one table.
-    The grid may grow between runs: ranks and alphas are not part of the record."""
-    settings = {k: v for k, v in dataclasses.asdict(template).items() if k not in ("r", "alpha", "fold")}
+    The grid may grow between runs: its methods, ranks and alphas are not part of the record."""
+    settings = {k: v for k, v in dataclasses.asdict(template).items() if k not in GRID_SETTINGS}
     settings["model_identity"] = qwen.identity(template.model)
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
         # paths are where things are, not settings: a CV may move or be shared by hosts that mount it elsewhere
-        changed = train.changed_settings(saved, template, ignore=("r", "alpha", "fold"))
+        changed = train.changed_settings(saved, template, ignore=GRID_SETTINGS)
         if changed:
             raise InputError(f"{path}: this CV ran with other settings ({', '.join(changed)}); "
                                   "rerun with those or choose another --out")
@@ -114,12 +141,12 @@ def read_results(path):
         return []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames != COLUMNS:
+        if reader.fieldnames not in (COLUMNS, LORA_COLUMNS):
             raise InputError(f"{path}: line 1: expected the columns {','.join(COLUMNS)}")
-        rows = list(reader)
+        rows = [dict(row, peft=row.get("peft", "lora")) for row in reader]
     for line, row in enumerate(rows, start=2):
         try:
-            int(row["r"]), float(row["alpha"]), int(row["fold"]), float(row["srcc"])
+            int(row["r"] or 0), float(row["alpha"] or 0), int(row["fold"]), float(row["srcc"])  # r, alpha: "" where a method has none
         except (TypeError, ValueError):
             raise InputError(f"{path}: line {line}: not a result row of cv.py")
     return rows
@@ -161,7 +188,8 @@ def run_fold(cfg):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return dict(config=qwen.config_name(cfg.r, cfg.alpha), r=cfg.r, alpha=f"{cfg.alpha:g}", fold=job(cfg)[1], n=m["n"],
+    return dict(config=job(cfg)[0], peft=cfg.peft, r="" if cfg.r is None else cfg.r,
+                alpha="" if cfg.alpha is None else f"{cfg.alpha:g}", fold=job(cfg)[1], n=m["n"],
                 srcc=f"{m['srcc']:.6f}", pearson=f"{m['pearson']:.6f}", mse=f"{m['mse']:.6f}",
                 invalid=m["invalid"], seconds=m["seconds"])
 
@@ -236,14 +264,17 @@ def start_workers(argv, gpus, out, n_jobs):
 
 
 def summarize(rows, folds):
-    """One line per config, in the order they ran: mean and std (n-1) of SRCC over folds, mean Pearson and MSE."""
+    """One line per config, in the order they ran: its method, r and alpha (None where it has none), mean and std (n-1)
+    of SRCC over folds, mean Pearson and MSE."""
     by_config = {}
     for row in rows:
         by_config.setdefault(row["config"], []).append(row)
     table = []
     for name, rs in by_config.items():
         srcc = np.array([float(r["srcc"]) for r in rs])
-        table.append(dict(config=name, r=int(rs[0]["r"]), alpha=float(rs[0]["alpha"]), folds=len(rs),
+        r, alpha = rs[0]["r"], rs[0]["alpha"]
+        table.append(dict(config=name, peft=rs[0]["peft"], r=int(r) if r else None, alpha=float(alpha) if alpha else None,
+                          folds=len(rs),
                           srcc=float(srcc.mean()), std=float(srcc.std(ddof=1)) if len(rs) > 1 else float("nan"),
                           pearson=float(np.mean([float(r["pearson"]) for r in rs])),
                           mse=float(np.mean([float(r["mse"]) for r in rs])),
@@ -257,15 +288,19 @@ def summarize(rows, folds):
 def markdown(table, best, folds, heldout_source=None):
     """The summary table; with a held-out source, each config's one SRCC on it."""
     what = f"SRCC on the held-out source {heldout_source}" if heldout_source else f"SRCC mean ± std over {folds} folds"
-    lines = [f"| config | r | alpha | folds | {what} | Pearson | MSE | invalid |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| config | method | r | alpha | folds | {what} | Pearson | MSE | invalid |",
+             "|---|---|---|---|---|---|---|---|---|"]
 
     def srcc(t):
         return f"{t['srcc']:.4f}" + ("" if heldout_source else f" ± {t['std']:.4f}")
 
-    lines += [f"| {t['config']} | {t['r']} | {t['alpha']:g} | {t['folds']} | {srcc(t)} | "
+    def setting(value):
+        return "-" if value is None else f"{value:g}"
+
+    lines += [f"| {t['config']} | {t['peft']} | {setting(t['r'])} | {setting(t['alpha'])} | {t['folds']} | {srcc(t)} | "
               f"{t['pearson']:.4f} | {t['mse']:.5f} | {t['invalid']}/{t['n']} |" for t in table]
     lines.append("")
-    lines.append(f"best: {best['config']} (r={best['r']}, alpha={best['alpha']:g}), "
+    lines.append(f"best: {best['config']} ({best['peft']}, r={setting(best['r'])}, alpha={setting(best['alpha'])}), "
                  f"{'SRCC' if heldout_source else 'mean SRCC'} {srcc(best)}" if best
                  else "best: none (no config has finished every fold)")
     return "\n".join(lines) + "\n"
@@ -287,21 +322,34 @@ def save(fig, path):
 
 
 def heatmap(path, table):
-    """Figure 4: mean SRCC over folds for each (rank, alpha); a config not run is left blank."""
-    ranks, alphas = sorted({t["r"] for t in table}), sorted({t["alpha"] for t in table})
-    grid = np.full((len(ranks), len(alphas)), np.nan)
+    """Figure 4: mean SRCC over folds (± its std) for each rank and alpha; with other methods than LoRA, a row for each
+    method and rank, and for a method without alpha its config in the last column, "-". A config not run is blank."""
+    lora = all(t["peft"] == "lora" for t in table)
+
+    def row(t):
+        return (t["peft"], t["r"]) if t["alpha"] is not None else (t["config"], None)
+
+    order = list(qwen.PEFT_METHODS)
+    rows = sorted({row(t) for t in table}, key=lambda k: (order.index(k[0]) if k[0] in order else len(order), k[0],
+                                                          k[1] or 0))
+    alphas = sorted({t["alpha"] for t in table if t["alpha"] is not None})
+    alphas += [None] if any(t["alpha"] is None for t in table) else []
+    grid, std = np.full((len(rows), len(alphas)), np.nan), np.full((len(rows), len(alphas)), np.nan)
     for t in table:
-        grid[ranks.index(t["r"]), alphas.index(t["alpha"])] = t["srcc"]
+        grid[rows.index(row(t)), alphas.index(t["alpha"])] = t["srcc"]
+        std[rows.index(row(t)), alphas.index(t["alpha"])] = t["std"]
     fig = new_figure(HEATMAP_SIZE)
     ax = fig.subplots()
     image = ax.imshow(grid, cmap="viridis", aspect="auto")
     middle = np.nanmean(grid) if np.isfinite(grid).any() else 0
     for (i, j), value in np.ndenumerate(grid):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < middle else "black")
-    ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
-    ax.set_yticks(range(len(ranks)), [str(r) for r in ranks])
-    ax.set(xlabel="LoRA alpha", ylabel="LoRA rank r", title="mean SRCC over folds")
+            text = f"{value:.3f}" + (f"\n± {std[i, j]:.3f}" if np.isfinite(std[i, j]) else "")
+            ax.text(j, i, text, ha="center", va="center", color="white" if value < middle else "black")
+    ax.set_xticks(range(len(alphas)), ["-" if a is None else f"{a:g}" for a in alphas])
+    ax.set_yticks(range(len(rows)), [str(r) if lora else name if r is None else f"{name} r={r}" for name, r in rows])
+    ax.set(xlabel="LoRA alpha" if lora else "alpha", ylabel="LoRA rank r" if lora else "method, rank r",
+           title="mean SRCC over folds")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     save(fig, path)
@@ -337,7 +385,7 @@ def sheet(path, videos, truth, predicted, cache, k=4):
     save(fig, path)
 
 
-def figures(template, best):
+def figures(template, best, cfgs):
     """Figures 5-6 from the best config's fold directories under OUT: out of fold, or on the held-out source."""
     out = template.out
     truth_data = template.heldout_data or template.data
@@ -345,7 +393,7 @@ def figures(template, best):
                                                      template.target)}
     truth = {video_id: v.score for video_id, v in videos.items()}
     predicted = {}
-    for cfg in plan(template, [best["r"]], [best["alpha"]]):  # each video predicted by a model that did not train on it
+    for cfg in [c for c in cfgs if job(c)[0] == best["config"]]:  # each video predicted by a model that did not train on it
         predicted.update(predict.read_labels(predictions_path(cfg)))
     ids = [v for v in predicted if v in truth]
     m = predict.metrics([round(100 * predicted[v]) for v in ids], [truth[v] for v in ids])
@@ -415,8 +463,12 @@ def parse_args(argv=None):
     parser.add_argument("--folds", type=int, default=d.folds, help="number of folds over train+val")
     parser.add_argument("--heldout-source", help="another source's root: hold it out whole (train on all of --data, "
                         "score on all of it) instead of folds")
-    parser.add_argument("--r", type=int, nargs="+", default=[d.r], help="LoRA ranks of the grid")
-    parser.add_argument("--alpha", type=float, nargs="+", default=[d.alpha], help="LoRA alphas of the grid")
+    parser.add_argument("--peft", nargs="+", default=[d.peft], choices=list(qwen.PEFT_METHODS),
+                        help="the methods of the grid: lora (the paper's), dora, ia3, prompt-tuning, vera, oft")
+    parser.add_argument("--r", type=int, nargs="+", default=[None], help="ranks of the grid (LoRA, DoRA, VeRA; "
+                        "default 128)")
+    parser.add_argument("--alpha", type=float, nargs="+", default=[None], help="alphas of the grid (LoRA, DoRA; "
+                        "default 1024)")
     parser.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training folds")
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     parser.add_argument("--zero-shot", action="store_true", help="instead: the base model on train+val, no training")
@@ -429,13 +481,19 @@ def parse_args(argv=None):
         raise InputError(f"cv.py chooses the split, the folds and the run directories and always resumes: "
                               f"drop {', '.join(a for a in rest if a.split('=')[0] in chosen_here)}")
     # The rest is read by train.py's own parser: its flags, help, defaults and checks, not a copy of them.
-    train_args, _ = train.parse_args(rest)
+    train_args = train.read_args(rest)
     if train_args.split != d.split:  # an abbreviation (--spl) that got past the check above
         raise InputError("cv.py chooses the split: drop --split")
+    # a repeated value runs once
+    args.peft, args.r, args.alpha = (list(dict.fromkeys(v)) for v in (args.peft, args.r, args.alpha))
+    args.adapters = grid(args.peft, args.r, args.alpha, {k: getattr(train_args, k) for k in ("dropout", "virtual_tokens")}
+                         | {"targets": train_args.targets})
     fold_flags = {f.name: getattr(train_args, f.name) for f in dataclasses.fields(train.Config)}
+    # the template holds the settings every fold shares, and LoRA's as the flags give them (the grid's methods take
+    # theirs from args.adapters)
     template = train.Config(**dict(fold_flags, data=args.data, model=args.model, out=args.out, split="trainval",
-                                   folds=args.folds, epochs=args.epochs, lr=args.lr, heldout_data=args.heldout_source))
-    args.r, args.alpha = list(dict.fromkeys(args.r)), list(dict.fromkeys(args.alpha))  # a repeated value runs once
+                                   folds=args.folds, epochs=args.epochs, lr=args.lr, heldout_data=args.heldout_source,
+                                   peft="lora", r=None, alpha=None, virtual_tokens=None))
     return args, template
 
 
@@ -444,7 +502,9 @@ def main(argv=None):
     if args.zero_shot:
         print(json.dumps(dataclasses.asdict(template), indent=1))
         return zero_shot(template)
-    cfgs = plan(template, args.r, args.alpha)
+    for method in args.peft:  # a method that cannot run on this base, before anything loads
+        qwen.check_method(method, template.model)
+    cfgs = plan(template, args.adapters)
     # a damaged results file, then bad data, stop the CV before it starts
     read_results(os.path.join(template.out, "results.csv"))
     for root in filter(None, (template.data, template.heldout_data)):
@@ -452,7 +512,7 @@ def main(argv=None):
     qwen.load_processor(template.model)  # and a model that cannot be read, from a folder or the hub, before cv.json
     os.makedirs(template.out, exist_ok=True)
     check_settings(template, os.path.join(template.out, "cv.json"))
-    print(json.dumps(dict(dataclasses.asdict(template), r=args.r, alpha=args.alpha), indent=1))
+    print(json.dumps(dict(dataclasses.asdict(template), peft=args.peft, r=args.r, alpha=args.alpha), indent=1))
 
     if args.gpus:
         start_workers(argv, args.gpus, template.out, len(cfgs))
@@ -469,7 +529,7 @@ def main(argv=None):
         print(text, end="")
         heatmap(os.path.join(template.out, "figure-4-heatmap.png"), table)
         if best:
-            figures(template, best)
+            figures(template, best, cfgs)
     return table, best
 
 
