@@ -452,8 +452,8 @@ def cmd_gpu(args, template):
 
 def cmd_peft(args, template):
     """
-    The adapter methods (--methods: model.PEFT_METHODS by default) side by side on --model and --data, each with the tiny
-    recipe (tiny.TINY_RECIPE for --learn-epochs, its r and alpha where a method has them) at the method's own tiny
+    The adapter methods (--methods: model.PEFT_METHODS by default) side by side on --model and --data, each with the
+    tiny recipe (tiny.TINY_RECIPE for --learn-epochs, its r and alpha where a method has them) at the method's own tiny
     learning rate (tiny.TINY_PEFT_LR), once a seed of --seeds, each in a process of its own (peft_run): the held-out
     SRCC of train.py's run, its trainable parameters, train.py's step timed, and the peak memory (CPU: the process's
     resident set; CUDA: allocated during the timed steps). Prints the table README shows.
@@ -464,8 +464,9 @@ def cmd_peft(args, template):
         has = qwen.PEFT_METHODS[method]
         adapter = {k: TINY_RECIPE.get(k) if k in has else None for k in qwen.ADAPTER_SETTINGS}
         for seed in args.seeds:
+            out = os.path.join(args.work, "peft", f"{method}-seed{seed}")
             cfg = replace(template, **dict(recipe, epochs=args.learn_epochs, lr=TINY_PEFT_LR[method]), **adapter,
-                          peft=method, seed=seed, log_every=1000, out=os.path.join(args.work, "peft", f"{method}-seed{seed}"))
+                          peft=method, seed=seed, log_every=1000, out=out)
             child = subprocess.run([sys.executable, "-c", "import bench, json, sys\nresult = bench.peft_run(json.loads("
                                     "sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))\nprint(json.dumps(result))",
                                     json.dumps(asdict(cfg)), str(args.steps), str(args.warmup_steps)],
@@ -475,12 +476,13 @@ def cmd_peft(args, template):
             rows.append(dict(method=method, seed=seed, lr=cfg.lr, **json.loads(child.stdout.strip().splitlines()[-1])))
             print(f"peft | {method} seed {seed} | {json.dumps(rows[-1])}")
     memory = "peak memory (GiB, CPU resident set)" if not torch.cuda.is_available() else "peak memory (GiB, CUDA)"
-    print(f"\n| method | lr | held-out SRCC (seeds {', '.join(map(str, args.seeds))}) | trainable parameters | "
-          f"seconds a step | {memory} |\n|---|---|---|---|---|---|")
+    print(f"\n| method | lr | held-out SRCC (seeds {', '.join(map(str, args.seeds))}) | invalid answers | trainable "
+          f"parameters | seconds a step | {memory} |\n|---|---|---|---|---|---|---|")
     for method in args.methods:
         mine = [r for r in rows if r["method"] == method]
         srcc = ", ".join(f"{r['srcc']:.2f}" for r in mine)
-        print(f"| {method} | {mine[0]['lr']:g} | {srcc} | {mine[0]['trainable']:,} | "
+        invalid = ", ".join(f"{r['invalid']}/{r['n']}" for r in mine)
+        print(f"| {method} | {mine[0]['lr']:g} | {srcc} | {invalid} | {mine[0]['trainable']:,} | "
               f"{np.mean([r['step_ms'] for r in mine]) / 1000:.3f} | {max(r['peak_mem_gib'] for r in mine):.2f} |")
     return dict(model=template.model, data=template.data, device=device_name(), epochs=args.learn_epochs, runs=rows)
 
@@ -492,7 +494,8 @@ def peft_run(settings, steps, warmup):
     learned = train.main(cfg, overwrite=True)
     free()
     processor = qwen.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
-    videos, _ = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, None, cfg.target, cfg.heldout_data)
+    videos, _ = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, None, cfg.target,
+                                   cfg.heldout_data)
     cache = frames.FrameCache(cfg.cache, cfg.frames, qwen.budget_of(processor))
     timed = bench_train(cfg, processor, videos, cache, train.build_model(cfg), steps, warmup)
     return dict(srcc=learned["srcc"], invalid=learned["invalid"], n=learned["n"],

@@ -39,7 +39,6 @@ import csv
 import dataclasses
 import gc
 import io
-import itertools
 import json
 import math
 import os
@@ -146,7 +145,8 @@ def read_results(path):
         rows = [dict(row, peft=row.get("peft", "lora")) for row in reader]
     for line, row in enumerate(rows, start=2):
         try:
-            int(row["r"] or 0), float(row["alpha"] or 0), int(row["fold"]), float(row["srcc"])  # r, alpha: "" where a method has none
+            # r and alpha are empty where a method has none
+            int(row["r"] or 0), float(row["alpha"] or 0), int(row["fold"]), float(row["srcc"])
         except (TypeError, ValueError):
             raise InputError(f"{path}: line {line}: not a result row of cv.py")
     return rows
@@ -273,8 +273,8 @@ def summarize(rows, folds):
     for name, rs in by_config.items():
         srcc = np.array([float(r["srcc"]) for r in rs])
         r, alpha = rs[0]["r"], rs[0]["alpha"]
-        table.append(dict(config=name, peft=rs[0]["peft"], r=int(r) if r else None, alpha=float(alpha) if alpha else None,
-                          folds=len(rs),
+        table.append(dict(config=name, peft=rs[0]["peft"], r=int(r) if r else None,
+                          alpha=float(alpha) if alpha else None, folds=len(rs),
                           srcc=float(srcc.mean()), std=float(srcc.std(ddof=1)) if len(rs) > 1 else float("nan"),
                           pearson=float(np.mean([float(r["pearson"]) for r in rs])),
                           mse=float(np.mean([float(r["mse"]) for r in rs])),
@@ -326,12 +326,11 @@ def heatmap(path, table):
     method and rank, and for a method without alpha its config in the last column, "-". A config not run is blank."""
     lora = all(t["peft"] == "lora" for t in table)
 
-    def row(t):
-        return (t["peft"], t["r"]) if t["alpha"] is not None else (t["config"], None)
+    def row(t):  # a method with alpha: a row a rank, its alphas across; another: a row a config, in the last column
+        return t["peft"], t["r"] or 0, None if t["alpha"] is not None else t["config"]
 
     order = list(qwen.PEFT_METHODS)
-    rows = sorted({row(t) for t in table}, key=lambda k: (order.index(k[0]) if k[0] in order else len(order), k[0],
-                                                          k[1] or 0))
+    rows = sorted({row(t) for t in table}, key=lambda k: (order.index(k[0]), k[1], k[2] or ""))
     alphas = sorted({t["alpha"] for t in table if t["alpha"] is not None})
     alphas += [None] if any(t["alpha"] is None for t in table) else []
     grid, std = np.full((len(rows), len(alphas)), np.nan), np.full((len(rows), len(alphas)), np.nan)
@@ -347,7 +346,7 @@ def heatmap(path, table):
             text = f"{value:.3f}" + (f"\n± {std[i, j]:.3f}" if np.isfinite(std[i, j]) else "")
             ax.text(j, i, text, ha="center", va="center", color="white" if value < middle else "black")
     ax.set_xticks(range(len(alphas)), ["-" if a is None else f"{a:g}" for a in alphas])
-    ax.set_yticks(range(len(rows)), [str(r) if lora else name if r is None else f"{name} r={r}" for name, r in rows])
+    ax.set_yticks(range(len(rows)), [str(r) if lora else config or f"{method} r={r}" for method, r, config in rows])
     ax.set(xlabel="LoRA alpha" if lora else "alpha", ylabel="LoRA rank r" if lora else "method, rank r",
            title="mean SRCC over folds")
     fig.colorbar(image, ax=ax)
@@ -393,7 +392,7 @@ def figures(template, best, cfgs):
                                                      template.target)}
     truth = {video_id: v.score for video_id, v in videos.items()}
     predicted = {}
-    for cfg in [c for c in cfgs if job(c)[0] == best["config"]]:  # each video predicted by a model that did not train on it
+    for cfg in [c for c in cfgs if job(c)[0] == best["config"]]:  # each video predicted by a model not trained on it
         predicted.update(predict.read_labels(predictions_path(cfg)))
     ids = [v for v in predicted if v in truth]
     m = predict.metrics([round(100 * predicted[v]) for v in ids], [truth[v] for v in ids])
@@ -486,8 +485,8 @@ def parse_args(argv=None):
         raise InputError("cv.py chooses the split: drop --split")
     # a repeated value runs once
     args.peft, args.r, args.alpha = (list(dict.fromkeys(v)) for v in (args.peft, args.r, args.alpha))
-    args.adapters = grid(args.peft, args.r, args.alpha, {k: getattr(train_args, k) for k in ("dropout", "virtual_tokens")}
-                         | {"targets": train_args.targets})
+    given = {k: getattr(train_args, k) for k in qwen.ADAPTER_SETTINGS if k not in ("r", "alpha")}
+    args.adapters = grid(args.peft, args.r, args.alpha, given)
     fold_flags = {f.name: getattr(train_args, f.name) for f in dataclasses.fields(train.Config)}
     # the template holds the settings every fold shares, and LoRA's as the flags give them (the grid's methods take
     # theirs from args.adapters)

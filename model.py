@@ -4,14 +4,14 @@ This file builds and returns things; it never trains.
 
     python model.py --model runs/tiny --r 128 --alpha 1024      # load in 4 bit, attach LoRA, print the count
     python model.py --arch qwen-vl-chat --r 128 --alpha 1024    # the count on a published configuration, no weights
-    python model.py --arch qwen-vl-chat --peft ia3              # another method's count (lora, dora, ia3, prompt-tuning,
+    python model.py --arch qwen-vl-chat --peft ia3              # another method's count (dora, ia3, prompt-tuning,
                                                                 # vera, oft)
     python model.py --verify ../shared/qwen-vl                  # Qwen-VL-Chat here against the official code (verify.py)
 
 The default is the paper's model, Qwen-VL-Chat-Int4 (GPTQ 4-bit, written here: qwen_vl.py), with LoRA on its fused
-c_attn; --peft puts another of peft's parameter-efficient methods there instead (PEFT_METHODS). Qwen-VL-Chat (fp16) loads in NF4; any native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint, the modern choice,
+c_attn. Qwen-VL-Chat (fp16) loads in NF4; any native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint, the modern choice,
 loads through transformers' `from_pretrained` with LoRA on q/k/v. A hub id or a local folder alike; a local folder
-never touches the network.
+never touches the network. --peft puts another of peft's parameter-efficient methods in LoRA's place (PEFT_METHODS).
 """
 
 import argparse
@@ -336,8 +336,8 @@ def check_method(method, model_id):
         release = re.sub(r"[-_.]?GPTQ.*$", "", model_id, flags=re.IGNORECASE)
         instead = f"--model {release} (loaded in NF4)" if release != model_id else \
             "the model's bf16 checkpoint (loaded in NF4)"
-    raise InputError(f"--peft {method} needs an NF4 base: peft has no {method} layer for the GPTQ checkpoint {model_id}; "
-                     f"use {instead}")
+    raise InputError(f"--peft {method} needs an NF4 base: peft has no {method} layer for the GPTQ checkpoint "
+                     f"{model_id}; use {instead}")
 
 
 def target_pattern(targets=None, qwen=False):
@@ -426,7 +426,8 @@ def place_virtual_tokens(model):
         if kwargs.get("input_ids") is not None or embeds is None or types is None or types.shape[1] == embeds.shape[1]:
             return None
         types = F.pad(types, (embeds.shape[1] - types.shape[1], 0))
-        visual = {k: kwargs[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if kwargs.get(k) is not None}
+        visual = {k: kwargs[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+                  if kwargs.get(k) is not None}
         position_ids, deltas = module.model.get_rope_index(torch.zeros_like(types), mm_token_type_ids=types,
                                                            attention_mask=kwargs.get("attention_mask"), **visual)
         module.model.rope_deltas = deltas
@@ -571,8 +572,8 @@ def main(argv=None):
     parser.add_argument("--r", type=int, help="rank of LoRA, DoRA and VeRA (default 128)")
     parser.add_argument("--alpha", type=float, help="alpha of LoRA and DoRA (default 1024)")
     parser.add_argument("--virtual-tokens", type=int, help="prompt tuning's learned tokens (default 20)")
-    parser.add_argument("--targets", help="language-model modules that get the adapter, comma-separated, or all (default: "
-                        "the paper's: c_attn on Qwen-VL-Chat, q_proj,k_proj,v_proj on the others)")
+    parser.add_argument("--targets", help="language-model modules that get the adapter, comma-separated, or all "
+                        "(default: the paper's: c_attn on Qwen-VL-Chat, q_proj,k_proj,v_proj on the others)")
     parser.add_argument("--verify", metavar="DIR", help="instead: check Qwen-VL-Chat here against the official code's "
                         "reference outputs in DIR (verify.py); exit 1 past tolerance")
     args = parser.parse_args(argv)

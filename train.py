@@ -8,6 +8,7 @@ Fine-tune a 4-bit Qwen VLM with LoRA to predict video memorability (Martin-Ferna
     python train.py --data data/memento10k --split trainval --heldout-data data/videomem  # SRCC on another source
     python train.py ... --max-pixels 401408                                  # frames of up to 896 x 448 pixels
     python train.py ... --frames 8 --input video                             # 8 frames as one native video input
+    python train.py ... --peft dora                                          # another method than LoRA (model.py)
     python train.py ... --resume                                             # continue a killed run
     torchrun --nproc-per-node 4 train.py -- --r 128 --alpha 1024 --batch-size 1  # DDP on 4 GPUs, global batch 4
 

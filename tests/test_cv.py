@@ -107,7 +107,7 @@ def test_bad_results_file_gets_one_line(tmp_path):
     code, log = run("--data", tmp_path, "--out", tmp_path / "run", "--r", 8, "--alpha", 16)
     assert code == 2, log
     assert log.strip().splitlines()[-1] == (f"error: {tmp_path / 'run' / 'results.csv'}: line 1: expected the columns "
-                                            "config,r,alpha,fold,n,srcc,pearson,mse,invalid,seconds"), log
+                                            "config,peft,r,alpha,fold,n,srcc,pearson,mse,invalid,seconds"), log
     assert "Traceback" not in log
 
 
@@ -168,7 +168,7 @@ def test_cross_validation(grid, synthetic):
     assert sum(int(r["invalid"]) for r in rows if r["config"] == CONFIGS[0]) <= 5
 
     summary = (out / "summary.md").read_text()
-    assert f"| r16-a32 | 16 | 32 | {FOLDS} |" in summary and f"| r16-a4 | 16 | 4 | {FOLDS} |" in summary
+    assert f"| r16-a32 | lora | 16 | 32 | {FOLDS} |" in summary and f"| r16-a4 | lora | 16 | 4 | {FOLDS} |" in summary
     assert f"{np.mean(learnable):.4f} ± {np.std(learnable, ddof=1):.4f}" in summary
     means = {c: np.mean([float(r["srcc"]) for r in rows if r["config"] == c]) for c in CONFIGS}
     assert f"best: {max(CONFIGS, key=lambda c: np.nan_to_num(means[c], nan=-1))}" in summary

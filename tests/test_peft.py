@@ -131,7 +131,8 @@ def test_cv_grid_gives_each_method_its_own_settings(tmp_path):
     with pytest.raises(InputError, match="--r is not a setting of ia3, oft"):
         cv.main(["--data", str(tmp_path), "--out", str(tmp_path / "cv"), "--peft", "ia3", "oft", "--r", "8"])
     with pytest.raises(InputError, match="--virtual-tokens is not a setting of lora, dora"):
-        cv.main(["--data", str(tmp_path), "--out", str(tmp_path / "cv"), "--peft", "lora", "dora", "--virtual-tokens", "8"])
+        cv.main(["--data", str(tmp_path), "--out", str(tmp_path / "cv"), "--peft", "lora", "dora",
+                 "--virtual-tokens", "8"])
 
 
 # Each method's trainable parameters on the paper's Qwen-VL-Chat (32 blocks; c_attn: 4096 in, 12288 out) with its
