@@ -9,8 +9,8 @@ Benchmarks of the real run, one figure per subcommand, each through the project'
                                                       # train, baseline and predict on qwen2.5-vl-7b and on the
                                                       # paper's qwen-vl-chat, one JSON file
     python bench.py search [--trials 5]               # cv.py's grid against TPE + pruning, tiny model, 3 x 3 x 2 folds
-    python -m scaffold.bench peft --model DIR --data DIR  # each adapter method (--peft) with the tiny recipe: held-out
-                                                      # SRCC, trainable parameters, step ms, memory
+    python -m scaffold.bench peft --model DIR --data DIR  # each method of --peft with the tiny recipe: held-out SRCC,
+                                                      # invalid answers, trainable parameters, step ms, memory
 
 Each prints a table; with --json, one JSON object as its last line. --arch builds a published architecture with
 random weights (tiny.make_random, no download), saves it and loads it through model.load_model in NF4, the path
@@ -656,7 +656,6 @@ def parse_args(argv=None):
                "--modules, --batch-size, --eval-batch-size, --frames, --input, --max-pixels, --quant, --no-grad-ckpt, "
                "--workers.")
     parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu", "search", "peft"])
-    parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu", "peft"])
     # ---
     parser.add_argument("--model", help=f"a model folder (or hub id) to measure (train, baseline, predict: default "
                         f"{model.DEFAULT_MODEL}, the paper's)")
