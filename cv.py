@@ -1,8 +1,10 @@
 """
-The paper's experiments: k-fold cross-validation over LoRA rank and alpha, and the zero-shot baseline (§4).
+The paper's experiments: k-fold cross-validation over LoRA rank and alpha, and the zero-shot baseline (§4); and the
+same CV over other parameter-efficient methods than LoRA (--peft).
 
     python cv.py --data data/memento10k                                          # 5-fold CV of r=128, alpha=1024
     python cv.py --data data/memento10k --r 8 16 32 64 128 --alpha 16 64 256 1024 --out runs/cv-grid   # the grid
+    python cv.py --data data/memento10k --peft lora dora ia3 prompt-tuning --r 128 --alpha 1024 --out runs/cv-peft
     python cv.py --data data/memento10k --zero-shot                              # the base model, no training (§4.1)
     python cv.py --data "data/mediaeval2021/TRECVid Data" --target long          # the grid on long-term scores
     python cv.py --data data/memento10k --heldout-source data/videomem --out runs/cv-to-videomem   # across sources
@@ -17,24 +19,30 @@ The paper's experiments: k-fold cross-validation over LoRA rank and alpha, and t
 The search is an Optuna study (plumbing/search.py). The grid (--search grid, the paper's) is Optuna's grid sampler
 over the flags' lists: a trial is one (config, fold), so that workers split the folds of one config too, and each
 trains as before. --search tpe --trials N: a trial is one configuration, which TPE chooses among the same lists
-(--lr joins them when given several values); it trains its folds one by one and reports its running mean SRCC after
-each, and the median pruner stops it after a fold where it falls below the median of the trials before it. Any
+(--lr joins them when given several values, --peft when given other methods than LoRA); it trains its folds one by
+one and reports its running mean SRCC after each, and the median pruner stops it after a fold where it falls below
+the median of the trials before it. Any
 number of the same cv.py command on one study (--gpus, a job array, other hosts on a shared folder or database)
 split its trials: each (config, fold) is trained once, and a dead worker's trial is taken over (search.py says how).
 
 Each (config, fold) trains with train.py on the other folds of train+val and predicts its fold; every flag of
-train.py other than --split, --fold and --out passes through to it (--target among them). With --heldout-source, the
-held-out fold is a whole other source instead (MediaEval 2021's subtask 2): each config trains once on all of --data's
-labelled videos and is scored on all of the other source's. OUT gets:
+train.py other than --split, --fold and --out passes through to it (--target among them). With --peft, a config is a
+method with each of its ranks and alphas, once where it has none (`cv.py --peft lora ia3 --r 8 16` runs r8-a1024,
+r16-a1024 and ia3), and the search chooses among those configurations' names; --dropout, --virtual-tokens and
+--modules go to the methods that have them. With --heldout-source, the held-out fold is a whole other source instead
+(MediaEval 2021's subtask 2): each config trains once on all of --data's labelled videos and is scored on all of the
+other source's. OUT gets:
   results.csv      one row per (config, fold), appended as each lands (pruned: 1 for a config TPE's pruner
                    stopped); rerun the same command to resume
   study.log        the Optuna study (a journal file), unless --storage puts it elsewhere
-  summary.md       mean +- std SRCC per config over the folds, and the best config; with --search tpe, the trials, the
-                   fold trainings they cost and the parameters' importances
+  summary.md       mean +- std SRCC per config (its method, r, alpha) over the folds, and the best config; with
+                   --search tpe, the trials, the fold trainings they cost and the parameters' importances
   figure-4-heatmap.png, figure-5-scatter.png (best config, out-of-fold), figure-6-best-worst.png; with --search tpe,
   search-history.png (each trial's mean SRCC and the best so far)
-  r{R}-a{ALPHA}/fold{K}/   train.py's run directory of each fold (its checkpoints are removed once it lands); with
-                           --heldout-source, r{R}-a{ALPHA}/heldout-source/, its row fold 0
+  NAME/fold{K}/    train.py's run directory of each fold (its checkpoints are removed once it lands); with
+                   --heldout-source, NAME/heldout-source/, its row fold 0. NAME: r{R}-a{ALPHA} for LoRA, else the
+                   method and its settings (dora-r{R}-a{ALPHA}, vera-r{R}, ia3, oft, prompt-tuning-v{N}); -lr{LR}
+                   after it where several learning rates are searched
 With --zero-shot, OUT/zero-shot/ (the paper's greedy decoding; OUT/zero-shot-constrained/ or zero-shot-expected/ with
 --decode, so that each mode keeps its own) gets predictions.csv, answers.csv (each whole answer, as the model wrote it;
 not with --decode expected: the predictions hold its whole answer), metrics.json (the invalid count and rate beside
@@ -100,10 +108,22 @@ def n_folds(template):
 
 
 def config_name(params):
-    """A configuration's name in results.csv and its folder in OUT: r{R}-a{ALPHA}, then any other setting searched
-    (-lr{LR} when several learning rates are given)."""
-    return model.config_name(params["r"], params["alpha"]) + "".join(
-        f"-{k}{v:g}" for k, v in params.items() if k not in ("r", "alpha", "fold"))
+    """A configuration's name in results.csv and its folder in OUT: r{R}-a{ALPHA}, or with --peft the adapter's name
+    (model.config_name) that the search chose as "config"; then any other setting searched (-lr{LR} when several
+    learning rates are given)."""
+    adapter = params["config"] if "config" in params else model.config_name(params["r"], params["alpha"])
+    return adapter + "".join(f"-{k}{v:g}" for k, v in params.items() if k not in ("r", "alpha", "config", "fold"))
+
+
+def settings(params):
+    """A configuration's train.Config settings: the searched ones, an adapter's name ("config") read back into its
+    method and the settings it has (model.config_settings); dropout and modules dropped where the method has none."""
+    if "config" not in params:
+        return params
+    adapter = model.config_settings(params["config"])
+    has = model.PEFT_METHODS[adapter["peft"]]
+    return dict(adapter, **{k: None for k in ("dropout", "modules") if k not in has},
+                **{k: v for k, v in params.items() if k != "config"})
 
 
 def configurations(space):
@@ -125,17 +145,17 @@ def plan(template, space):
     """Every (config, fold) of the search space as a train.Config, keyed by results.csv's (config, fold), in grid
     order with the folds inside. Building them all first checks every setting before the first fold trains."""
     return {key: cfg for params in configurations(space)
-            for key, cfg in fold_runs(template, config_name(params), params).items()}
+            for key, cfg in fold_runs(template, config_name(params), settings(params)).items()}
 
 
 def check_settings(template, path, space=None):
     """OUT/cv.json records the training settings; a rerun with others would mix two experiments in one table.
-    The grid may grow between runs: ranks and alphas are not part of the record, nor a searched learning rate,
-    which names its configurations (the list is recorded, so that a single one is not taken for it)."""
-    searched = ("r", "alpha", "fold", *(space or {}))
-    settings = {k: v for k, v in dataclasses.asdict(template).items() if k not in searched}
-    settings.update({k: v for k, v in (space or {}).items() if k not in ("r", "alpha")})
-    settings["model_identity"] = model.identity(template.model)
+    The grid may grow between runs: methods, ranks and alphas are not part of the record, nor a searched learning
+    rate, which names its configurations (the list is recorded, so that a single one is not taken for it)."""
+    searched = ("peft", "r", "alpha", "virtual_tokens", "fold", *(space or {}))
+    record = {k: v for k, v in dataclasses.asdict(template).items() if k not in searched}
+    record.update({k: v for k, v in (space or {}).items() if k not in ("r", "alpha", "config")})
+    record["model_identity"] = model.identity(template.model)
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
@@ -144,7 +164,7 @@ def check_settings(template, path, space=None):
         if changed:
             raise InputError(f"{path}: this CV ran with other settings ({', '.join(changed)}); "
                                   "rerun with those or choose another --out")
-    write_text(path, json.dumps(settings, indent=1))
+    write_text(path, json.dumps(record, indent=1))
 
 
 def read_results(path):
@@ -157,7 +177,8 @@ def read_results(path):
         rows = [dict(row, pruned=row.get("pruned", "0")) for row in reader]
     for line, row in enumerate(rows, start=2):
         try:
-            int(row["r"]), float(row["alpha"]), int(row["fold"]), float(row["srcc"])
+            # r and alpha are empty where a method has none (the config's name says its method)
+            int(row["r"] or 0), float(row["alpha"] or 0), int(row["fold"]), float(row["srcc"])
         except (TypeError, ValueError):
             raise InputError(f"{path}: line {line}: not a result row of cv.py")
     return rows
@@ -211,7 +232,8 @@ def run_fold(cfg, name):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return dict(config=name, r=cfg.r, alpha=f"{cfg.alpha:g}", fold=cfg.fold or 0, n=m["n"], srcc=f"{m['srcc']:.6f}",
+    return dict(config=name, r="" if cfg.r is None else cfg.r, alpha="" if cfg.alpha is None else f"{cfg.alpha:g}",
+                fold=cfg.fold or 0, n=m["n"], srcc=f"{m['srcc']:.6f}",
                 pearson=f"{m['pearson']:.6f}", mse=f"{m['mse']:.6f}", invalid=m["invalid"], seconds=m["seconds"],
                 pruned=0)
 
@@ -318,14 +340,17 @@ def start_workers(argv, gpus, out, n_jobs):
 
 
 def summarize(rows, folds):
-    """One line per config, in the order of the rows: mean and std (n-1) of SRCC over folds, mean Pearson and MSE."""
+    """One line per config, in the order of the rows: its method, r and alpha (None where it has none), mean and std
+    (n-1) of SRCC over folds, mean Pearson and MSE."""
     by_config = {}
     for row in rows:
         by_config.setdefault(row["config"], []).append(row)
     table = []
     for name, rs in by_config.items():
         srcc = np.array([float(r["srcc"]) for r in rs])
-        table.append(dict(config=name, r=int(rs[0]["r"]), alpha=float(rs[0]["alpha"]), folds=len(rs),
+        r, alpha = rs[0]["r"], rs[0]["alpha"]
+        table.append(dict(config=name, peft=model.config_settings(name)["peft"], r=int(r) if r else None,
+                          alpha=float(alpha) if alpha else None, folds=len(rs),
                           srcc=float(srcc.mean()), std=float(srcc.std(ddof=1)) if len(rs) > 1 else float("nan"),
                           pearson=float(np.mean([float(r["pearson"]) for r in rs])),
                           mse=float(np.mean([float(r["mse"]) for r in rs])),
@@ -358,15 +383,20 @@ def search_summary(study, space, cfgs, path):
 def markdown(table, best, folds, heldout_source=None):
     """The summary table; with a held-out source, each config's one SRCC on it."""
     what = f"SRCC on the held-out source {heldout_source}" if heldout_source else f"SRCC mean ± std over {folds} folds"
-    lines = [f"| config | r | alpha | folds | {what} | Pearson | MSE | invalid |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| config | method | r | alpha | folds | {what} | Pearson | MSE | invalid |",
+             "|---|---|---|---|---|---|---|---|---|"]
 
     def srcc(t):
         return f"{t['srcc']:.4f}" + ("" if heldout_source else f" ± {t['std']:.4f}")
 
-    lines += [f"| {t['config']} | {t['r']} | {t['alpha']:g} | {t['folds']}{', pruned' if t['pruned'] else ''} | "
-              f"{srcc(t)} | {t['pearson']:.4f} | {t['mse']:.5f} | {t['invalid']}/{t['n']} |" for t in table]
+    def setting(value):  # "-" where the method has none
+        return "-" if value is None else f"{value:g}"
+
+    lines += [f"| {t['config']} | {t['peft']} | {setting(t['r'])} | {setting(t['alpha'])} | "
+              f"{t['folds']}{', pruned' if t['pruned'] else ''} | {srcc(t)} | {t['pearson']:.4f} | {t['mse']:.5f} | "
+              f"{t['invalid']}/{t['n']} |" for t in table]
     lines.append("")
-    lines.append(f"best: {best['config']} (r={best['r']}, alpha={best['alpha']:g}), "
+    lines.append(f"best: {best['config']} ({best['peft']}, r={setting(best['r'])}, alpha={setting(best['alpha'])}), "
                  f"{'SRCC' if heldout_source else 'mean SRCC'} {srcc(best)}" if best
                  else "best: none (no config has finished every fold)")
     return "\n".join(lines) + "\n"
@@ -384,8 +414,8 @@ def figures(template, best):
                                                      template.target)}
     truth = {video_id: v.score for video_id, v in videos.items()}
     predicted = {}
-    # each video predicted by a model that did not train on it
-    for cfg in fold_runs(template, best["config"], dict(r=best["r"], alpha=best["alpha"])).values():
+    # each video predicted by a model that did not train on it (the runs' folders are all that is read of them)
+    for cfg in fold_runs(template, best["config"], {}).values():
         predicted.update(read_labels(predictions_path(cfg)))
     mismatch = metrics.label_mismatch(list(predicted), truth, truth_data)
     ids = [v for v in predicted if v in truth]
@@ -505,8 +535,10 @@ def parse_args(argv=None):
     parser.add_argument("--folds", type=int, default=d.folds, help="number of folds over train+val")
     parser.add_argument("--heldout-source", help="another source's root: hold it out whole (train on all of --data, "
                         "score on all of it) instead of folds")
-    parser.add_argument("--r", type=int, nargs="+", default=[d.r], help="LoRA ranks of the grid")
-    parser.add_argument("--alpha", type=float, nargs="+", default=[d.alpha], help="LoRA alphas of the grid")
+    parser.add_argument("--peft", nargs="+", default=[d.peft], choices=list(model.PEFT_METHODS),
+                        help="the methods of the search: lora (the paper's), dora, ia3, prompt-tuning, vera, oft")
+    parser.add_argument("--r", type=int, nargs="+", help=f"ranks of the grid (LoRA, DoRA, VeRA; default {d.r})")
+    parser.add_argument("--alpha", type=float, nargs="+", help=f"alphas of the grid (LoRA, DoRA; default {d.alpha:g})")
     parser.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training folds")
     parser.add_argument("--lr", type=float, nargs="+", default=[d.lr],
                         help="peak learning rate; several join the search, each a choice as the ranks are")
@@ -543,15 +575,24 @@ def parse_args(argv=None):
         raise InputError(f"cv.py chooses the split, the folds and the run directories and always resumes: "
                               f"drop {', '.join(a for a in rest if a.split('=')[0] in chosen_here)}")
     # The rest is read by train.py's own parser: its flags, help, defaults and checks, not a copy of them.
-    train_args, _ = train.parse_args(rest)
+    train_args = train.read_args(rest)
     if train_args.split != d.split:  # an abbreviation (--spl) that got past the check above
         raise InputError("cv.py chooses the split: drop --split")
     fold_flags = {f.name: getattr(train_args, f.name) for f in dataclasses.fields(train.Config)}
+    # a repeated value runs once
+    args.peft, args.r, args.alpha, args.lr = (list(dict.fromkeys(v)) if v else v
+                                              for v in (args.peft, args.r, args.alpha, args.lr))
+    args.virtual_tokens = train_args.virtual_tokens
+    for name, value in dict(r=args.r, alpha=args.alpha, dropout=train_args.dropout, modules=train_args.modules,
+                            virtual_tokens=train_args.virtual_tokens).items():
+        if value is not None and not any(name in model.PEFT_METHODS[m] for m in args.peft):
+            raise InputError(f"--{name.replace('_', '-')} is not a setting of {', '.join(args.peft)}")
+    args.r, args.alpha = args.r or [d.r], args.alpha or [d.alpha]
+    # the template holds the settings every fold shares, LoRA's among them; each configuration sets its own adapter's
+    # (settings)
     template = train.Config(**dict(fold_flags, data=args.data, model=args.model, out=args.out, split="trainval",
                                    folds=args.folds, epochs=args.epochs, lr=args.lr[0],
-                                   heldout_data=args.heldout_source))
-    # a repeated value runs once
-    args.r, args.alpha, args.lr = (list(dict.fromkeys(v)) for v in (args.r, args.alpha, args.lr))
+                                   heldout_data=args.heldout_source, peft="lora", virtual_tokens=None))
     if (args.search == "tpe") != (args.trials is not None):
         raise InputError("--search tpe needs --trials N, the configurations to try" if args.trials is None else
                          "--trials is for --search tpe: the grid runs every configuration")
@@ -563,8 +604,20 @@ def parse_args(argv=None):
 
 
 def search_space(args):
-    """{setting: its values}: the ranks and alphas, and the learning rates when several are given."""
-    return dict(r=args.r, alpha=args.alpha, **({"lr": args.lr} if len(args.lr) > 1 else {}))
+    """{setting: its values}: the ranks and alphas (LoRA alone, the paper's), or with other methods (--peft) "config",
+    the adapters' names, each method with each of its ranks and alphas and once where it has none (a grid over
+    method, r and alpha would run ia3 once an (r, alpha)); and the learning rates when several are given."""
+    lrs = {"lr": args.lr} if len(args.lr) > 1 else {}
+    if args.peft == ["lora"]:
+        return dict(r=args.r, alpha=args.alpha, **lrs)
+    names = []
+    for method in args.peft:
+        has = model.PEFT_METHODS[method]
+        tokens = args.virtual_tokens or model.ADAPTER_DEFAULTS["virtual_tokens"] if "virtual_tokens" in has else None
+        for r in args.r if "r" in has else [None]:
+            for alpha in args.alpha if "alpha" in has else [None]:
+                names.append(model.config_name(r, alpha, method, tokens))
+    return dict(config=list(dict.fromkeys(names)), **lrs)
 
 
 def parse_compare(args, rest):
@@ -587,6 +640,8 @@ def main(argv=None):
     if args.zero_shot:
         print(json.dumps(dict(dataclasses.asdict(template), max_new_tokens=args.max_new_tokens), indent=1))
         return zero_shot(template, args.max_new_tokens)
+    for method in args.peft:  # a method that cannot run on this base, before anything loads
+        model.check_method(method, template.model)
     space = search_space(args)
     cfgs = plan(template, space)
     # a damaged results file, then bad data, stop the CV before it starts

@@ -4,18 +4,21 @@ This file builds and returns things; it never trains.
 
     python model.py --model runs/tiny --r 128 --alpha 1024      # load in 4 bit, attach LoRA, print the count
     python model.py --arch qwen-vl-chat --r 128 --alpha 1024    # the count on a published configuration, no weights
+    python model.py --arch qwen-vl-chat --peft ia3              # another method's count (dora, ia3, prompt-tuning,
+                                                                # vera, oft)
     python model.py --verify                  # Qwen-VL-Chat here against the official code (qwen_vl/verify.py)
 
 The default is the paper's model, Qwen-VL-Chat-Int4 (GPTQ 4-bit, written here: qwen_vl.py), with LoRA on its fused
 c_attn. Qwen-VL-Chat (fp16) loads in NF4; any native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint, the modern choice,
 loads through transformers' `from_pretrained` with LoRA on q/k/v. A hub id or a local folder alike; a local folder
-never touches the network.
+never touches the network. --peft puts another of peft's parameter-efficient methods in LoRA's place (PEFT_METHODS).
 """
 
 import argparse
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -61,6 +64,17 @@ def _local(model_id):
 
 def is_qwen_vl(model_id):
     """Whether the checkpoint is Qwen-VL-Chat (config.json's model_type "qwen"), read from its config alone."""
+    return config_json(model_id).get("model_type") == "qwen"
+
+
+def is_gptq(model_id):
+    """Whether the checkpoint is a GPTQ one (config.json's quantization_config), read from its config alone."""
+    return (config_json(model_id).get("quantization_config") or {}).get("quant_method") == "gptq"
+
+
+def config_json(model_id):
+    """A checkpoint's config.json as a dict: a folder's, or the hub's (that file alone); {} when it cannot be read (the
+    loader that follows names what is wrong with it)."""
     if os.path.isdir(model_id):
         path = os.path.join(model_id, "config.json")
     else:
@@ -69,9 +83,9 @@ def is_qwen_vl(model_id):
         path = qwen_vl.from_hub(model_id, hf_hub_download, "config.json")
     try:
         with open(path) as f:
-            return json.load(f).get("model_type") == "qwen"
+            return json.load(f)
     except (OSError, json.JSONDecodeError):
-        return False  # the loader that follows names what is wrong with it
+        return {}
 
 
 def check_checkpoint(model_id):
@@ -277,32 +291,151 @@ def _keep_cpu_4bit_trainable(model):
 
 
 # -----------------------------------------------------------------------------
-# LoRA
+# adapters: LoRA, the paper's, and peft's other parameter-efficient methods (--peft)
+
+# Each method and its settings among ADAPTER_SETTINGS; another is refused, never ignored. --r and --alpha keep LoRA's
+# meaning where a method has them (VeRA's r: the rank of its shared random matrices, it has no alpha).
+PEFT_METHODS = {
+    "lora": ("r", "alpha", "dropout", "modules"),  # the paper's: W0 x + (alpha / r) B A x, B = 0 at the start
+    "dora": ("r", "alpha", "dropout", "modules"),  # LoRA's update as a direction, times a learned magnitude per output
+    "ia3": ("modules",),  # a learned vector scales each module's output (its input on an MLP's down projection)
+    "prompt-tuning": ("virtual_tokens",),  # learned input embeddings before each prompt; no layer changes
+    "vera": ("r", "dropout", "modules"),  # frozen random A and B shared by all its modules, learned scaling vectors
+    "oft": ("modules",),  # a learned orthogonal rotation of each module's input, in blocks of 32 (peft's default)
+}
+ADAPTER_SETTINGS = ("r", "alpha", "dropout", "virtual_tokens", "modules")
+# The settings' defaults where a method has them: r and alpha the paper's best LoRA; modules: None, the paper's
+# modules, resolved for the checkpoint when a run starts (paper_modules)
+ADAPTER_DEFAULTS = dict(r=DEFAULT_R, alpha=DEFAULT_ALPHA, dropout=0.05, virtual_tokens=20)
+# Methods peft 0.21 has no layer for on GPTQ checkpoints (tried on a tiny Int4 Qwen-VL-Chat and a tiny GPTQ Qwen2.5-VL):
+# DoRA ("GPTQLoraLinear does not support DoRA yet"), IA3 ("Target module TorchLinear() is not supported").
+NEEDS_NF4 = ("dora", "ia3")
+
+
+def adapter_settings(method, **given):
+    """The settings of `method` (ADAPTER_SETTINGS, None: not given): each it has, as given or by default
+    (ADAPTER_DEFAULTS), and None for each it has not. A setting given to a method that has not it is an InputError."""
+    if method not in PEFT_METHODS:
+        raise InputError(f"--peft must be one of {', '.join(PEFT_METHODS)}, not {method!r}")
+    has = PEFT_METHODS[method]
+    for name, value in given.items():
+        if value is not None and name not in has:
+            flags = ", ".join(f"--{n.replace('_', '-')}" for n in has) or "none"
+            raise InputError(f"--{name.replace('_', '-')} is not a setting of {method} (its settings: {flags})")
+    return {name: ADAPTER_DEFAULTS.get(name) if given.get(name) is None and name in has else given.get(name)
+            for name in ADAPTER_SETTINGS}
+
+
+def check_method(method, model_id):
+    """Before anything loads, from the checkpoint's config alone: a method peft has no layer for on this base is one
+    line that names a base it runs on."""
+    if method not in NEEDS_NF4 or not is_gptq(model_id):
+        return
+    if is_qwen_vl(model_id):
+        instead = "--model Qwen/Qwen-VL-Chat (the fp16 release, loaded in NF4)"
+    else:
+        release = re.sub(r"[-_.]?GPTQ.*$", "", model_id, flags=re.IGNORECASE)
+        instead = f"--model {release} (loaded in NF4)" if release != model_id else \
+            "the model's bf16 checkpoint (loaded in NF4)"
+    raise InputError(f"--peft {method} needs an NF4 base: peft has no {method} layer for the GPTQ checkpoint "
+                     f"{model_id}; use {instead}")
+
+
+def module_pattern(modules=None, qwen=False):
+    """A regular expression of the language model's `modules` (None: the paper's, c_attn on Qwen-VL-Chat (`qwen`), q/k/v
+    on the others; ["all"]: every linear layer of its blocks), anchored in the language model: names alone would also
+    match the vision tower's (gate/up/down_proj, Qwen-VL's mlp.c_proj)."""
+    if qwen:
+        modules = qwen_vl.QUANTIZED if list(modules or []) == ["all"] else modules or QWEN_VL_MODULES
+        return r"transformer\.h\.\d+\.(" + "|".join(QWEN_VL_NAMES.get(t, t).replace(".", r"\.") for t in modules) + ")"
+    modules = ALL_MODULES if list(modules or []) == ["all"] else modules or DEFAULT_MODULES
+    return r".*language_model.*\.(" + "|".join(modules) + r")"
 
 
 def lora_config(r, alpha, dropout=0.05, modules=None, qwen=False):
-    """LoRA on the language model's `modules` (None: the paper's, c_attn on Qwen-VL-Chat (`qwen`), q/k/v on the
-    others; ["all"]: every linear layer of its blocks). The pattern is anchored in the language model: names alone
-    would also match the vision tower's (gate/up/down_proj, Qwen-VL's mlp.c_proj)."""
+    """LoRA on the language model's `modules` (module_pattern)."""
     from peft import LoraConfig
 
-    if qwen:
-        modules = qwen_vl.QUANTIZED if list(modules or []) == ["all"] else modules or QWEN_VL_MODULES
-        pattern = r"transformer\.h\.\d+\.(" + "|".join(QWEN_VL_NAMES.get(t, t).replace(".", r"\.") for t in modules) + ")"
-    else:
-        modules = ALL_MODULES if list(modules or []) == ["all"] else modules or DEFAULT_MODULES
-        pattern = r".*language_model.*\.(" + "|".join(modules) + r")"
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=module_pattern(modules, qwen),
+                      bias="none")
+
+
+def adapter_config(method, qwen=False, r=None, alpha=None, dropout=None, virtual_tokens=None, modules=None):
+    """peft's configuration of `method` with its settings (adapter_settings) on the language model of Qwen-VL-Chat
+    (`qwen`) or a native Qwen VLM."""
+    import peft
+
+    if method in ("lora", "dora"):
+        config = lora_config(r, alpha, dropout, modules, qwen)
+        config.use_dora = method == "dora"
+        return config
+    if method == "ia3":
+        # IA3 scales the input of an MLP's down projection (the MLP's activations), the output of any other module
+        down = "mlp.c_proj" if qwen else "down_proj"
+        scales_input = module_pattern([down], qwen) if any(t in (down, "all") for t in modules or []) else []
+        return peft.IA3Config(target_modules=module_pattern(modules, qwen), feedforward_modules=scales_input)
+    if method == "vera":
+        return peft.VeraConfig(r=r, vera_dropout=dropout, target_modules=module_pattern(modules, qwen))
+    if method == "oft":
+        return peft.OFTConfig(target_modules=module_pattern(modules, qwen))
+    assert method == "prompt-tuning", method
+    # the causal-LM wrapper is the one that puts the learned tokens before the prompt's embeddings
+    return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=virtual_tokens)
+
+
+def add_adapter(model, method="lora", **settings):
+    """A fresh adapter of `method` (settings: adapter_settings') on the frozen base model."""
+    from peft import get_peft_model
+
+    modules = settings.get("modules")
+    try:
+        adapted = get_peft_model(model, adapter_config(method, isinstance(model, qwen_vl.QWenLMHeadModel), **settings))
+    except ValueError as e:  # peft: no module matched
+        raise InputError(f"--modules {','.join(modules or [])}: {str(e).splitlines()[0]}")
+    return place_virtual_tokens(adapted)
 
 
 def add_lora(model, r, alpha, dropout=0.05, modules=None):
-    from peft import get_peft_model
+    return add_adapter(model, "lora", r=r, alpha=alpha, dropout=dropout, modules=modules)
 
-    qwen = isinstance(model, qwen_vl.QWenLMHeadModel)
-    try:
-        return get_peft_model(model, lora_config(r, alpha, dropout, modules, qwen))
-    except ValueError as e:  # peft: no module matched
-        raise InputError(f"--modules {','.join(modules or [])}: {str(e).splitlines()[0]}")
+
+def virtual_tokens(model):
+    """How many learned tokens prompt tuning's wrapper puts before each prompt at each forward; 0 for the other methods
+    and a bare model."""
+    config = getattr(model, "active_peft_config", None)
+    return config.num_virtual_tokens if config is not None and config.is_prompt_learning else 0
+
+
+def place_virtual_tokens(model):
+    """
+    Prompt tuning on a native Qwen VLM: peft's wrapper passes the prompts as input embeddings, its learned tokens
+    first, without their ids. transformers then finds the image tokens by their embedding, but cannot lay out its 3-D
+    rotary positions (M-RoPE), which it reads from the ids: the images would get a text's positions. A hook before the
+    base model's forward gives them, as for the ids: the token types (mm_token_type_ids) extended by the learned
+    tokens, as text, and the positions of the whole sequence from them (the model's own get_rope_index, which reads the
+    types alone), with the offset the cached decoding steps continue from (rope_deltas). Qwen-VL-Chat places its images
+    among input embeddings itself (qwen_vl.QWenModel.image_marks) and counts plain positions. Returns the model.
+    """
+    import torch.nn.functional as F
+
+    base = model.get_base_model()
+    if not virtual_tokens(model) or isinstance(base, qwen_vl.QWenLMHeadModel):
+        return model
+
+    def positions(module, args, kwargs):
+        embeds, types = kwargs.get("inputs_embeds"), kwargs.get("mm_token_type_ids")
+        if kwargs.get("input_ids") is not None or embeds is None or types is None or types.shape[1] == embeds.shape[1]:
+            return None
+        types = F.pad(types, (embeds.shape[1] - types.shape[1], 0))
+        visual = {k: kwargs[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+                  if kwargs.get(k) is not None}
+        position_ids, deltas = module.model.get_rope_index(torch.zeros_like(types), mm_token_type_ids=types,
+                                                           attention_mask=kwargs.get("attention_mask"), **visual)
+        module.model.rope_deltas = deltas
+        return args, dict(kwargs, mm_token_type_ids=types, position_ids=position_ids)
+
+    base.register_forward_pre_hook(positions, with_kwargs=True)
+    return model
 
 
 def paper_modules(model_id):
@@ -310,9 +443,30 @@ def paper_modules(model_id):
     return ",".join(QWEN_VL_MODULES if is_qwen_vl(model_id) else DEFAULT_MODULES)
 
 
-def config_name(r, alpha):
-    """A LoRA configuration's name: train.py's default run directory is runs/NAME, cv.py's OUT/NAME."""
-    return f"r{r}-a{alpha:g}"
+def config_name(r, alpha, method="lora", virtual_tokens=None):
+    """An adapter configuration's name: train.py's default run directory is runs/NAME, cv.py's OUT/NAME. LoRA's is
+    r{R}-a{ALPHA}; another method's is the method, then the settings it has: dora-r16-a32, vera-r128, ia3,
+    prompt-tuning-v20."""
+    parts = ([] if method == "lora" else [method]) + ([] if r is None else [f"r{r}"]) + (
+        [] if alpha is None else [f"a{alpha:g}"]) + ([] if virtual_tokens is None else [f"v{virtual_tokens}"])
+    return "-".join(parts)
+
+
+def config_settings(name):
+    """config_name read back: {peft, r, alpha, virtual_tokens} of an adapter configuration's name, None where it has
+    not the setting; what follows them (cv.py's -lr{LR}) is not read."""
+    method = next((m for m in PEFT_METHODS if m != "lora" and (name == m or name.startswith(m + "-"))), "lora")
+    found = dict(peft=method, r=None, alpha=None, virtual_tokens=None)
+    for part in (name if method == "lora" else name[len(method) + 1:]).split("-"):
+        setting = dict(r="r", a="alpha", v="virtual_tokens").get(part[:1])
+        try:
+            value = (float if setting == "alpha" else int)(part[1:])
+        except ValueError:
+            break
+        if setting is None:
+            break
+        found[setting] = value
+    return found
 
 
 def count_parameters(model):
@@ -332,7 +486,7 @@ def load_adapter(model, path, model_id, trainable=False, recorded=None):
 
     check_adapter(path, model_id, recorded)
     try:
-        return PeftModel.from_pretrained(model, path, is_trainable=trainable)
+        return place_virtual_tokens(PeftModel.from_pretrained(model, path, is_trainable=trainable))
     except RuntimeError as e:  # shapes that do not fit this base model
         raise InputError(f"{path}: does not fit {model_id} ({str(e).splitlines()[0]})")
 
@@ -431,15 +585,19 @@ def main(argv=None):
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder to load")
     parser.add_argument("--arch", choices=list(ARCHS), help="instead: a published configuration, built with no weights")
     parser.add_argument("--quant", default="nf4", choices=["nf4", "none"], help="4-bit NF4 or full precision")
-    parser.add_argument("--r", type=int, default=DEFAULT_R, help="LoRA rank")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="LoRA alpha")
-    parser.add_argument("--modules", "--targets", help="language-model modules that get LoRA, comma-separated, or all "
-                        "(default: the "
-                        "paper's: c_attn on Qwen-VL-Chat, q_proj,k_proj,v_proj on the others)")
+    parser.add_argument("--peft", default="lora", choices=list(PEFT_METHODS), help="the adapter: lora (the paper's), "
+                        "dora, ia3, prompt-tuning, vera or oft")
+    parser.add_argument("--r", type=int, help="rank of LoRA, DoRA and VeRA (default 128)")
+    parser.add_argument("--alpha", type=float, help="alpha of LoRA and DoRA (default 1024)")
+    parser.add_argument("--virtual-tokens", type=int, help="prompt tuning's learned tokens (default 20)")
+    parser.add_argument("--modules", "--targets", help="language-model modules that get the adapter, comma-separated, "
+                        "or all (default: the paper's: c_attn on Qwen-VL-Chat, q_proj,k_proj,v_proj on the others)")
     parser.add_argument("--verify", metavar="DIR", nargs="?", const=verify.REFERENCES, help="instead: check Qwen-VL-Chat "
                         "here against the official code's reference outputs in DIR (qwen_vl/verify.py; default: "
                         "qwen_vl/reference, carried in the repository); exit 1 past tolerance")
     args = parser.parse_args(argv)
+    settings = adapter_settings(args.peft, r=args.r, alpha=args.alpha, virtual_tokens=args.virtual_tokens,
+                                modules=args.modules.split(",") if args.modules else None)
     if args.verify:
         sys.exit(verify.main(args.verify))
     if args.arch:
@@ -452,8 +610,9 @@ def main(argv=None):
             else:
                 base = AutoModelForImageTextToText.from_config(config).requires_grad_(False)
     else:
+        check_method(args.peft, args.model)
         base = load_model(args.model, args.quant)
-    model = add_lora(base, args.r, args.alpha, modules=args.modules.split(",") if args.modules else None)
+    model = add_adapter(base, args.peft, **settings)
     trainable, total = count_parameters(model)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
 

@@ -8,6 +8,7 @@ Fine-tune a 4-bit Qwen VLM with LoRA to predict video memorability (Martin-Ferna
     python train.py --data data/memento10k --split trainval --heldout-data data/videomem  # SRCC on another source
     python train.py ... --max-pixels 401408                                  # frames of up to 896 x 448 pixels
     python train.py ... --frames 8 --input video                             # 8 frames as one native video input
+    python train.py ... --peft dora                                          # another method than LoRA (model.py)
     python train.py ... --resume                                             # continue a killed run
     torchrun --nproc-per-node 4 train.py -- --r 128 --alpha 1024 --batch-size 1  # DDP on 4 GPUs, global batch 4
 
@@ -44,7 +45,7 @@ import data
 import frames
 import model
 import prompt
-from model import DEFAULT_ALPHA, DEFAULT_MODEL, DEFAULT_R
+from model import DEFAULT_MODEL
 from plumbing.checkpoint import checkpoints, load_checkpoint, save_checkpoint
 from plumbing.distributed import bare, gather, init_distributed, on_first_rank, rank_world
 from plumbing.errors import Help, InputError, cli
@@ -76,11 +77,16 @@ class Config:
     input: str = "images"
     max_pixels: int = DEFAULT_MAX_PIXELS  # pixels a frame keeps at most (448 x 448: the paper's input size)
     min_pixels: int | None = None  # pixels a frame keeps at least; None: the processor's own
-    r: int = DEFAULT_R  # LoRA rank
-    alpha: float = DEFAULT_ALPHA  # LoRA alpha; the update is scaled by alpha / r
-    dropout: float = 0.05  # LoRA dropout
-    # language-model modules that get LoRA; None: the paper's (c_attn on Qwen-VL-Chat, q/k/v on the others), resolved
-    # and saved when the run starts
+    # the parameter-efficient method (model.PEFT_METHODS): lora, the paper's; dora, ia3, prompt-tuning, vera, oft.
+    # Its settings below are None where it has none of them (a setting it has not is refused), else as given or by
+    # default (model.ADAPTER_DEFAULTS)
+    peft: str = "lora"
+    r: int | None = None  # rank of LoRA, DoRA and VeRA (default: the paper's 128)
+    alpha: float | None = None  # alpha of LoRA and DoRA: the update is scaled by alpha / r (default: the paper's 1024)
+    dropout: float | None = None  # dropout of LoRA, DoRA and VeRA (default 0.05)
+    virtual_tokens: int | None = None  # prompt tuning's learned tokens before each prompt (default 20)
+    # language-model modules that get the adapter (every method but prompt tuning); None: the paper's (c_attn on
+    # Qwen-VL-Chat, q/k/v on the others), resolved and saved when the run starts
     modules: str | None = None
     epochs: int = 4  # passes over the training videos
     batch_size: int = 4  # videos per micro-batch
@@ -104,6 +110,9 @@ class Config:
     skip_bad: bool = False  # skip unreadable videos and bad records (listed in skipped.csv) instead of stopping
 
     def __post_init__(self):
+        given = {k: getattr(self, k) for k in model.ADAPTER_SETTINGS}
+        for k, v in model.adapter_settings(self.peft, **given).items():  # an InputError for a setting it has not
+            setattr(self, k, v)
         checks = [
             (self.quant in ("nf4", "none"), f"--quant must be nf4 or none, not {self.quant!r}"),
             (self.split in ("train", "trainval"), f"--split must be train or trainval, not {self.split!r}"),
@@ -120,9 +129,11 @@ class Config:
             (self.min_pixels is None or 1 <= self.min_pixels <= self.max_pixels,
              f"--min-pixels must be in 1..--max-pixels, not {self.min_pixels}"),
             (self.workers >= 0, f"--workers must be 0 or more, not {self.workers}"),
-            (self.r >= 1, f"--r must be a positive integer, not {self.r}"),
-            (self.alpha > 0, f"--alpha must be positive, not {self.alpha}"),
-            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), not {self.dropout}"),
+            (self.r is None or self.r >= 1, f"--r must be a positive integer, not {self.r}"),
+            (self.alpha is None or self.alpha > 0, f"--alpha must be positive, not {self.alpha}"),
+            (self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), not {self.dropout}"),
+            (self.virtual_tokens is None or self.virtual_tokens >= 1,
+             f"--virtual-tokens must be at least 1, not {self.virtual_tokens}"),
             (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
             (self.grad_accum >= 1, f"--grad-accum must be at least 1, not {self.grad_accum}"),
@@ -137,21 +148,22 @@ class Config:
             if not ok:
                 raise InputError(message)
         if self.out is None:
-            self.out = default_run(self.r, self.alpha)
+            self.out = default_run(self.r, self.alpha, self.peft, self.virtual_tokens)
 
 
-def default_run(r, alpha):
+def default_run(r, alpha, method="lora", virtual_tokens=None):
     """Where `python train.py` writes a run by default (predict.py's default --adapter, for the default r and alpha)."""
-    return os.path.join("runs", model.config_name(r, alpha))
+    return os.path.join("runs", model.config_name(r, alpha, method, virtual_tokens))
 
 
 def build_model(cfg):
-    """The frozen 4-bit base with gradient checkpointing as configured, and fresh LoRA on it."""
+    """The frozen 4-bit base with gradient checkpointing as configured, and a fresh adapter on it."""
     net = model.load_model(cfg.model, cfg.quant)
     if cfg.grad_ckpt:
         # non-reentrant checkpointing needs no input that requires grad: the frozen embeddings can stay frozen
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model.add_lora(net, cfg.r, cfg.alpha, cfg.dropout, cfg.modules.split(",") if cfg.modules else None)
+    return model.add_adapter(net, cfg.peft, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout,
+                             virtual_tokens=cfg.virtual_tokens, modules=cfg.modules.split(",") if cfg.modules else None)
 
 
 def optimizer(model, cfg):
@@ -396,13 +408,15 @@ def global_batch(cfg, world):
 
 def main(cfg, resume=False, overwrite=False):
     """Train one run; under torchrun or accelerate launch, every rank runs this and rank 0 writes."""
+    model.check_method(cfg.peft, cfg.model)  # a method that cannot run on this base, before anything loads
     rank, world = init_distributed()
     say = print if rank == 0 else (lambda *args, **kwargs: None)
     # Bad records stop the run before anything is written, a run being replaced included.
     bad = [] if cfg.skip_bad else None
     train_videos, heldout, assignment = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, bad,
                                                            cfg.target, cfg.heldout_data)
-    if cfg.modules is None:  # the paper's, for this model: recorded as such, so a resume compares like with like
+    if cfg.modules is None and "modules" in model.PEFT_METHODS[cfg.peft]:
+        # the paper's, for this model: recorded as such, so a resume compares like with like
         cfg.modules = model.paper_modules(cfg.model)
     on_first_rank(prepare_out, cfg, resume, overwrite, world)
     say(json.dumps(asdict(cfg), indent=1))
@@ -480,6 +494,14 @@ def main(cfg, resume=False, overwrite=False):
 
 
 def parse_args(argv=None):
+    """The command line -> (its arguments, the Config they make)."""
+    args = read_args(argv)
+    return args, Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
+
+
+def read_args(argv=None):
+    """The command line as train.py reads it, before a Config checks it (cv.py reads a grid's flags with it); a
+    method's setting not given is None."""
     d = Config()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
     # ---
@@ -502,12 +524,15 @@ def parse_args(argv=None):
                         help="the frames as images (the paper's) or as one native video input")
     parser.add_argument("--max-pixels", type=int, default=d.max_pixels, help="pixels a frame keeps at most (448 x 448)")
     parser.add_argument("--min-pixels", type=int, default=d.min_pixels, help="pixels a frame keeps at least (default: the processor's)")
-    parser.add_argument("--r", type=int, default=d.r, help="LoRA rank")
-    parser.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha")
-    parser.add_argument("--dropout", type=float, default=d.dropout, help="LoRA dropout")
+    parser.add_argument("--peft", default=d.peft, choices=list(model.PEFT_METHODS),
+                        help="the adapter: lora (the paper's), dora, ia3, prompt-tuning, vera or oft")
+    parser.add_argument("--r", type=int, help="rank of LoRA, DoRA and VeRA (default 128)")
+    parser.add_argument("--alpha", type=float, help="alpha of LoRA and DoRA (default 1024)")
+    parser.add_argument("--dropout", type=float, help="dropout of LoRA, DoRA and VeRA (default 0.05)")
+    parser.add_argument("--virtual-tokens", type=int, help="prompt tuning's learned tokens before each prompt (default 20)")
     parser.add_argument("--modules", "--targets", default=d.modules, help="comma-separated language-model modules that "
-                        "get LoRA, or all (default: the paper's: c_attn on Qwen-VL-Chat, q_proj,k_proj,v_proj on the "
-                        "others)")
+                        "get the adapter, or all (default: the paper's: c_attn on Qwen-VL-Chat, q_proj,k_proj,v_proj on "
+                        "the others)")
     parser.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training videos")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="videos per micro-batch")
     parser.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
@@ -532,9 +557,7 @@ def parse_args(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     # torchrun and accelerate launch read an option after the script that abbreviates one of theirs (--r: --rdzv-*,
     # --role) as theirs (pytorch#120601): `torchrun ... train.py -- --r 128` passes everything after "--" here.
-    args = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)
-    cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
-    return args, cfg
+    return parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)
 
 
 def cli_main(argv=None):

@@ -81,21 +81,28 @@ def load_checkpoint(path, model, opt):
 
 
 def load_adapter_strictly(path, model):
-    """The adapter's tensors at `path` into `model`'s LoRA, every one: peft's loader skips a tensor the model has no
-    place for and leaves one the file lacks as initialised, silently; here either is a one-line error naming the
-    first of them, and the run stops before it trains on half an adapter."""
+    """The adapter's tensors at `path` into `model`'s adapter (any --peft method), every one: peft's loader skips a
+    tensor the model has no place for and leaves one the file lacks as initialised, silently; here either is a one-line
+    error naming the first of them, and the run stops before it trains on half an adapter."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    tensors = load_file(path)
     try:
-        result = set_peft_model_state_dict(model, load_file(path))
+        result = set_peft_model_state_dict(model, tensors)
     except RuntimeError as e:  # a tensor of another shape: torch names each, one a line under a heading
         first = (str(e).splitlines()[1:] or [str(e)])[0].strip()
         raise InputError(f"{path}: {first}: a damaged checkpoint, or another run's; not resumed")
     adapter = f".{model.active_adapter}."
-    # missing_keys lists the whole model's: the frozen base is not the adapter's
-    missing = [k for k in result.missing_keys if "lora_" in k and adapter in k]
+    # missing_keys lists the whole model's: the frozen base is not the adapter's, what trains is (a method's own names:
+    # lora_A, lora_magnitude_vector, ia3_l, vera_lambda_b, oft_R, prompt_encoder...)
+    trains = {name for name, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = [k for k in result.missing_keys if k in trains], result.unexpected_keys
+    if model.active_peft_config.is_prompt_learning:
+        # prompt tuning's one tensor, prompt_embeddings, goes to its prompt encoder apart from the model's state
+        missing, unexpected = [k for k in ["prompt_embeddings"] if k not in tensors], [
+            k for k in unexpected if k != "prompt_embeddings"]
     problem = (f"lacks the tensor {missing[0]}" if missing else f"holds a tensor the model has no place for, "
-               f"{result.unexpected_keys[0]}" if result.unexpected_keys else None)
+               f"{unexpected[0]}" if unexpected else None)
     if problem:  # named as the file names it, without the adapter's name that peft adds
         raise InputError(f"{path}: {problem.replace(adapter, '.')}: a damaged checkpoint, or another run's; not resumed")

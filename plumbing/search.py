@@ -118,7 +118,8 @@ def open_study(where, kind, space, seed):
     logger = logging.getLogger("optuna")
     if not any(isinstance(f, GaveWay) for f in logger.filters):
         logger.addFilter(GaveWay())
-    name = kind + " " + " ".join(f"{k}={','.join(f'{v:g}' for v in values)}" for k, values in space.items())
+    name = kind + " " + " ".join(f"{k}={','.join(v if isinstance(v, str) else f'{v:g}' for v in values)}"
+                                 for k, values in space.items())
     if kind == "grid":
         sampler, pruner = optuna.samplers.GridSampler(space, seed=seed), optuna.pruners.NopPruner()
     else:

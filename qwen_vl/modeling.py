@@ -116,6 +116,11 @@ class QWenConfig:
         d = asdict(self)
         return {**d.pop("extra"), **d}
 
+    def get_text_config(self, *args, **kwargs):
+        """The language model's configuration, as transformers' multimodal configurations give theirs: this one (peft's
+        prompt tuning reads the vocabulary's size from it)."""
+        return self
+
 
 # -----------------------------------------------------------------------------
 # the vision tower
@@ -318,6 +323,17 @@ class QWenModel(nn.Module):
         cols = (spans[:, 1, None] + 1 + torch.arange(n, device=h.device)).reshape(-1)
         return h.index_put((rows, cols), features.reshape(-1, features.shape[-1]).to(h.dtype))
 
+    def image_marks(self, h):
+        """For input embeddings given without their ids (prompt tuning puts learned ones before the prompt's): a (b, n)
+        tensor with <img>'s and </img>'s ids where h holds their embedding rows, -1 elsewhere, for place_images. So
+        transformers finds the image tokens among input embeddings too; a learned embedding equal to a row of the
+        vocabulary's, to the last bit, is never met."""
+        start = self.config.visual.image_start_id
+        marks = torch.full(h.shape[:2], -1, dtype=torch.long, device=h.device)
+        for token in (start, start + 1):
+            marks[(h == self.wte.weight[token].to(h.dtype)).all(-1)] = token
+        return marks
+
     def logn(self, positions):
         """log_seq_length(p + 1) past the training length, else 1, for 0-based positions: the official table (computed
         with Python's math.log, then float32)."""
@@ -328,16 +344,16 @@ class QWenModel(nn.Module):
         return self._logn.to(positions.device)[positions]
 
     def forward(self, input_ids, attention_mask=None, pixel_values=None, position_ids=None, past_key_values=None,
-                output_hidden_states=False):
+                output_hidden_states=False, inputs_embeds=None):
         c, cache = self.config, past_key_values
-        b, n = input_ids.shape
         past = cache.get_seq_length() if cache is not None else 0
-        h = self.wte(input_ids)
+        h = self.wte(input_ids) if inputs_embeds is None else inputs_embeds
+        b, n = h.shape[:2]
         if pixel_values is not None:
             # the vision tower is frozen: no graph through it unless something in it trains
             with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in self.visual.parameters())):
                 features = self.visual(pixel_values)
-            h = self.place_images(h, input_ids, features)
+            h = self.place_images(h, self.image_marks(h) if input_ids is None else input_ids, features)
         # Positions: the index in the (left-padded) sequence, as the official code counts them (it ignores
         # position_ids); given ones (a tree of answers read at once, predict.py) are used as they are.
         if position_ids is None:
@@ -393,7 +409,8 @@ class QWenLMHeadModel(nn.Module):
     """Qwen-VL-Chat: `transformer` and `lm_head`, by the official names. forward takes what the project's batches
     hold (input_ids, attention_mask, pixel_values) and returns logits of the last `logits_to_keep` positions (0: all);
     given `labels`, also the official code's loss (for HF Trainer: bench.py's baseline; training here uses
-    train.score_loss)."""
+    train.score_loss). It takes input embeddings instead of the ids (`inputs_embeds`), the images then placed between
+    the embeddings of <img> and </img>: what peft's prompt tuning gives, its learned tokens before the prompt."""
 
     # HF Trainer passes its count of label tokens only to a model that asks for it; this loss is the mean, as the
     # official code's, which Trainer then divides by the accumulation steps itself
@@ -405,22 +422,30 @@ class QWenLMHeadModel(nn.Module):
         self.transformer = QWenModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.name_or_path = None
+        # transformers' generation settings, which peft's causal-LM wrapper (prompt tuning) hands on around generate;
+        # this model's generate takes its settings as arguments
+        self.generation_config = None
 
     @property
     def device(self):
         return self.lm_head.weight.device
 
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+        """transformers' step of generation, which peft's causal-LM wrapper (prompt tuning) reads when it wraps a model;
+        this model's generate runs its own loop without it: the inputs as they are."""
+        return dict(input_ids=input_ids, **kwargs)
+
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
         self.transformer.gradient_checkpointing = True  # always non-reentrant: the frozen embeddings need no grad
 
-    def forward(self, input_ids, attention_mask=None, pixel_values=None, position_ids=None, past_key_values=None,
-                use_cache=False, logits_to_keep=0, output_hidden_states=False, labels=None, **unused):
+    def forward(self, input_ids=None, attention_mask=None, pixel_values=None, position_ids=None, past_key_values=None,
+                use_cache=False, logits_to_keep=0, output_hidden_states=False, labels=None, inputs_embeds=None, **unused):
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         if position_ids is not None and position_ids.dim() == 3:  # (sections, b, n) of Qwen2-VL's rope: all alike here
             position_ids = position_ids[0]
         h, hidden = self.transformer(input_ids, attention_mask, pixel_values, position_ids,
-                                     past_key_values if use_cache else None, output_hidden_states)
+                                     past_key_values if use_cache else None, output_hidden_states, inputs_embeds)
         logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
         loss = None
         if labels is not None:  # the mean cross-entropy of each kept position's next token, -100 ignored

@@ -9,6 +9,8 @@ Benchmarks of the real run, one figure per subcommand, each through the project'
                                                       # train, baseline and predict on qwen2.5-vl-7b and on the
                                                       # paper's qwen-vl-chat, one JSON file
     python bench.py search [--trials 5]               # cv.py's grid against TPE + pruning, tiny model, 3 x 3 x 2 folds
+    python -m scaffold.bench peft --model DIR --data DIR  # each method of --peft with the tiny recipe: held-out SRCC,
+                                                      # invalid answers, trainable parameters, step ms, memory
 
 Each prints a table; with --json, one JSON object as its last line. --arch builds a published architecture with
 random weights (tiny.make_random, no download), saves it and loads it through model.load_model in NF4, the path
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -43,7 +45,7 @@ import train
 from plumbing import search
 from plumbing.errors import Help, InputError, cli
 from plumbing.files import write_text
-from scaffold.tiny import TINY_RECIPE, make_random, make_tiny
+from scaffold.tiny import TINY_PEFT_LR, TINY_RECIPE, make_random, make_tiny
 import scoring.decode
 
 # Dense bf16 peak of the cards we expect, FLOP/s (NVIDIA's datasheets, without sparsity); --peak-tflops overrides.
@@ -553,6 +555,61 @@ def cmd_gpu(args, template):
     return result
 
 
+def cmd_peft(args, template):
+    """
+    The adapter methods (--methods: model.PEFT_METHODS by default) side by side on --model and --data, each with the
+    tiny recipe (TINY_RECIPE for --learn-epochs, its r and alpha where a method has them) at the method's own tiny
+    learning rate (TINY_PEFT_LR), once a seed of --seeds, each in a process of its own (peft_run): the held-out
+    SRCC of train.py's run, its trainable parameters, train.py's step timed, and the peak memory (CPU: the process's
+    resident set; CUDA: allocated during the timed steps). Prints the table docs/peft.md shows.
+    """
+    recipe = {k: v for k, v in TINY_RECIPE.items() if k not in model.ADAPTER_SETTINGS}
+    rows = []
+    for method in args.methods:
+        has = model.PEFT_METHODS[method]
+        adapter = {k: TINY_RECIPE.get(k) if k in has else None for k in model.ADAPTER_SETTINGS}
+        for seed in args.seeds:
+            out = os.path.join(args.work, "peft", f"{method}-seed{seed}")
+            cfg = replace(template, **dict(recipe, epochs=args.learn_epochs, lr=TINY_PEFT_LR[method]), **adapter,
+                          peft=method, seed=seed, log_every=1000, out=out)
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            child = subprocess.run([sys.executable, "-c", "import json, sys\nfrom scaffold import bench\nresult = "
+                                    "bench.peft_run(json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))\n"
+                                    "print(json.dumps(result))",
+                                    json.dumps(asdict(cfg)), str(args.steps), str(args.warmup_steps)],
+                                   cwd=root, stdout=subprocess.PIPE, text=True)
+            if child.returncode:
+                raise InputError(f"scaffold.bench peft: the run of {method}, seed {seed}, stopped "
+                                 f"(exit {child.returncode})")
+            rows.append(dict(method=method, seed=seed, lr=cfg.lr, **json.loads(child.stdout.strip().splitlines()[-1])))
+            print(f"peft | {method} seed {seed} | {json.dumps(rows[-1])}")
+    memory = "peak memory (GiB, CPU resident set)" if not torch.cuda.is_available() else "peak memory (GiB, CUDA)"
+    print(f"\n| method | lr | held-out SRCC (seeds {', '.join(map(str, args.seeds))}) | invalid answers | trainable "
+          f"parameters | seconds a step | {memory} |\n|---|---|---|---|---|---|---|")
+    for method in args.methods:
+        mine = [r for r in rows if r["method"] == method]
+        srcc = ", ".join(f"{r['srcc']:.2f}" for r in mine)
+        invalid = ", ".join(f"{r['invalid']}/{r['n']}" for r in mine)
+        print(f"| {method} | {mine[0]['lr']:g} | {srcc} | {invalid} | {mine[0]['trainable']:,} | "
+              f"{np.mean([r['step_ms'] for r in mine]) / 1000:.3f} | {max(r['peak_mem_gib'] for r in mine):.2f} |")
+    return dict(model=template.model, data=template.data, device=device_name(), epochs=args.learn_epochs, runs=rows)
+
+
+def peft_run(settings, steps, warmup):
+    """One method and seed of cmd_peft in this process: train.py's run (held-out SRCC, trainable parameters), then
+    train.py's step timed on the run's training videos, and the memory both took."""
+    cfg = train.Config(**settings)
+    learned = train.main(cfg, overwrite=True)
+    free()
+    processor = model.load_processor(cfg.model, cfg.max_pixels, cfg.min_pixels)
+    videos, _, _ = data.train_heldout(cfg.data, cfg.split, cfg.fold, cfg.folds, cfg.seed, None, cfg.target,
+                                   cfg.heldout_data)
+    cache = frames.FrameCache(cfg.cache, cfg.frames, model.budget_of(processor))
+    timed = bench_train(cfg, processor, videos, cache, train.build_model(cfg), steps, warmup)
+    return dict(srcc=learned["srcc"], invalid=learned["invalid"], n=learned["n"],
+                trainable=learned["trainable_parameters"], step_ms=timed["step_ms"], peak_mem_gib=timed["peak_mem_gib"])
+
+
 def measure(args, template, step, compare_checkpointing=False):
     """One model of the GPU check, loaded once for every measurement: train, train without gradient checkpointing
     (compare_checkpointing: what it costs in time and saves in memory), baseline and predict; with the settings and
@@ -598,7 +655,7 @@ def parse_args(argv=None):
         epilog="Every other flag is train.py's (python train.py --help) and sets what is measured, e.g. --r, --alpha, "
                "--modules, --batch-size, --eval-batch-size, --frames, --input, --max-pixels, --quant, --no-grad-ckpt, "
                "--workers.")
-    parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu", "search"])
+    parser.add_argument("command", choices=["data", "train", "baseline", "predict", "gpu", "search", "peft"])
     # ---
     parser.add_argument("--model", help=f"a model folder (or hub id) to measure (train, baseline, predict: default "
                         f"{model.DEFAULT_MODEL}, the paper's)")
@@ -615,14 +672,23 @@ def parse_args(argv=None):
     parser.add_argument("--paper-model", help="gpu: a Qwen-VL-Chat folder to measure in (c) instead of the 9.6 B "
                         "architecture with random weights (the tests pass a tiny one)")
     parser.add_argument("--learn-epochs", type=int, default=TINY_RECIPE["epochs"],
-                        help="gpu: epochs of the tiny model's learning run (fewer: it runs through, without the bar)")
+                        help="gpu, peft: epochs of the tiny model's learning runs (gpu: fewer, it runs through, without "
+                        "the bar)")
     parser.add_argument("--trials", type=int, default=5, help="search: TPE's trials, against the grid's 9")
     parser.add_argument("--replays", type=int, default=20, help="search: TPE's own seeds replayed on the grid's folds")
+    parser.add_argument("--methods", nargs="+", default=list(model.PEFT_METHODS), choices=list(model.PEFT_METHODS),
+                        help="peft: the adapter methods compared")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="peft: a run of each method for each seed")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on a line")
     # ---
     args, rest = parser.parse_known_args(argv)
     if args.command in ("train", "baseline", "predict") and not args.arch:
         args.model = args.model or model.DEFAULT_MODEL
+    if args.command == "peft" and not args.model:
+        raise InputError("scaffold.bench peft: --model, the tiny checkpoint the methods train on "
+                         "(python -m scaffold.tiny DIR)")
+    if args.command == "peft":
+        rest += ["--model", args.model]
     # The rest is read by train.py's own parser: its flags, defaults and checks, not a copy of them.
     _, template = train.parse_args(rest)
     return args, template
@@ -631,7 +697,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args, template = parse_args(argv)
     commands = dict(data=cmd_data, train=cmd_train, baseline=cmd_baseline, predict=cmd_predict, gpu=cmd_gpu,
-                    search=cmd_search)
+                    search=cmd_search, peft=cmd_peft)
     result = commands[args.command](args, template)
     width = max(map(len, result))
     print(f"\nscaffold.bench {args.command}")

@@ -96,6 +96,10 @@ PROCESSORS = {
 # demo, the tests and bench.py's GPU check use it. A pretrained 7B model takes train.Config's defaults (lr 1e-5).
 TINY_RECIPE = dict(r=16, alpha=32, lr=1e-3, epochs=10, warmup=0.05,
                    grad_ckpt=False)
+# The learning rate each adapter method (--peft) takes with that recipe, measured on the tiny Qwen-VL-Chat in NF4 over
+# 6 epochs (python -m scaffold.bench peft; docs/peft.md). LoRA's is the tiny Qwen-VL-Chat's (tests/conftest.py:
+# QWEN_VL_RECIPE); the methods with fewer parameters take far larger steps.
+TINY_PEFT_LR = {"lora": 2e-3, "dora": 2e-3, "ia3": 1e-1, "prompt-tuning": 1e-1, "vera": 1e-1, "oft": 1e-2}
 
 
 def make_tiny(path, family="qwen2_5_vl", seed=0, teach=True, gptq=False, answer=prompt.score_tokens):

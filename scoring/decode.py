@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 import frames
 import prompt
+from model import virtual_tokens
 from plumbing.errors import InputError
 from plumbing.files import write_csv
 from qwen_vl.modeling import QWenLMHeadModel
@@ -156,17 +157,25 @@ def greedy(model, batch, end, pad, max_new_tokens, allowed=None):
     logits = model(**batch, **cache, use_cache=True, logits_to_keep=1).logits[:, -1]
     token = _pick(logits, [], allowed)
     ends = torch.as_tensor(end, device=token.device)
-    tokens, done, mask = [token], torch.isin(token, ends), batch["attention_mask"]
+    tokens, done, mask = [token], torch.isin(token, ends), seen_by_steps(model, batch)
     for _ in range(max_new_tokens - 1):
         if done.all():
             break
         position = _positions(base, mask, 1)  # the new token's: right after the tokens so far
         mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, **cache, use_cache=True)
+        out = base(input_ids=token[:, None], attention_mask=mask, position_ids=position, **cache, use_cache=True)
         token = torch.where(done, pad, _pick(out.logits[:, -1], tokens, allowed))
         tokens.append(token)
         done |= torch.isin(token, ends)
     return torch.stack(tokens, 1)
+
+
+def seen_by_steps(model, batch):
+    """The attention mask of the prompts as the cached steps after the prefill see them. Those steps go to the base
+    model (its adapter's layers in it): prompt tuning's wrapper would put its learned tokens before each step again,
+    and they are in the cache already, before the prompt (model.virtual_tokens)."""
+    mask = batch["attention_mask"]
+    return torch.cat([mask.new_ones(len(mask), virtual_tokens(model)), mask], dim=1)
 
 
 def _pick(logits, tokens, allowed):
@@ -209,7 +218,7 @@ def answer_logprobs(model, batch, answers):
     nodes = prefixes(answers)
     cache = {_cache_argument(base): DynamicCache()}
     first = model(**batch, **cache, use_cache=True, logits_to_keep=1).logits[:, -1:]
-    mask = batch["attention_mask"]
+    mask = seen_by_steps(model, batch)
     n, device = len(mask), mask.device
     tokens = torch.tensor([node[-1] for node in nodes], device=device).expand(n, -1)
     depth = torch.tensor([len(node) for node in nodes], device=device)
@@ -217,7 +226,7 @@ def answer_logprobs(model, batch, answers):
     seen = torch.cat([mask.bool()[:, None, None, :].expand(-1, 1, len(nodes), -1),
                       tree_mask(nodes).to(device).expand(n, 1, -1, -1)], dim=-1)
     position = _positions(base, mask, depth[None])  # a node's: after the prompt and its ancestors
-    rest = model(input_ids=tokens, attention_mask=seen, position_ids=position, **cache, use_cache=True).logits
+    rest = base(input_ids=tokens, attention_mask=seen, position_ids=position, **cache, use_cache=True).logits
     return score_logprobs(torch.cat([first, rest], 1).float().log_softmax(-1), answers, nodes)
 
 

@@ -1,7 +1,7 @@
 """
 The paper's figures, drawn through matplotlib's Figure (no pyplot global state) at a fixed pixel size and written
-whole: Figure 3 and 5 (prediction against truth), Figure 4 (mean SRCC over folds for each rank x alpha), Figure 6 (the
-best and worst predicted videos).
+whole: Figure 3 and 5 (prediction against truth), Figure 4 (mean SRCC over folds for each rank x alpha; with --peft,
+a row a method and rank), Figure 6 (the best and worst predicted videos).
 """
 
 import numpy as np
@@ -24,23 +24,33 @@ def save(fig, path):
 
 
 def heatmap(path, table):
-    """Figure 4: mean SRCC over folds for each (rank, alpha); a config not run is left blank. Where another setting
-    is searched too (several learning rates), a cell shows its best."""
-    ranks, alphas = sorted({t["r"] for t in table}), sorted({t["alpha"] for t in table})
-    grid = np.full((len(ranks), len(alphas)), np.nan)
+    """Figure 4: mean SRCC over folds, ± its std, for each (rank, alpha); a config not run is left blank. Where another
+    setting is searched too (several learning rates), a cell shows its best. With other methods than LoRA (--peft,
+    cv.summarize's "peft"), a row for each method and rank, in the order they ran, and a method without alpha in the
+    last column, "-"."""
+    lora = all(t["peft"] == "lora" for t in table)
+    methods = list(dict.fromkeys(t["peft"] for t in table))
+    rows = sorted({(t["peft"], t["r"]) for t in table}, key=lambda k: (methods.index(k[0]), k[1] or 0))
+    alphas = sorted({t["alpha"] for t in table if t["alpha"] is not None})
+    alphas += [None] if any(t["alpha"] is None for t in table) else []
+    grid, std = np.full((len(rows), len(alphas)), np.nan), np.full((len(rows), len(alphas)), np.nan)
     for t in table:
-        i, j = ranks.index(t["r"]), alphas.index(t["alpha"])
-        grid[i, j] = np.nanmax([grid[i, j], t["srcc"]]) if np.isfinite([grid[i, j], t["srcc"]]).any() else np.nan
+        i, j = rows.index((t["peft"], t["r"])), alphas.index(t["alpha"])
+        if np.isfinite(t["srcc"]) and not t["srcc"] <= grid[i, j]:  # the best over the other settings searched
+            grid[i, j], std[i, j] = t["srcc"], t["std"]
     fig = new_figure(HEATMAP_SIZE)
     ax = fig.subplots()
     image = ax.imshow(grid, cmap="viridis", aspect="auto")
     middle = np.nanmean(grid) if np.isfinite(grid).any() else 0
     for (i, j), value in np.ndenumerate(grid):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < middle else "black")
-    ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
-    ax.set_yticks(range(len(ranks)), [str(r) for r in ranks])
-    ax.set(xlabel="LoRA alpha", ylabel="LoRA rank r", title="mean SRCC over folds")
+            text = f"{value:.3f}" + (f"\n± {std[i, j]:.3f}" if np.isfinite(std[i, j]) else "")
+            ax.text(j, i, text, ha="center", va="center", color="white" if value < middle else "black")
+    ax.set_xticks(range(len(alphas)), ["-" if a is None else f"{a:g}" for a in alphas])
+    ax.set_yticks(range(len(rows)), [str(r) if lora else method if r is None else f"{method} r={r}"
+                                     for method, r in rows])
+    ax.set(xlabel="LoRA alpha" if lora else "alpha", ylabel="LoRA rank r" if lora else "method, rank r",
+           title="mean SRCC ± std over folds")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     save(fig, path)

@@ -268,7 +268,7 @@ def test_cross_validation(grid, synthetic):
     assert sum(int(r["invalid"]) for r in rows if r["config"] == CONFIGS[0]) <= 5
 
     summary = (out / "summary.md").read_text()
-    assert f"| r16-a32 | 16 | 32 | {FOLDS} |" in summary and f"| r16-a4 | 16 | 4 | {FOLDS} |" in summary
+    assert f"| r16-a32 | lora | 16 | 32 | {FOLDS} |" in summary and f"| r16-a4 | lora | 16 | 4 | {FOLDS} |" in summary
     assert f"{np.mean(learnable):.4f} ± {np.std(learnable, ddof=1):.4f}" in summary
     means = {c: np.mean([float(r["srcc"]) for r in rows if r["config"] == c]) for c in CONFIGS}
     assert f"best: {max(CONFIGS, key=lambda c: np.nan_to_num(means[c], nan=-1))}" in summary

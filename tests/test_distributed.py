@@ -281,7 +281,7 @@ def test_workers_on_several_gpus_split_the_grid(serial, dataset, tiny, tmp_path)
     ran = sorted(re.findall(r"cv \| (r\S+) fold (\d)", logs))
     assert ran == sorted(serial), ran
     assert (tmp_path / "run" / "study.log").exists()
-    assert "| r4-a8 | 4 | 8 | 2 |" in (tmp_path / "run" / "summary.md").read_text()  # the summary has every fold
+    assert "| r4-a8 | lora | 4 | 8 | 2 |" in (tmp_path / "run" / "summary.md").read_text()  # the summary has every fold
 
 
 @pytest.fixture(scope="session")

@@ -374,7 +374,7 @@ def test_cv_figures_refuse_predictions_of_other_videos(small, tmp_path):
     """cv.py's Figure 5 reads the folds' predictions against the truth: files whose ids name none of the data's videos
     are one line naming the data and an id of each side, not an empty figure."""
     template = train.Config(data=small, out=str(tmp_path), split="trainval", folds=2, r=4, alpha=8)
-    for cfg in cv.plan(template, [4], [8]):
+    for cfg in cv.plan(template, dict(r=[4], alpha=[8.0])).values():
         os.makedirs(cfg.out)
         files.write_csv(cv.predictions_path(cfg), ["video_id", "mem_score"], [[f"{cfg.fold:05d}", "0.80"]])
     with pytest.raises(InputError, match=re.escape(f"{small}: labels for 0 of the 2 predicted videos: 00000 is "

@@ -59,7 +59,7 @@ def test_a_configuration_below_the_median_is_pruned_and_stays_pruned(tmp_path):
 
     table, best = cv.summarize(cv.read_results(path), 2)
     assert best["config"] == "r4-a2"
-    assert "| r16-a8 | 16 | 8 | 1, pruned | 0.1000 ± nan |" in cv.markdown(table, best, 2)
+    assert "| r16-a8 | lora | 16 | 8 | 1, pruned | 0.1000 ± nan |" in cv.markdown(table, best, 2)
     text = cv.search_summary(study, SPACE, cfgs, path)
     assert "search: TPE over 6 configurations (r 3, alpha 2), 6 trials: 6 configurations, 1 of them pruned; " \
            "11 fold trainings of the grid's 12" in text

@@ -6,10 +6,12 @@ import json
 import math
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from scipy import stats
 
 import data
@@ -17,6 +19,7 @@ import model
 import prompt
 import train
 from frames import Batches, FrameCache, to_model
+from plumbing.checkpoint import checkpoints
 from scaffold.tiny import TINY_RECIPE
 from conftest import ROOT, TEST_RECIPE, build_once, command, script
 
@@ -30,6 +33,25 @@ def run(name, *args, **kwargs):
 def read_csv(path):
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def resumes_bit_for_bit(out, step, flags):
+    """A copy of the run in `out` cut back to its checkpoint of `step` (its adapter and later checkpoints removed) and
+    resumed with train.py's `flags`: it ends with the same adapter tensors and losses as the run, bit for bit. Returns
+    the resumed run's log."""
+    cut = out.parent / f"{out.name}-cut"
+    shutil.copytree(out, cut)
+    shutil.rmtree(cut / "adapter")
+    for saved in checkpoints(str(cut)):
+        if int(saved.rsplit("-", 1)[1]) > step:
+            shutil.rmtree(saved)
+    code, log = run("train.py", "--out", cut, *flags, "--resume")
+    assert code == 0, log[-3000:]
+    trained = load_file(out / "adapter" / "adapter_model.safetensors")
+    resumed = load_file(cut / "adapter" / "adapter_model.safetensors")
+    assert trained.keys() == resumed.keys() and all(torch.equal(trained[k], resumed[k]) for k in trained)
+    assert (out / "loss.csv").read_text() == (cut / "loss.csv").read_text()
+    return log
 
 
 def test_lr_schedule():
