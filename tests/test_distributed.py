@@ -249,7 +249,7 @@ def test_workers_on_several_gpus_split_the_grid(serial, dataset, tiny, tmp_path)
     logs = "".join(p.read_text() for p in (tmp_path / "run" / "logs").glob("gpu*.log"))
     ran = sorted(re.findall(r"cv \| (r\S+) fold (\d)", logs))
     assert ran == sorted(serial), ran
-    assert "| r4-a8 | 4 | 8 | 2 |" in (tmp_path / "run" / "summary.md").read_text()  # the summary has every fold
+    assert "| r4-a8 | lora | 4 | 8 | 2 |" in (tmp_path / "run" / "summary.md").read_text()  # the summary has every fold
 
 
 def test_a_killed_worker_s_fold_is_taken_over(serial, dataset, tiny, tmp_path):

@@ -315,6 +315,6 @@ def test_cv_holds_out_a_whole_source(tiny, trecvid_small, videomem_small, cache,
     row, ours = float(rows[0]["srcc"]), srcc({k: round(100 * p) for k, p in predicted.items()}, long)
     assert row == pytest.approx(ours, abs=1e-6) or (row != row and ours != ours)  # NaN: constant predictions
     summary = (out / "summary.md").read_text()
-    assert f"| SRCC on the held-out source {videomem_small} |" in summary and "| r4-a8 | 4 | 8 | 1 |" in summary
+    assert f"| SRCC on the held-out source {videomem_small} |" in summary and "| r4-a8 | lora | 4 | 8 | 1 |" in summary
     assert (out / "figure-4-heatmap.png").is_file()
     assert (out / "figure-5-scatter.png").is_file() == (row == row)  # the best config's scatter, where one is best
