@@ -116,20 +116,25 @@ def learns_and_resumes(model_dir, synthetic, cache, tmp_path, recipe=TEST_RECIPE
     assert code == 0, log
     assert read_csv(tmp_path / "val.csv") == read_csv(out / "predictions-val.csv")
 
-    # Cut the run back to its checkpoint at step 300 (in its last epoch, 18 steps before the end) and resume it.
-    cut = tmp_path / "cut"
+    # Cut the run back to its checkpoint of step 299 (in its last epoch, 18 steps before the end) and resume it.
+    resumes_bit_for_bit(out, tmp_path / "cut", flags, 299)
+    return metrics
+
+
+def resumes_bit_for_bit(out, cut, flags, step):
+    """train.py's run in `out`, copied to `cut` and cut back to its checkpoint of `step`, resumed with the run's `flags`:
+    it ends with the same adapter and the same losses, bit for bit."""
     shutil.copytree(out, cut)
     shutil.rmtree(cut / "adapter")
-    for step in checkpoints(str(cut)):
-        if int(step.rsplit("-", 1)[1]) > 300:
-            shutil.rmtree(step)
+    for path in checkpoints(str(cut)):
+        if int(path.rsplit("-", 1)[1]) > step:
+            shutil.rmtree(path)
     code, log = run("train.py", "--out", cut, *flags, "--resume")
-    assert code == 0 and "at step 300" in log, log
+    assert code == 0 and f"step-{step:06d} at step {step + 1}" in log, log[-3000:]
     trained = load_file(out / "adapter" / "adapter_model.safetensors")
     resumed = load_file(cut / "adapter" / "adapter_model.safetensors")
-    assert all(torch.equal(trained[k], resumed[k]) for k in trained)
+    assert trained.keys() == resumed.keys() and all(torch.equal(trained[k], resumed[k]) for k in trained)
     assert (out / "loss.csv").read_text() == (cut / "loss.csv").read_text()
-    return metrics
 
 
 def test_trains_learns_and_resumes_on_gptq(tiny_gptq, synthetic, cache, tmp_path):
