@@ -333,9 +333,9 @@ def check_method(method, model_id):
         return
     if is_qwen_vl(model_id):
         instead = "--model Qwen/Qwen-VL-Chat (the fp16 release, loaded in NF4)"
-    else:
+    else:  # a hub id names its bf16 release before "-GPTQ-Int4" (Qwen/Qwen2-VL-7B-Instruct-GPTQ-Int4)
         release = re.sub(r"[-_.]?GPTQ.*$", "", model_id, flags=re.IGNORECASE)
-        instead = f"--model {release} (loaded in NF4)" if release != model_id else \
+        instead = f"--model {release} (loaded in NF4)" if release != model_id and not os.path.isdir(model_id) else \
             "the model's bf16 checkpoint (loaded in NF4)"
     raise InputError(f"--peft {method} needs an NF4 base: peft has no {method} layer for the GPTQ checkpoint "
                      f"{model_id}; use {instead}")
