@@ -51,8 +51,13 @@ the paper's, 600 of 8,500) and figure-3-scatter.png. Greedy decoding lets the ba
 including a numerical result"); it stops at the end of the turn.
 With --compare A.csv B.csv (two of predict.py's CSVs of the same videos), nothing trains and no model is read: one JSON
 line on stdout gives n, srcc_a, srcc_b, delta = srcc_a - srcc_b and delta's 95% interval from a paired bootstrap over
-the videos (predict.srcc_difference), against the truth of --split (--fold K, --folds, --seed: the fold as everywhere
-else; --target long) of --data.
+the videos (scoring/metrics.py:srcc_difference), against the truth of --split (--fold K, --folds, --seed: the fold as
+everywhere else; --target long) of --data.
+
+One file for the paper's experiments, ~680 lines, and why: the CV itself (its configurations, each a method with its
+settings, their folds and rows), the summary, and the two runs beside it that the paper reports with it (the zero-shot
+baseline, through predict.py's own steps; the paired comparison of two prediction files). The engine that hands out
+trials is Optuna's (plumbing/search.py), the figures are scoring/figures.py's, the statistics scoring/metrics.py's.
 """
 
 import argparse

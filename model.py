@@ -12,6 +12,10 @@ The default is the paper's model, Qwen-VL-Chat-Int4 (GPTQ 4-bit, written here: q
 c_attn. Qwen-VL-Chat (fp16) loads in NF4; any native Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint, the modern choice,
 loads through transformers' `from_pretrained` with LoRA on q/k/v. A hub id or a local folder alike; a local folder
 never touches the network. --peft puts another of peft's parameter-efficient methods in LoRA's place (PEFT_METHODS).
+
+Two jobs in ~620 lines, both building things: the base (processor, pixel budget, 4 bits, the published configurations)
+and the adapter on it (LoRA and the other methods, their settings and refusals, saving and loading). They stay
+together because each adapter's refusals depend on the base's format, read from the same checkpoint.
 """
 
 import argparse
