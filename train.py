@@ -17,7 +17,7 @@ Qwen2.5-VL). Batches are made by --workers processes ahead of the step that uses
 gets config.json, loss.csv, metrics.csv, metrics.json, folds.json (with --fold), predictions of the held-out
 videos, adapter/ (PEFT format) and step-NNNNNN/ checkpoints.
 
-One job, one run of training, in ~540 lines: its settings (Config, ~110 lines of fields, each with its meaning and its
+One job, one run of training, in ~570 lines: its settings (Config, ~110 lines of fields, each with its meaning and its
 check), the loop (fit, train_step, evaluate), the run directory (prepare_out, changed_settings) and main. The
 settings are the run's contract, which the loop reads line by line, and cv.py and bench.py take them from here; the
 checkpoints (checkpoint.py) and the ranks (distributed.py) already live apart.
