@@ -471,16 +471,6 @@ def zero_shot(template, max_new_tokens):
 # --compare: two prediction files of the same videos, paired
 
 
-def read_predictions(path):
-    """predict.py's CSV (video_id,mem_score,...) -> {video_id: score}."""
-    try:
-        return read_labels(path)
-    except OSError as e:
-        raise InputError(f"{path}: {e.strerror.lower()}")
-    except (KeyError, TypeError, ValueError):  # a column missing, a short row, a score that is no number
-        raise InputError(f"{path}: not a prediction file: expected the columns video_id,mem_score, a number each row")
-
-
 def compare(args):
     """
     --compare: SRCC(A) - SRCC(B) on the videos of the split both files predicted, with its paired bootstrap interval
@@ -493,7 +483,7 @@ def compare(args):
         raise InputError(f"{args.data}: split {args.split} has no {args.target}-term scores to compare against")
     path_a, path_b = args.compare
     where = f"split {args.split}" + (f" fold {args.fold}" if args.fold is not None else "")
-    a, b = read_predictions(path_a), read_predictions(path_b)
+    a, b = read_labels(path_a), read_labels(path_b)  # a file that is none says so in one line
     ids = [v for v in truth if v in a and v in b]
     sets = {path_a: a, path_b: b, where: truth}
     left = {name: min(set(s) - set(ids)) for name, s in sets.items() if len(s) > len(ids)}  # an id not compared

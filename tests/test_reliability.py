@@ -23,7 +23,7 @@ import cv
 import data
 import model
 import train
-from plumbing.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from plumbing.checkpoint import load_checkpoint, save_checkpoint
 from plumbing.errors import InputError, cli
 from frames import read_frames
 from scaffold.synthetic import make_synthetic, write_video
