@@ -19,11 +19,14 @@ together because each adapter's refusals depend on the base's format, read from 
 """
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +42,21 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 # peft imports torchao where it is installed (gptqmodel brings it), and torchao registers two enums with torch's pytree
 # in a way torch 2.14 deprecates: two warnings at every start that no user of this project can act on.
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+# gptqmodel (the GPTQ kernels, imported by transformers, peft or this project) greets at its first import with a
+# banner, the environment variables it sets and a note on Python's GIL, then logs each step of loading a checkpoint,
+# all through its own logger: set up before it, that logger shows errors only. Its import also asks for a CUDA
+# runtime and logs that a CPU-only machine has none.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+try:
+    from logbar import LogBar
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the logger's creation prints an empty line
+        LogBar.shared().setLevel(logging.ERROR)
+except ImportError:  # gptqmodel is not installed: nothing to quiet
+    pass
+# peft reads `is_gradient_checkpointing` from every model it wraps, a name transformers 5.2x deprecates: a warning at
+# every start about peft's code, not the user's.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 DEFAULT_MODEL = "Qwen/Qwen-VL-Chat-Int4"  # the paper's model
 DEFAULT_R, DEFAULT_ALPHA = 128, 1024  # the paper's best LoRA configuration
@@ -385,6 +403,18 @@ def adapter_config(method, qwen=False, r=None, alpha=None, dropout=None, virtual
     assert method == "prompt-tuning", method
     # the causal-LM wrapper is the one that puts the learned tokens before the prompt's embeddings
     return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=virtual_tokens)
+
+
+def checkpointing(net, on=True):
+    """Activation checkpointing on (recompute each block's activations in the backward pass) or off. Non-reentrant:
+    it needs no input that requires grad, so the frozen embeddings stay frozen. transformers names it
+    activation_checkpointing_* since 5.2x and gradient_checkpointing_* before (the GPU image's release); the
+    Qwen-VL-Chat written here takes both."""
+    name = "activation" if hasattr(net, "activation_checkpointing_enable") else "gradient"
+    if on:
+        getattr(net, f"{name}_checkpointing_enable")(**{f"{name}_checkpointing_kwargs": {"use_reentrant": False}})
+    else:
+        getattr(net, f"{name}_checkpointing_disable")()
 
 
 def add_adapter(model, method="lora", **settings):

@@ -160,8 +160,7 @@ def build_model(cfg):
     """The frozen 4-bit base with gradient checkpointing as configured, and a fresh adapter on it."""
     net = model.load_model(cfg.model, cfg.quant)
     if cfg.grad_ckpt:
-        # non-reentrant checkpointing needs no input that requires grad: the frozen embeddings can stay frozen
-        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.checkpointing(net)
     return model.add_adapter(net, cfg.peft, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout,
                              virtual_tokens=cfg.virtual_tokens, modules=cfg.modules.split(",") if cfg.modules else None)
 

@@ -435,8 +435,14 @@ class QWenLMHeadModel(nn.Module):
         this model's generate runs its own loop without it: the inputs as they are."""
         return dict(input_ids=input_ids, **kwargs)
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None):
         self.transformer.gradient_checkpointing = True  # always non-reentrant: the frozen embeddings need no grad
+
+    def activation_checkpointing_disable(self):
+        self.transformer.gradient_checkpointing = False
+
+    gradient_checkpointing_enable, gradient_checkpointing_disable = (activation_checkpointing_enable,
+                                                                     activation_checkpointing_disable)
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, position_ids=None, past_key_values=None,
                 use_cache=False, logits_to_keep=0, output_hidden_states=False, labels=None, inputs_embeds=None, **unused):
@@ -451,8 +457,10 @@ class QWenLMHeadModel(nn.Module):
         if labels is not None:  # the mean cross-entropy of each kept position's next token, -100 ignored
             targets = labels[:, labels.shape[1] - logits.shape[1] + 1:].to(logits.device)
             loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values if use_cache else None,
-                                      hidden_states=tuple(hidden) if hidden else None)
+        # the cache's field is `cache` from transformers 5.2x, `past_key_values` before (the GPU image's release)
+        field = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=tuple(hidden) if hidden else None,
+                                      **{field: past_key_values if use_cache else None})
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, pixel_values=None, max_new_tokens=20, do_sample=False,

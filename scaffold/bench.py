@@ -8,7 +8,7 @@ Benchmarks of the real run, one figure per subcommand, each through the project'
     python -m scaffold.bench gpu --out gpu.json            # the prepared GPU check (README): learnability on CUDA, then
                                                       # train, baseline and predict on qwen2.5-vl-7b and on the
                                                       # paper's qwen-vl-chat, one JSON file
-    python bench.py search [--trials 5]               # cv.py's grid against TPE + pruning, tiny model, 3 x 3 x 2 folds
+    python -m scaffold.bench search [--trials 5]           # cv.py's grid against TPE + pruning, tiny model, 3 x 3 x 2 folds
     python -m scaffold.bench peft --model DIR --data DIR  # each method of --peft with the tiny recipe: held-out SRCC,
                                                       # invalid answers, trainable parameters, step ms, memory
 
@@ -269,9 +269,11 @@ def bench_predict(cfg, processor, videos, cache, model, batch_size, repeats=3):
     """predict.py's decoding modes on the same videos, their batches ready on the device: greedy (one prefill, at most
     three cached steps) against plain model.generate, whose answers must agree; constrained; expected (and its peak
     memory); --explain (expected over each video's 1 + 4 x (N + 5) variants in predict.py's batches, four other videos
-    standing in), on the first five videos: videos/s of each. Greedy and generate run one after the other in each of
-    `repeats` timed rounds, their order swapped each round; `speedup` is the median of the rounds' ratios, what a
-    machine busy with other work shifts least."""
+    standing in), on the first five videos: videos/s of each.
+    Greedy and generate take turns batch by batch in each of `repeats` timed rounds, the one to go first swapped at
+    each batch and each round, so that a machine busy with other work slows both alike; `speedup` is the median of
+    the rounds' ratios. Both run the same model calls: what can differ is the time each spends outside the model, its
+    own loop (`*_outside_ms`, a batch, from one more round that times the model's calls, ModelTime)."""
     device, tokenizer, video = model.device, processor.tokenizer, cfg.input == "video"
     end, pad = tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), tokenizer.pad_token_id
     answers_ids = prompt.answer_ids(tokenizer)
@@ -302,36 +304,85 @@ def bench_predict(cfg, processor, videos, cache, model, batch_size, repeats=3):
                  explain=(variants, lambda b: scoring.decode.expected(model, b, answers_ids)))
     seconds, answers, memory = {}, {}, {}
 
-    def timed(name):
-        inputs, decode = modes[name]
+    def run(name, batch):
+        """One batch through one mode: its answer as lists of token ids (or probabilities), and the seconds it took."""
         sync(device)
+        t0 = time.perf_counter()
+        with scoring.decode.autocast(device):
+            out = modes[name][1](batch).tolist()
+        sync(device)
+        return out, time.perf_counter() - t0
+
+    def timed(name):
         reset_peak(device)
         before = torch.cuda.memory_allocated() if device.type == "cuda" else None
-        t0 = time.time()
-        with scoring.decode.autocast(device):
-            answers[name] = [decode(b).tolist() for b in inputs]
-        seconds[name] = time.time() - t0
+        runs = [run(name, b) for b in modes[name][0]]
+        answers[name], seconds[name] = [a for a, _ in runs], sum(s for _, s in runs)
         memory[name] = peak_gib(device), before
-        return seconds[name]
 
     for name in modes:  # a round that warms up every mode but --explain (33x the prompts of expected: after expected)
         if name != "explain":
             timed(name)
-    ratios = []
+    ratios, took = [], dict(greedy=0.0, generate=0.0)
     for k in range(repeats):
-        took = {name: timed(name) for name in (("greedy", "generate") if k % 2 == 0 else ("generate", "greedy"))}
-        ratios.append(took["generate"] / took["greedy"])
+        round_ = dict(greedy=0.0, generate=0.0)
+        for i, batch in enumerate(batches):
+            for name in ("greedy", "generate") if (k + i) % 2 == 0 else ("generate", "greedy"):
+                round_[name] += run(name, batch)[1]
+        ratios.append(round_["generate"] / round_["greedy"])
+        took = {name: took[name] + round_[name] for name in took}
+    outside = {}
+    for name in ("greedy", "generate"):
+        with ModelTime(model, device) as inside:
+            wall = sum(run(name, b)[1] for b in batches)
+        outside[name] = 1000 * (wall - inside.seconds) / len(batches)
     for name in ("constrained", "expected", "explain"):
         timed(name)
     same = all(a[:len(b)] == b[:len(a)] for x, y in zip(answers["greedy"], answers["generate"]) for a, b in zip(x, y))
     n, (peak, before) = len(videos), memory["expected"]
-    return dict(videos_per_s=n / seconds["greedy"], generate_videos_per_s=n / seconds["generate"],
+    return dict(videos_per_s=n * repeats / took["greedy"], generate_videos_per_s=n * repeats / took["generate"],
                 speedup=float(np.median(ratios)), speedups=ratios, same_answers=same,
+                greedy_outside_ms=outside["greedy"], generate_outside_ms=outside["generate"],
                 constrained_videos_per_s=n / seconds["constrained"], expected_videos_per_s=n / seconds["expected"],
                 explain_videos_per_s=len(explained) / seconds["explain"],
                 explain_cost=seconds["explain"] / len(explained) / (seconds["expected"] / n),
                 explain_rows_per_video=len(explain.rows(explained, cfg.frames)) / len(explained),
                 expected_peak_mem_gib=peak, expected_extra_gib=None if before is None else peak - before / 2**30)
+
+
+class ModelTime:
+    """
+    The seconds spent inside the model while the context is open, whoever calls it: each outermost call of one of its
+    modules (the whole model for a forward pass, or its vision tower where model.generate encodes the images first)
+    is timed, the device synchronised at both ends. A decoder's wall time less this is its own work: its loop, picks,
+    masks and positions. Hooks go on the modules at most `depth` names deep (every module whose call can be outermost)
+    and come off on exit.
+    """
+
+    def __init__(self, net, device, depth=4):
+        self.modules = [m for name, m in net.named_modules() if name.count(".") < depth]
+        self.device, self.seconds, self.level, self.start, self.hooks = device, 0.0, 0, 0.0, []
+
+    def enter(self, module, args):
+        if self.level == 0:
+            sync(self.device)
+            self.start = time.perf_counter()
+        self.level += 1
+
+    def leave(self, module, args, out):
+        self.level -= 1
+        if self.level == 0:
+            sync(self.device)
+            self.seconds += time.perf_counter() - self.start
+
+    def __enter__(self):
+        for m in self.modules:
+            self.hooks += [m.register_forward_pre_hook(self.enter), m.register_forward_hook(self.leave)]
+        return self
+
+    def __exit__(self, *exc):
+        for hook in self.hooks:
+            hook.remove()
 
 
 def free():
@@ -624,13 +675,13 @@ def measure(args, template, step, compare_checkpointing=False):
                                                   args.repeats))]
     if cfg.grad_ckpt and compare_checkpointing:
         def without_checkpointing():
-            net.gradient_checkpointing_disable()
+            model.checkpointing(net, on=False)
             try:
                 return bench_train(cfg, processor, videos, cache, net, args.steps, args.warmup_steps, args.peak_tflops)
             except torch.OutOfMemoryError:
                 return dict(error="out of memory")
             finally:
-                net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                model.checkpointing(net)
         measured.insert(1, ("train_no_grad_ckpt", without_checkpointing))
     result = {}
     for name, run in measured:

@@ -65,6 +65,8 @@ def test_the_gpu_check_runs_through(tiny, tiny_qvl, synthetic, cache, work, tmp_
         assert block["baseline"]["peak_mem_gib"] > 0
         assert block["predict"]["same_answers"] is True  # scoring.decode.greedy gives what model.generate gives
         assert block["predict"]["videos_per_s"] > 0 and block["predict"]["generate_videos_per_s"] > 0
+        # the time each spends outside the model's calls, its own loop
+        assert all(block["predict"][f"{mode}_outside_ms"] > 0 for mode in ("greedy", "generate"))
         assert all(block["predict"][f"{mode}_videos_per_s"] > 0 for mode in ("constrained", "expected", "explain"))
         # four videos at batch 2: three stand in for each, 1 + 3 x (3 frames + 5 captions) prompts a video
         assert block["predict"]["explain_rows_per_video"] == 1 + 3 * 8 and block["predict"]["expected_peak_mem_gib"] > 0

@@ -7,6 +7,8 @@ import math
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -121,6 +123,55 @@ def test_the_demo_is_the_run_these_tests_train(trained):
         str(demo_folder / name) for name in ("data", "tiny-qwen2_5_vl", "cache", "run")]  # absolute: usable anywhere
     epochs = [line for line in log.splitlines() if line.startswith("epoch ") and "held-out SRCC" in line]
     assert [line.split(" |")[0] for line in epochs] == [f"epoch {e}" for e in range(TINY_RECIPE["epochs"])]
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen_vl"])
+def test_checkpointing_recomputes_each_block_and_changes_no_gradient(family, tiny, tiny_qvl):
+    """model.checkpointing, on by default in train.py: in a training step each block of the language model runs
+    twice, its forward and again in the backward pass (counted on its attention: transformers checkpoints a layer's
+    forward inside its hooks, and the recomputation stops before a block's last layer), and the adapter's gradients
+    are those without it; turned off, each block runs once. On both families: transformers' layers and the
+    Qwen-VL-Chat written here."""
+    net = model.add_adapter(model.load_model(tiny if family == "qwen2_5_vl" else tiny_qvl, "nf4"), r=4, alpha=8,
+                            dropout=0.0)
+    base = net.get_base_model()
+    attention = base.transformer.h[0].attn if family == "qwen_vl" else base.model.language_model.layers[0].self_attn
+    calls = []
+    attention.register_forward_hook(lambda *_: calls.append(1))
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    net.train()
+
+    def step():
+        net.zero_grad()
+        calls.clear()
+        net(input_ids=ids, labels=ids).loss.backward()
+        return len(calls), [p.grad.clone() for p in net.parameters() if p.requires_grad]
+
+    model.checkpointing(net)
+    twice, grads = step()
+    model.checkpointing(net, on=False)
+    once, plain = step()
+    assert (twice, once) == (2, 1)
+    assert any(g.abs().sum() > 0 for g in plain)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, plain))
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny", "tiny_qvl_gptq"])
+def test_a_first_run_prints_only_what_a_user_can_act_on(checkpoint, synthetic, cache, tmp_path, request):
+    """train.py in an interpreter of its own, as a user starts it (the imports' warnings included), with gradient
+    checkpointing on as by default, on a Qwen2.5-VL and on the paper's Qwen-VL-Chat Int4 (GPTQ): its output holds the
+    run's own lines and progress bars, and nothing a library says that no user can act on (torchao's enums,
+    transformers' renamed checkpointing and cache, peft reading the old name, gptqmodel's banner and settings)."""
+    flags = ["--data", synthetic, "--model", request.getfixturevalue(checkpoint), "--cache", cache, "--out",
+             tmp_path / "run", "--epochs", 1, "--batch-size", 16, "--r", 4, "--alpha", 8, "--workers", 0]
+    done = subprocess.run([sys.executable, "train.py", *map(str, flags)], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["grad_ckpt"] is True
+    lines = re.split(r"[\r\n]", done.stdout + done.stderr)
+    noise = [line for line in lines if re.search(r"Warning\b|warnings\.warn|deprecated|^(WARN|INFO) |^[WE]\d{4} |GPT-QModel",
+                                                 line)]
+    assert not noise, "\n".join(noise)
 
 
 @pytest.fixture(scope="session")
