@@ -276,9 +276,13 @@ def load_model(model_id, quant="nf4"):
     if is_qwen_vl(model_id):
         return load_qwen_vl(model_id, quant, dtype, dev)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(
-            model_id, dtype=dtype, quantization_config=quantization(model_id, quant, dtype), attn_implementation="sdpa",
-            device_map={"": dev}, use_safetensors=True, **_local(model_id))
+        with warnings.catch_warnings():
+            # a GPTQ checkpoint keeps its own config, with the kernel chosen here (gptq_config): transformers warns
+            # that it merges the two, which is what it is asked to do
+            warnings.filterwarnings("ignore", message="You passed `quantization_config`", category=UserWarning)
+            model = AutoModelForImageTextToText.from_pretrained(
+                model_id, dtype=dtype, quantization_config=quantization(model_id, quant, dtype),
+                attn_implementation="sdpa", device_map={"": dev}, use_safetensors=True, **_local(model_id))
     except (OSError, ValueError) as e:
         raise InputError(f"{model_id}: cannot load the model ({str(e).splitlines()[0]})")
     model.requires_grad_(False)

@@ -8,6 +8,7 @@ for it and read it)."""
 
 import contextlib
 import io
+import json
 import os
 import runpy
 import sys
@@ -166,6 +167,14 @@ def trained(tiny, synthetic, cache, tmp_path_factory):
 def tiny_qvl(tmp_path_factory):
     """A tiny random Qwen-VL-Chat (the paper's model) in the official fp16 layout."""
     return build_once(tmp_path_factory, "tiny-qwen_vl", lambda folder: command("-m scaffold.tiny", folder, "--family", "qwen_vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gptq(tmp_path_factory):
+    """A tiny Qwen2.5-VL quantized to GPTQ 4-bit by the command a user runs."""
+    folder = build_once(tmp_path_factory, "tiny-gptq", lambda folder: command("-m scaffold.tiny", folder, "--gptq"))
+    assert json.load(open(os.path.join(folder, "config.json")))["quantization_config"]["quant_method"] == "gptq"
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ LoRA gets the gradients of the dequantized model, also after an eval pass; the q
 resumes to the same bits; the tiny model learns the synthetic rule through train.py and predict.py."""
 
 import json
-import os
 import shutil
 import sys
 
@@ -16,17 +15,8 @@ import prompt
 import train
 from plumbing.errors import InputError
 from frames import Batches, FrameCache, to_model
-from conftest import TEST_RECIPE, build_once, command
+from conftest import TEST_RECIPE
 from test_train import LEARNED, MSE, read_csv, resumes_bit_for_bit, run
-
-
-
-@pytest.fixture(scope="session")
-def tiny_gptq(tmp_path_factory):
-    """A tiny Qwen2.5-VL quantized to GPTQ 4-bit by the command a user runs."""
-    folder = build_once(tmp_path_factory, "tiny-gptq", lambda folder: command("-m scaffold.tiny", folder, "--gptq"))
-    assert json.load(open(os.path.join(folder, "config.json")))["quantization_config"]["quant_method"] == "gptq"
-    return folder
 
 
 def dense_copy(model):

@@ -156,12 +156,13 @@ def test_checkpointing_recomputes_each_block_and_changes_no_gradient(family, tin
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, plain))
 
 
-@pytest.mark.parametrize("checkpoint", ["tiny", "tiny_qvl_gptq"])
+@pytest.mark.parametrize("checkpoint", ["tiny", "tiny_gptq", "tiny_qvl_gptq"])
 def test_a_first_run_prints_only_what_a_user_can_act_on(checkpoint, synthetic, cache, tmp_path, request):
     """train.py in an interpreter of its own, as a user starts it (the imports' warnings included), with gradient
-    checkpointing on as by default, on a Qwen2.5-VL and on the paper's Qwen-VL-Chat Int4 (GPTQ): its output holds the
-    run's own lines and progress bars, and nothing a library says that no user can act on (torchao's enums,
-    transformers' renamed checkpointing and cache, peft reading the old name, gptqmodel's banner and settings)."""
+    checkpointing on as by default, on a Qwen2.5-VL in NF4 and in GPTQ and on the paper's Qwen-VL-Chat Int4: its
+    output holds the run's own lines and progress bars, and nothing a library says that no user can act on
+    (torchao's enums, transformers' renamed checkpointing and cache and its merge of GPTQ configs, peft reading the
+    old name, gptqmodel's banner and settings)."""
     flags = ["--data", synthetic, "--model", request.getfixturevalue(checkpoint), "--cache", cache, "--out",
              tmp_path / "run", "--epochs", 1, "--batch-size", 16, "--r", 4, "--alpha", 8, "--workers", 0]
     done = subprocess.run([sys.executable, "train.py", *map(str, flags)], cwd=ROOT, capture_output=True, text=True,
