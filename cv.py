@@ -189,11 +189,17 @@ def read_results(path):
     return rows
 
 
+# Seconds after which a results.csv lock not released is a dead worker's, and is broken. Optuna's lock tells a dead
+# holder from a live one by this age alone, and the last worker holds it while it writes the summary and the figures
+# (Figure 6 reads the whole labelled set): far longer than Optuna's default of 30 s, which would let another worker in.
+LOCK_GRACE = 600
+
+
 @contextmanager
 def locked(path):
     """Hold PATH.lock while the block runs: Optuna's lock file for its journal, made atomically on local and network
-    filesystems alike, and released by force 30 s after a worker died holding it."""
-    lock = JournalFileOpenLock(path)
+    filesystems alike, and broken LOCK_GRACE seconds after it was taken (a worker that died holding it)."""
+    lock = JournalFileOpenLock(path, grace_period=LOCK_GRACE)
     lock.acquire()
     try:
         yield
@@ -254,7 +260,7 @@ def study_space(template, space, trials):
 
 
 def cross_validate(template, space, cfgs, study, trials=None, heartbeat=search.HEARTBEAT):
-    """Run the study's trials in this worker; returns the rows landed so far, other workers' included. The grid
+    """Run the study's trials in this worker, their rows landing in results.csv beside other workers'. The grid
     (trials None): a trial trains one (config, fold). TPE: a trial is a configuration, its folds in order, with its
     running mean SRCC reported after each so that the pruner may stop it; a configuration pruned once stays pruned
     when proposed again. A (config, fold) in results.csv is never trained again: its row stands for it."""
@@ -307,7 +313,6 @@ def cross_validate(template, space, cfgs, study, trials=None, heartbeat=search.H
     else:
         search.work(study, space, config_trial, config_name, trials, heartbeat)
     bar.close()
-    return read_results(path)
 
 
 def start_workers(argv, gpus, out, n_jobs):
@@ -645,7 +650,6 @@ def main(argv=None):
         data.load_split(root, "trainval", [] if template.skip_bad else None, template.target)
     # and a model that cannot be read (from a folder or the hub) or read as asked, before cv.json
     model.load_processor(template.model, template.max_pixels, template.min_pixels, template.input == "video")
-    os.makedirs(template.out, exist_ok=True)
     check_settings(template, os.path.join(template.out, "cv.json"), space)
     print(json.dumps(dict(dataclasses.asdict(template), **space, search=args.search, trials=args.trials), indent=1))
     storage = search.storage(args.storage or os.path.join(template.out, "study.log"), args.heartbeat)
@@ -659,9 +663,10 @@ def main(argv=None):
     with locked(path):  # so the worker that lands the last row writes the summary of them all
         order = {name: i for i, name in enumerate(dict.fromkeys(name for name, _ in cfgs))}
         rows = sorted(read_results(path), key=lambda r: (order.get(r["config"], len(order)), int(r["fold"])))
-        if args.trials is None and len(landed(path).keys() & cfgs.keys()) < len(cfgs):
-            print(f"{len(landed(path).keys() & cfgs.keys())} of {len(cfgs)} folds have landed; other workers hold "
-                  "the rest, and the last of them to finish writes the whole summary")
+        done = len({(r["config"], int(r["fold"])) for r in rows} & cfgs.keys())
+        if args.trials is None and done < len(cfgs):
+            print(f"{done} of {len(cfgs)} folds have landed; other workers hold the rest, and the last of them to "
+                  "finish writes the whole summary")
         table, best = summarize(rows, n_folds(template))
         text = markdown(table, best, n_folds(template), template.heldout_data)
         if args.trials is not None:

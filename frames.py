@@ -170,6 +170,14 @@ class FrameCache:
             meta = _metadata(raw.numpy().tobytes())
         return self._frames(raw), meta["seconds"]
 
+    def clips(self, videos, timed=False):
+        """The frames of each of `videos` (`get`'s), and with `timed` (the native video input) when each is shown
+        (`clip`'s), else None."""
+        if timed:
+            frames, seconds = map(list, zip(*(self.clip(v) for v in videos)))
+            return frames, seconds
+        return [self.get(v) for v in videos], None
+
     def _file(self, video):
         """The entry's JPEG file as a uint8 tensor, decoded and stored first if absent."""
         from torchvision.io import read_file
@@ -267,16 +275,9 @@ class Batches(torch.utils.data.Dataset):
 
     def __getitem__(self, indices):
         chunk = [self.videos[i] for i in indices]
-        frames, seconds = self.clips(chunk)
+        frames, seconds = self.cache.clips(chunk, self.video)
         return prompt.encode(self.processor, frames, [v.captions for v in chunk],
                              [v.label for v in chunk] if self.labelled else None, seconds)
-
-    def clips(self, chunk):
-        """The cached frames of each video of `chunk`, and with `video` when each is shown (else None)."""
-        if self.video:
-            frames, seconds = map(list, zip(*(self.cache.clip(v) for v in chunk)))
-            return frames, seconds
-        return [self.cache.get(v) for v in chunk], None
 
 
 def loader(dataset, batches, workers):

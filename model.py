@@ -295,9 +295,8 @@ def load_qwen_vl(model_id, quant, dtype, dev):
     """Qwen-VL-Chat written here (qwen_vl.py): the Int4 release as it is (GPTQ, gptqmodel's torch kernel), the fp16
     one in NF4 (or as it is with --quant none); the vision tower in full precision either way."""
     folder = qwen_vl.folder_of(model_id)
-    with open(os.path.join(folder, "config.json")) as f:
-        if "quantization_config" in json.load(f):
-            gptq_config(model_id, {"bits": 4})  # gptqmodel's environment, or how to install it
+    if "quantization_config" in config_json(folder):
+        gptq_config(model_id, {"bits": 4})  # gptqmodel's environment, or how to install it
     model = qwen_vl.from_pretrained(folder, dtype, dev, quant)
     model.name_or_path = model_id
     if quant == "nf4" and dev == "cpu":
@@ -378,23 +377,14 @@ def module_pattern(modules=None, qwen=False):
     return r".*language_model.*\.(" + "|".join(modules) + r")"
 
 
-def lora_config(r, alpha, dropout=0.05, modules=None, qwen=False):
-    """LoRA on the language model's `modules` (module_pattern)."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=module_pattern(modules, qwen),
-                      bias="none")
-
-
 def adapter_config(method, qwen=False, r=None, alpha=None, dropout=None, virtual_tokens=None, modules=None):
     """peft's configuration of `method` with its settings (adapter_settings) on the language model of Qwen-VL-Chat
     (`qwen`) or a native Qwen VLM."""
     import peft
 
     if method in ("lora", "dora"):
-        config = lora_config(r, alpha, dropout, modules, qwen)
-        config.use_dora = method == "dora"
-        return config
+        return peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", use_dora=method == "dora",
+                               target_modules=module_pattern(modules, qwen))
     if method == "ia3":
         # IA3 scales the input of an MLP's down projection (the MLP's activations), the output of any other module
         down = "mlp.c_proj" if qwen else "down_proj"
@@ -413,7 +403,7 @@ def checkpointing(net, on=True):
     """Activation checkpointing on (recompute each block's activations in the backward pass) or off. Non-reentrant:
     it needs no input that requires grad, so the frozen embeddings stay frozen. transformers names it
     activation_checkpointing_* since 5.2x and gradient_checkpointing_* before (the GPU image's release); the
-    Qwen-VL-Chat written here takes both."""
+    Qwen-VL-Chat written here takes the new names."""
     name = "activation" if hasattr(net, "activation_checkpointing_enable") else "gradient"
     if on:
         getattr(net, f"{name}_checkpointing_enable")(**{f"{name}_checkpointing_kwargs": {"use_reentrant": False}})
@@ -433,7 +423,7 @@ def add_adapter(model, method="lora", **settings):
     return place_virtual_tokens(adapted)
 
 
-def add_lora(model, r, alpha, dropout=0.05, modules=None):
+def add_lora(model, r, alpha, dropout=ADAPTER_DEFAULTS["dropout"], modules=None):
     return add_adapter(model, "lora", r=r, alpha=alpha, dropout=dropout, modules=modules)
 
 

@@ -118,14 +118,10 @@ def resolve(args):
     adapter, recorded = (None, None) if args.zero_shot else resolve_run(args.adapter)
     recorded = recorded or {}
     names = {f.name for f in dataclasses.fields(train.Config)}
-    settings = {k: v for k, v in recorded.items() if k in names}
+    settings = {k: v for k, v in recorded.items() if k in names and k not in OWN}
     if adapter and "model" not in settings:  # an adapter without its run: the base model its config names
         settings["model"] = model.base_model_of(adapter)
-    settings.update({k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None})
-    settings.update({k: getattr(args, k) for k in OWN if getattr(args, k) is not None})
-    for k in OWN:  # absent: train.Config's default
-        if getattr(args, k) is None:
-            settings.pop(k, None)
+    settings.update({k: getattr(args, k) for k in OVERRIDES + OWN if getattr(args, k) is not None})
     if args.explain:
         settings["decode"] = "expected"
     # train.Config checks them as train.py does (--input video with one frame, a pixel budget below the minimum...);
@@ -284,7 +280,6 @@ def run(args, name=None):
     write(job, scores, invalid, answers, shares, ranked=bool(args.videos))
     if args.videos and args.sheet:
         own_videos.contact_sheet(args.sheet, job.videos, scores, cache)
-        print(f"wrote {args.sheet}")
     m, truth, unmatched = measure(job, scores, labels, args.labels)
     if args.report:
         about = [f"{len(job.videos)} videos of {args.videos or args.data + ', split ' + job.name}",

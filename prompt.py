@@ -1,11 +1,11 @@
 """
-The paper's prompt (Martin-Fernandez et al., Sensors 2025, Listing 1), its target and its label mask.
+The paper's prompt (Martin-Fernandez et al., Sensors 2025, Listing 1), its answer and its label mask.
 
 Pure functions of strings and token ids: nothing here loads a model, so every rule of the method that
 lives in text can be tested on its own.
 
     instruction -> frames (first, middle, last) -> five captions, one per line -> answer cue
-    target      =  the score as an integer 0-100, then the end-of-turn token
+    answer      =  the score as an integer 0-100, then the end-of-turn token
 """
 
 import re
@@ -72,12 +72,6 @@ def answer_ids(tokenizer):
     return [score_tokens(tokenizer, s) for s in range(101)]
 
 
-def answer_length(tokenizer):
-    """Tokens of the longest valid answer (4 with Qwen's digits: "100" and end-of-turn): all that a fine-tuned model
-    needs to say, so its decoding stops there."""
-    return max(map(len, answer_ids(tokenizer)))
-
-
 def left_pad(rows, value):
     """Rows of ints (lists or 1-d tensors) -> a (len(rows), longest) tensor, each row right-aligned."""
     rows = [torch.as_tensor(r, dtype=torch.long) for r in rows]
@@ -90,10 +84,10 @@ def left_pad(rows, value):
 
 def join(prompts, answers, pad_id):
     """
-    Concatenate each prompt with its target and left-pad the batch.
+    Concatenate each prompt with its answer and left-pad the batch.
     Left padding puts every answer at the end of its row, exactly where generation writes it, so training and
     inference see the same prompt positions and the loss needs logits of the last few positions only.
-    Returns input_ids, attention_mask and labels: IGNORE everywhere except the target tokens.
+    Returns input_ids, attention_mask and labels: IGNORE everywhere except the answer's tokens.
     """
     prompts = [torch.as_tensor(p, dtype=torch.long) for p in prompts]
     answers = [torch.as_tensor(t, dtype=torch.long) for t in answers]
@@ -114,7 +108,7 @@ def encode(processor, frames, captions, labels=None, seconds=None, request=None,
     the paper's question (see messages), and captions may be empty. The patches stay uint8 and an image is not yet repeated
     over the vision tower's two time steps: `pixels` does both where the model is, and a batch moves 8x fewer bytes
     from the loader's workers to the GPU than the processor's own float32 patches (4x for a video).
-    answer(tokenizer, label): a target's token ids, score_tokens unless told (tiny.teach_answer_format teaches others).
+    answer(tokenizer, label): an answer's token ids, score_tokens unless told (tiny.teach_answer_format teaches others).
     """
     tokenizer = processor.tokenizer
     video = seconds is not None

@@ -213,10 +213,10 @@ def train_step(net, opt, micro, processor, grad_clip, live=True):
     world = dist.get_world_size() if dist.is_initialized() else 1
     # Divide by the step's count of score tokens over every micro-batch and rank, not the micro-batch's: every token
     # then weighs the same however the step is split, and accumulation or DDP equals one large batch.
-    n_targets = torch.tensor(float(sum(int((labels != prompt.IGNORE).sum()) for _, labels in micro) if live else 0),
-                             device=device)
+    counted = sum(int((labels != prompt.IGNORE).sum()) for _, labels in micro) if live else 0
+    n_answer_tokens = torch.tensor(float(counted), device=device)
     if world > 1:
-        dist.all_reduce(n_targets)
+        dist.all_reduce(n_answer_tokens)
     loss_sum = torch.zeros((), device=device)
     for i, (batch, labels) in enumerate(micro):
         if not live:
@@ -229,14 +229,15 @@ def train_step(net, opt, micro, processor, grad_clip, live=True):
         with nullcontext() if last or world == 1 else net.no_sync():
             with decode.autocast(device):
                 loss = score_loss(net, batch, answers)
-            (loss * world / n_targets).backward()  # the mean over ranks of world * rank's sum / n = global sum / n
+            # the mean over ranks of world * rank's sum / n = global sum / n
+            (loss * world / n_answer_tokens).backward()
         loss_sum += loss.detach()
     if world > 1:
         dist.all_reduce(loss_sum)
     torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], grad_clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return loss_sum / n_targets
+    return loss_sum / n_answer_tokens
 
 
 def step_batches(n_videos, cfg, start_step, total, rank=0, world=1):

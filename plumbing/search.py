@@ -86,8 +86,8 @@ class Journal(JournalStorage, BaseHeartbeat):
 
 def storage(where, heartbeat=HEARTBEAT):
     """A journal file (a path) or a database (a URL), each with heartbeats and the retry of a dead worker's trial."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats: experimental in Optuna since 2.x
+    # heartbeats: experimental in Optuna since 2.x
+    with warnings.catch_warnings(action="ignore", category=ExperimentalWarning):
         retry = RetryHeartbeatStaleTrialCallback()
         if "://" not in where:
             os.makedirs(os.path.dirname(os.path.abspath(where)), exist_ok=True)
@@ -183,14 +183,12 @@ def work(study, space, objective, job, budget=None, heartbeat=HEARTBEAT):
         except (Taken, optuna.TrialPruned):
             raise
         except BaseException:  # an error or Ctrl-C: the same command runs the trial's copy at once
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
+            with warnings.catch_warnings(action="ignore", category=ExperimentalWarning):
                 RetryHeartbeatStaleTrialCallback()(study, study.trials[trial.number])
             raise
 
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
+        with warnings.catch_warnings(action="ignore", category=ExperimentalWarning):
             fail_stale_trials(study)  # a dead worker's trial: failed, and its copy queued, by one worker
         trials = study.get_trials(deepcopy=False)
         if any(t.state == TrialState.WAITING for t in trials) or to_start(trials, space, job, budget):
@@ -214,8 +212,7 @@ def importances(study):
 def history(study, path, size, dpi):
     """The search's history as a PNG of `size` pixels: each trial's mean SRCC and the best so far (Optuna's plot)."""
     with matplotlib.rc_context():  # the plot sets its own style; the paper's figures keep theirs
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
+        with warnings.catch_warnings(action="ignore", category=ExperimentalWarning):
             ax = optuna.visualization.matplotlib.plot_optimization_history(study, target_name="mean SRCC")
         ax.set_title("the search: each trial's mean SRCC over its folds")
         ax.legend(loc="lower right")  # Optuna's sits outside the axes, which a fixed size would cut

@@ -441,9 +441,6 @@ class QWenLMHeadModel(nn.Module):
     def activation_checkpointing_disable(self):
         self.transformer.gradient_checkpointing = False
 
-    gradient_checkpointing_enable, gradient_checkpointing_disable = (activation_checkpointing_enable,
-                                                                     activation_checkpointing_disable)
-
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, position_ids=None, past_key_values=None,
                 use_cache=False, logits_to_keep=0, output_hidden_states=False, labels=None, inputs_embeds=None, **unused):
         from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -481,6 +478,8 @@ class QWenLMHeadModel(nn.Module):
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         cache, out, scores = DynamicCache(), [], []
         done = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+        # an id, or a list of them (as transformers' generate takes)
+        ends = None if eos_token_id is None else torch.as_tensor(eos_token_id, device=input_ids.device)
         logits = self(input_ids, mask, pixel_values, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         for _ in range(max_new_tokens):
             scores.append(logits)
@@ -494,8 +493,8 @@ class QWenLMHeadModel(nn.Module):
             if pad_token_id is not None:
                 token = torch.where(done, pad_token_id, token)
             out.append(token)
-            if eos_token_id is not None:  # an id, or a list of them (as transformers' generate takes)
-                done |= torch.isin(token, torch.as_tensor(eos_token_id, device=token.device))
+            if ends is not None:
+                done |= torch.isin(token, ends)
             if done.all():
                 break
             mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)

@@ -48,6 +48,7 @@ from plumbing.files import write_text
 from scaffold.tiny import TINY_PEFT_LR, TINY_RECIPE, make_random, make_tiny
 import scoring.decode
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: where `from scaffold import` works
 # Dense bf16 peak of the cards we expect, FLOP/s (NVIDIA's datasheets, without sparsity); --peak-tflops overrides.
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12}
 
@@ -66,9 +67,8 @@ def clips(folder, n, fps=30):
     paths = listed()
     if len(paths) < n:
         jobs = min(n, os.cpu_count() or 1)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         procs = [subprocess.Popen([sys.executable, "-c", f"from scaffold import synthetic; synthetic.write_clips("
-                                   f"{folder!r}, {n}, fps={fps}, part=({k}, {jobs}))"], cwd=root)
+                                   f"{folder!r}, {n}, fps={fps}, part=({k}, {jobs}))"], cwd=ROOT)
                  for k in range(jobs)]
         if any(p.wait() for p in procs):
             raise RuntimeError("writing the benchmark clips failed")
@@ -277,6 +277,7 @@ def bench_predict(cfg, processor, videos, cache, model, batch_size, repeats=3):
     device, tokenizer, video = model.device, processor.tokenizer, cfg.input == "video"
     end, pad = tokenizer.convert_tokens_to_ids(prompt.END_OF_TURN), tokenizer.pad_token_id
     answers_ids = prompt.answer_ids(tokenizer)
+    steps = max(map(len, answers_ids))  # the longest valid answer: what predict.py's greedy decodes with an adapter
 
     def ready(dataset, plan):
         return [frames.to_model(b, processor, device) for b, _ in frames.loader(dataset, plan, 0)]
@@ -293,12 +294,12 @@ def bench_predict(cfg, processor, videos, cache, model, batch_size, repeats=3):
 
     @torch.no_grad()
     def plain(batch):
-        out = model.generate(**batch, max_new_tokens=4, do_sample=False, eos_token_id=end, pad_token_id=pad)
+        out = model.generate(**batch, max_new_tokens=steps, do_sample=False, eos_token_id=end, pad_token_id=pad)
         return out[:, batch["input_ids"].shape[1]:]
 
-    modes = dict(greedy=(batches, lambda b: scoring.decode.greedy(model, b, end, pad, 4)),
+    modes = dict(greedy=(batches, lambda b: scoring.decode.greedy(model, b, end, pad, steps)),
                  generate=(batches, plain),
-                 constrained=(batches, lambda b: scoring.decode.greedy(model, b, end, pad, max(map(len, answers_ids)),
+                 constrained=(batches, lambda b: scoring.decode.greedy(model, b, end, pad, steps,
                                                                 scoring.decode.trie(answers_ids))),
                  expected=(batches, lambda b: scoring.decode.expected(model, b, answers_ids)),
                  explain=(variants, lambda b: scoring.decode.expected(model, b, answers_ids)))
@@ -623,12 +624,11 @@ def cmd_peft(args, template):
             out = os.path.join(args.work, "peft", f"{method}-seed{seed}")
             cfg = replace(template, **dict(recipe, epochs=args.learn_epochs, lr=TINY_PEFT_LR[method]), **adapter,
                           peft=method, seed=seed, log_every=1000, out=out)
-            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             child = subprocess.run([sys.executable, "-c", "import json, sys\nfrom scaffold import bench\nresult = "
                                     "bench.peft_run(json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))\n"
                                     "print(json.dumps(result))",
                                     json.dumps(asdict(cfg)), str(args.steps), str(args.warmup_steps)],
-                                   cwd=root, stdout=subprocess.PIPE, text=True)
+                                   cwd=ROOT, stdout=subprocess.PIPE, text=True)
             if child.returncode:
                 raise InputError(f"scaffold.bench peft: the run of {method}, seed {seed}, stopped "
                                  f"(exit {child.returncode})")

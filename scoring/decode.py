@@ -31,7 +31,7 @@ from plumbing.files import write_csv
 from qwen_vl.modeling import QWenLMHeadModel
 
 PAPER_TRAIN_MEAN = 80  # the paper's fill value for invalid zero-shot answers (train+val mean score 0.801)
-DECODES = ("greedy", "constrained", "expected")  # how a score is read from the model (py); greedy: the paper's
+DECODES = ("greedy", "constrained", "expected")  # how a score is read from the model (above); greedy: the paper's
 # Greedy decoding's budget zero-shot: the base model answers in sentences, and the paper read its score in a paragraph.
 # 256 new tokens hold a paragraph (Qwen-VL-Chat's own generation_config allows 512); decoding stops where the turn ends.
 ZERO_SHOT_TOKENS = 256
@@ -104,7 +104,7 @@ def summary(p):
 def generate(model, processor, videos, cache, batch_size=8, workers=0, max_new_tokens=None, progress=True, video=False,
              decode="greedy"):
     """
-    The model's answer for each video, in order (see py): with `decode` greedy or constrained, the text it
+    The model's answer for each video, in order (see above): with `decode` greedy or constrained, the text it
     wrote; with expected, its probabilities of the 101 scores, a (101,) tensor. Batches are made by `workers`
     processes; with `video`, the frames of each go in as one native video input. max_new_tokens: greedy's budget
     (token_budget), the longest valid answer unless told.
@@ -122,7 +122,7 @@ def answer(model, processor, batches, decode, max_new_tokens=None, progress=True
     answers_ids = prompt.answer_ids(tokenizer)
     allowed = trie(answers_ids) if decode == "constrained" else None
     # unless told, the longest valid answer: all that a fine-tuned model needs to say; constrained decoding says no more
-    steps = max_new_tokens if allowed is None and max_new_tokens else prompt.answer_length(tokenizer)
+    steps = max_new_tokens if allowed is None and max_new_tokens else max(map(len, answers_ids))
     was_training = model.training
     model.eval()
     answers = []
@@ -150,14 +150,10 @@ def greedy(model, batch, end, pad, max_new_tokens, allowed=None):
     With `allowed` (trie of the valid answers), each step picks the likeliest token that keeps the answer
     valid: constrained decoding.
     """
-    from transformers import DynamicCache
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under peft's wrapper
-    cache = {_cache_argument(base): DynamicCache()}
-    logits = model(**batch, **cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-    token = _pick(logits, [], allowed)
+    base, cache, logits, mask = prefill(model, batch)
+    token = _pick(logits[:, -1], [], allowed)
     ends = torch.as_tensor(end, device=token.device)
-    tokens, done, mask = [token], torch.isin(token, ends), seen_by_steps(model, batch)
+    tokens, done = [token], torch.isin(token, ends)
     for _ in range(max_new_tokens - 1):
         if done.all():
             break
@@ -168,6 +164,18 @@ def greedy(model, batch, end, pad, max_new_tokens, allowed=None):
         tokens.append(token)
         done |= torch.isin(token, ends)
     return torch.stack(tokens, 1)
+
+
+def prefill(model, batch):
+    """The prompts through the model with a fresh cache, computing the logits of their last position only: (the base
+    model under peft's wrapper, which the cached steps call; the cache, as the forward's keyword; the logits (B, 1, V);
+    the prompts' mask as the steps see it, seen_by_steps)."""
+    from transformers import DynamicCache
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cache = {_cache_argument(base): DynamicCache()}
+    logits = model(**batch, **cache, use_cache=True, logits_to_keep=1).logits[:, -1:]
+    return base, cache, logits, seen_by_steps(model, batch)
 
 
 def seen_by_steps(model, batch):
@@ -212,13 +220,8 @@ def answer_logprobs(model, batch, answers):
     its own sequence. So the prompt's cache is shared, not repeated for each answer (101 copies of it would take
     ~5 GB a video for the 7B model at ~900 tokens, in bf16): a video costs one prefill and 101 more tokens.
     """
-    from transformers import DynamicCache
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     nodes = prefixes(answers)
-    cache = {_cache_argument(base): DynamicCache()}
-    first = model(**batch, **cache, use_cache=True, logits_to_keep=1).logits[:, -1:]
-    mask = seen_by_steps(model, batch)
+    base, cache, first, mask = prefill(model, batch)
     n, device = len(mask), mask.device
     tokens = torch.tensor([node[-1] for node in nodes], device=device).expand(n, -1)
     depth = torch.tensor([len(node) for node in nodes], device=device)

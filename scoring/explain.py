@@ -123,7 +123,7 @@ class Replacements(Batches):
 
     def __getitem__(self, items):
         ids = list(dict.fromkeys(i for item in items for i in (item[0], item[2]) if i is not None))
-        frames, seconds = self.clips([self.videos[i] for i in ids])
+        frames, seconds = self.cache.clips([self.videos[i] for i in ids], self.video)
         frames = dict(zip(ids, frames))
         seconds = dict(zip(ids, seconds)) if seconds is not None else None
         inputs = [replace_input(frames[i], self.videos[i].captions, x,
@@ -135,7 +135,7 @@ class Replacements(Batches):
 def shares(distributions, videos, n_frames, k=STAND_INS):
     """
     distributions: (rows, 101) P(s) of every row of `rows`, in that order. Returns (answers, shares): each video's
-    distribution with all its inputs (predict.generate's answer with --decode expected), and its shares as
+    distribution with all its inputs (decode.generate's answer with --decode expected), and its shares as
     {"frames": [N floats], "captions": [C floats], "frames_std": [N floats], "captions_std": [C floats]} in 0-1 units:
     score(all) - the mean over the stand-ins of score(with the stand-in's input), and the standard deviation of that
     difference over the stand-ins.
@@ -158,7 +158,7 @@ def shares(distributions, videos, n_frames, k=STAND_INS):
 
 def table(predictions, explained, n_frames):
     """
-    (header, rows) of explain-NAME.csv from predict.prediction_table's (with --decode expected) and `shares`'s:
+    (header, rows) of explain-NAME.csv from decode.prediction_table's (with --decode expected) and `shares`'s:
     video_id, mem_score, std, then frame_1..frame_N and caption_1..caption_K, the shares in 0-1 units, then the same
     names with _std, each share's standard deviation over the stand-ins (4 decimals). K is the most captions any
     video written has; a video with fewer leaves the rest of its caption columns empty.

@@ -166,7 +166,7 @@ for (const button of buttons) {
 
 def render(videos, scores, cache, spread=None, truth=None, shares=None, title="Memorability", about=""):
     """
-    The page as a string. scores: 0-100 per video; spread: predict.spread's (argmax, std) pairs in 0-1 units, or None
+    The page as a string. scores: 0-100 per video; spread: decode.spread's (argmax, std) pairs in 0-1 units, or None
     (greedy, constrained); truth: {video_id: score 0-1} where known; shares: explain.shares's per video, or None.
     Frames are the cache's, as the model saw them.
     """

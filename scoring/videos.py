@@ -22,7 +22,6 @@ import data
 import prompt
 from plumbing import sources
 from plumbing.errors import InputError
-from plumbing.files import atomic
 from frames import chunks, to_model
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi")
@@ -87,8 +86,7 @@ def write_captions(model, processor, videos, cache, video=False, batch_size=8, s
     written = []
     with model.disable_adapter() if isinstance(model, PeftModel) else nullcontext():
         for chunk in tqdm(chunks(len(videos), batch_size), desc="writing captions", unit="batch"):
-            clips = [cache.clip(videos[i]) if video else (cache.get(videos[i]), None) for i in chunk]
-            frames, seconds = [f for f, _ in clips], [s for _, s in clips] if video else None
+            frames, seconds = cache.clips([videos[i] for i in chunk], video)
             batch, _ = prompt.encode(processor, frames, [[] for _ in chunk], seconds=seconds,
                                      request=prompt.CAPTION_REQUEST)
             batch = to_model(batch, processor, model.device)
@@ -103,13 +101,13 @@ def write_captions(model, processor, videos, cache, video=False, batch_size=8, s
     return written
 
 
-def ranking(table, videos, sources):
-    """predict.prediction_table's (header, rows) -> the same, sorted by score (highest first), with where the captions
+def ranking(table, videos, origin):
+    """decode.prediction_table's (header, rows) -> the same, sorted by score (highest first), with where the captions
     came from and the captions themselves: caption_1..caption_K, K the most any video has, empty where one has fewer."""
     header, rows = table
     most = max((len(v.captions) for v in videos), default=0)
     rows = [row + [source] + v.captions + [""] * (most - len(v.captions))
-            for row, v, source in zip(rows, videos, sources)]
+            for row, v, source in zip(rows, videos, origin)]
     return header + ["captions_from"] + [f"caption_{k + 1}" for k in range(most)], ranked(rows)
 
 
@@ -120,12 +118,12 @@ def ranked(rows):
 
 def contact_sheet(path, videos, scores, cache):
     """A PNG of every video's middle frame, highest score first, each labelled with its rank, score (0-1) and name."""
-    from matplotlib.figure import Figure
+    from scoring import figures  # matplotlib: only where a sheet is asked for
 
     order = sorted(range(len(videos)), key=lambda i: (-scores[i], videos[i].video_id))
     columns = min(6, len(order))
     rows = math.ceil(len(order) / columns)
-    fig = Figure(figsize=(CELL[0] * columns, CELL[1] * rows), dpi=100)
+    fig = figures.new_figure((figures.DPI * CELL[0] * columns, figures.DPI * CELL[1] * rows))
     axes = fig.subplots(rows, columns, squeeze=False).flatten()
     for rank, (ax, i) in enumerate(zip(axes, order), start=1):
         frames = cache.get(videos[i])
@@ -135,5 +133,4 @@ def contact_sheet(path, videos, scores, cache):
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    with atomic(path, "wb") as f:
-        fig.savefig(f, format="png")
+    figures.save(fig, path)
